@@ -1,0 +1,3 @@
+"""cnn_jax: careful CNN ablations in functional JAX."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,59 @@
+"""Orbax checkpoints: keep the last K and the best by a metric; restore into a known structure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from cnn_jax.errors import UserError
+
+
+def open_manager(directory: Path, *, keep: int, best_metric: str, best_mode: str,
+                 read_only: bool = False) -> ocp.CheckpointManager:
+    """A manager that keeps the `keep` latest checkpoints plus the best one by `best_metric`."""
+    metric = lambda metrics: metrics[best_metric]  # noqa: E731
+    preserve = policies.AnyPreservationPolicy([
+        policies.LatestN(n=keep),
+        policies.BestN(get_metric_fn=metric, reverse=best_mode == "min", n=1,
+                       keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        create=not read_only, read_only=read_only, preservation_policy=preserve,
+        best_fn=metric, best_mode=best_mode, enable_async_checkpointing=False,
+    )
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, tree: Any, metrics: dict[str, float] | None = None) -> None:
+    """Save `tree` at `step` (a step already saved is left as it is)."""
+    if step in manager.all_steps():
+        return
+    manager.save(step, args=ocp.args.StandardSave(tree), metrics=metrics)
+    manager.wait_until_finished()
+
+
+def restore(manager: ocp.CheckpointManager, step: int, like: Any) -> Any:
+    """Restore step `step` into the structure, shapes and dtypes of `like`."""
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def pick_step(manager: ocp.CheckpointManager, which: str) -> int:
+    """'latest', 'best' or a step number -> a saved step, or a UserError listing what exists."""
+    steps = manager.all_steps()
+    if not steps:
+        raise UserError(f"no checkpoints in '{manager.directory}'.")
+    if which == "latest":
+        return manager.latest_step()
+    if which == "best":
+        best = manager.best_step()
+        if best is None:
+            raise UserError(f"no checkpoint in '{manager.directory}' has eval metrics yet; use --checkpoint latest.")
+        return best
+    if which.isdigit() and int(which) in steps:
+        return int(which)
+    raise UserError(f"checkpoint '{which}' not found in '{manager.directory}'; saved steps: {sorted(steps)} (or 'latest', 'best').")

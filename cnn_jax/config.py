@@ -1,0 +1,296 @@
+"""The one config object: schema with defaults, experiment-file loading, overrides, validation.
+
+A config is an `ml_collections.ConfigDict` whose keys and types are fixed by
+`default_config()`. Experiment files start from it and change values; the command
+line changes values with `--config.section.field=value`.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from cnn_jax.errors import UserError, did_you_mean, unknown_choice
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+LOSSES = ("cross_entropy", "mse")
+BEST_MODES = ("max", "min")
+EVAL_METRICS = ("eval_accuracy", "eval_loss", "eval_top5")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field a run has, with defaults that work on a laptop CPU."""
+    c = ml_collections.ConfigDict()
+    c.experiment = "default"
+    c.seed = 0
+
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.name = "fashion_mnist"
+    c.dataset.augment = ml_collections.ConfigDict()
+    c.dataset.augment.random_crop_padding = 0  # zero-pad P pixels, crop back (He et al. 2015)
+    c.dataset.augment.translate = 0  # shift up to T pixels, reflect-filled (Keras RandomTranslation)
+    c.dataset.augment.horizontal_flip = False
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "seed_cnn"
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adam"
+    c.optimizer.lr = 3e-3
+    c.optimizer.momentum = 0.9  # SGD only
+    c.optimizer.nesterov = False  # SGD only
+    c.optimizer.weight_decay = 0.0  # coupled L2 for sgd/adam, decoupled for adamw
+    c.optimizer.grad_clip_norm = 0.0  # 0 disables clipping
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "cosine"
+    c.schedule.warmup_epochs = 0.0
+    c.schedule.boundaries_epochs = (30.0, 60.0, 80.0)  # step schedule only
+    c.schedule.decay_factor = 0.1  # step schedule only
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.name = "cross_entropy"
+    c.loss.label_smoothing = 0.0
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 6
+    c.train.batch_size = 128
+    c.train.eval_batch_size = 1000
+    c.train.log_every_steps = 20
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 500
+    c.checkpoint.keep = 2
+    c.checkpoint.best_metric = "eval_accuracy"
+    c.checkpoint.best_mode = "max"
+    return c
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_experiment(spec: str) -> ml_collections.ConfigDict:
+    """Load `path/to/file.py[:preset]`: calls the file's `get_config(preset)`."""
+    path_str, _, preset = spec.partition(":")
+    path = Path(path_str)
+    if not path.is_file():
+        raise UserError(f"experiment file '{path}' does not exist. Give a path like experiments/fashion_mnist_cnn.py.")
+    module = _import_file(path)
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise UserError(f"experiment file '{path}' defines no get_config(preset) function.")
+    presets = tuple(getattr(module, "PRESETS", ("default",)))
+    preset = preset or presets[0]
+    if preset not in presets:
+        raise unknown_choice(f"preset of {path}", preset, presets)
+    try:
+        config = get_config(preset)
+    except UserError:
+        raise
+    except Exception as exc:  # an experiment file is user code: report, don't trace back
+        raise UserError(f"experiment file '{path}' raised in get_config('{preset}'): {type(exc).__name__}: {exc}") from exc
+    check_schema(config)
+    if config.experiment == "default":
+        config.experiment = path.stem
+    return config
+
+
+def _import_file(path: Path):
+    spec = importlib.util.spec_from_file_location(f"cnn_jax_experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise UserError(f"experiment file '{path}' failed to import: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def check_schema(config: Any, schema: ml_collections.ConfigDict | None = None, prefix: str = "") -> None:
+    """Fail on keys the schema does not know or values of the wrong type."""
+    schema = default_config() if schema is None else schema
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise UserError(f"get_config() must return an ml_collections.ConfigDict, got {type(config).__name__}.")
+    for key in config.keys():
+        field = prefix + key
+        if key not in schema:
+            raise UserError(f"unknown config field '{field}'.{did_you_mean(field, [prefix + k for k in schema.keys()])}")
+        value, expected = config[key], schema[key]
+        if isinstance(expected, ml_collections.ConfigDict):
+            check_schema(value, expected, field + ".")
+        elif not _same_kind(value, expected):
+            raise UserError(
+                f"config field '{field}' = {value!r} has type {type(value).__name__}; "
+                f"expected {type(expected).__name__}."
+            )
+
+
+def _same_kind(value: Any, expected: Any) -> bool:
+    if isinstance(expected, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(expected, bool)
+    if isinstance(expected, float):
+        return isinstance(value, (int, float))
+    if isinstance(expected, (tuple, list)):
+        return isinstance(value, (tuple, list))
+    return isinstance(value, type(expected))
+
+
+# ----------------------------------------------------------------------------- overrides
+
+def parse_override(arg: str) -> tuple[str, str]:
+    """Split `--config.a.b=value` into ('a.b', 'value')."""
+    if not arg.startswith("--config.") or "=" not in arg:
+        raise UserError(f"malformed override '{arg}': write --config.section.field=value, e.g. --config.optimizer.lr=0.05.")
+    key, _, value = arg[len("--config."):].partition("=")
+    if not key or any(not part.isidentifier() for part in key.split(".")):
+        raise UserError(f"malformed override '{arg}': '{key}' is not a dotted field name.")
+    return key, value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+    """Set dotted fields; string values are parsed by the type of the field they replace."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node, path = config, ""
+        for part in parents + [leaf]:
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                keys = [path + k for k in node.keys()] if isinstance(node, ml_collections.ConfigDict) else []
+                raise UserError(f"unknown config field '{path + part}'.{did_you_mean(path + part, keys)}")
+            if part != leaf:
+                node, path = node[part], path + part + "."
+        current = node[leaf]
+        if isinstance(current, ml_collections.ConfigDict):
+            raise UserError(f"config field '{dotted}' is a section; set one of its fields: {', '.join(current.keys())}.")
+        new = parse_value(dotted, value, current) if isinstance(value, str) else value
+        if not _same_kind(new, current):
+            raise UserError(f"config field '{dotted}' expects {type(current).__name__}, got {value!r}.")
+        node[leaf] = float(new) if isinstance(current, float) else new
+    return config
+
+
+def parse_value(field: str, text: str, current: Any) -> Any:
+    """Parse a command-line string to the type of the field's current value."""
+    try:
+        if isinstance(current, bool):
+            lowered = text.strip().lower()
+            if lowered in ("true", "1", "yes"):
+                return True
+            if lowered in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, (tuple, list)):
+            value = ast.literal_eval(text) if text.strip() else ()
+            value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+            return value
+        return text
+    except (ValueError, SyntaxError):
+        raise UserError(
+            f"--config.{field}={text}: expected {type(current).__name__} (current value {current!r})."
+        ) from None
+
+
+# ----------------------------------------------------------------------------- validation
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Reject impossible values before any data is read or compiled."""
+    from cnn_jax.models import available_models  # models never import config
+
+    check_schema(config)
+    _choice("model.name", config.model.name, available_models())
+    _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
+    _choice("schedule.name", config.schedule.name, SCHEDULES)
+    _choice("loss.name", config.loss.name, LOSSES)
+    _choice("checkpoint.best_metric", config.checkpoint.best_metric, EVAL_METRICS)
+    _choice("checkpoint.best_mode", config.checkpoint.best_mode, BEST_MODES)
+    _positive("optimizer.lr", config.optimizer.lr)
+    for field in ("train.epochs", "train.batch_size", "train.eval_batch_size",
+                  "train.log_every_steps", "checkpoint.every_steps", "checkpoint.keep"):
+        _positive(field, _get(config, field))
+    for field in ("optimizer.momentum", "loss.label_smoothing"):
+        value = _get(config, field)
+        if not 0.0 <= value < 1.0:
+            raise UserError(f"config field '{field}' = {value}: must be in [0, 1).")
+    for field in ("optimizer.weight_decay", "optimizer.grad_clip_norm", "schedule.warmup_epochs",
+                  "dataset.augment.random_crop_padding", "dataset.augment.translate"):
+        value = _get(config, field)
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"config field '{field}' = {value}: must be >= 0.")
+    if config.schedule.warmup_epochs >= config.train.epochs:
+        raise UserError(
+            f"config field 'schedule.warmup_epochs' = {config.schedule.warmup_epochs}: "
+            f"must be smaller than train.epochs = {config.train.epochs}."
+        )
+    if not 0.0 < config.schedule.decay_factor <= 1.0:
+        raise UserError(f"config field 'schedule.decay_factor' = {config.schedule.decay_factor}: must be in (0, 1].")
+    if not config.experiment or "/" in config.experiment:
+        raise UserError(f"config field 'experiment' = {config.experiment!r}: must be a non-empty name without '/'.")
+
+
+def validate_against_data(config: ml_collections.ConfigDict, train_size: int) -> None:
+    """Checks that need the dataset's size."""
+    if config.train.batch_size > train_size:
+        raise UserError(
+            f"config field 'train.batch_size' = {config.train.batch_size} is larger than the train split "
+            f"of '{config.dataset.name}' ({train_size} examples); use at most {train_size}."
+        )
+
+
+def _choice(field: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise unknown_choice(f"config field '{field}'", value, allowed)
+
+
+def _positive(field: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"config field '{field}' = {value}: must be > 0.")
+
+
+def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+# ----------------------------------------------------------------------------- identity
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    """Canonical JSON text of a config (sorted keys, tuples as lists)."""
+    return json.dumps(config.to_dict(), sort_keys=True, indent=2)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    """Inverse of `to_json`, restoring tuples where the schema has them."""
+    return apply_overrides(default_config(), _flatten(json.loads(text)))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, prefix + key + "."))
+        else:
+            flat[prefix + key] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def run_id(config: ml_collections.ConfigDict) -> str:
+    """Stable 12-hex-digit id of a fully resolved config."""
+    return hashlib.sha256(to_json(config).encode()).hexdigest()[:12]
+
+
+def diff(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:
+    """Human-readable lines for the fields where two configs differ."""
+    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
+    return [f"{k}: {fa.get(k)!r} != {fb.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]

@@ -1,0 +1,1 @@
+"""Datasets: local readers, TFDS storage, the catalog that finds data, the device pipeline."""

@@ -1,0 +1,183 @@
+"""Find a dataset by name: prepared TFDS data, an earlier import, local files, or a TFDS download."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cnn_jax.data import tfds_store
+from cnn_jax.data.arrays import ArrayDataset, class_counts
+from cnn_jax.data.local_files import read_local
+from cnn_jax.errors import UserError, did_you_mean
+
+LOCAL_DATA_ENV = "CNN_JAX_LOCAL_DATA"
+SYSTEM_DATA_ROOT = Path("/usr/share/datasets")  # Debian's dataset-* packages install here
+
+
+@dataclass(frozen=True)
+class KnownDataset:
+    """What a correct copy of a classic dataset looks like, and where copies usually live."""
+
+    image_shape: tuple[int, int, int]
+    class_counts: dict[str, tuple[int, ...]]
+    class_names: tuple[str, ...] = ()
+    local_dirnames: tuple[str, ...] = field(default=())
+
+
+KNOWN = {
+    "mnist": KnownDataset(
+        (28, 28, 1),
+        {"train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+         "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)},
+        tuple(str(d) for d in range(10)), ("mnist",)),
+    "fashion_mnist": KnownDataset(
+        (28, 28, 1), {"train": (6000,) * 10, "test": (1000,) * 10},
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        ("fashion-mnist", "fashion_mnist")),
+    "cifar10": KnownDataset(
+        (32, 32, 3), {"train": (5000,) * 10, "test": (1000,) * 10},
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        ("cifar10", "cifar-10", "cifar10-jpeg", "cifar-10-batches-py", "cifar-10-batches-bin")),
+    "cifar100": KnownDataset(
+        (32, 32, 3), {"train": (500,) * 100, "test": (100,) * 100}, (),
+        ("cifar100", "cifar-100", "cifar-100-python", "cifar-100-binary")),
+}
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    dataset: ArrayDataset
+    source: str  # where the arrays came from, for the manifest
+    fingerprints: dict[str, str]
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("TFDS_DATA_DIR", Path.home() / "tensorflow_datasets"))
+
+
+def default_search_roots() -> list[Path]:
+    """Folders holding local copies: $CNN_JAX_LOCAL_DATA (path list), then /usr/share/datasets."""
+    roots = [Path(p) for p in os.environ.get(LOCAL_DATA_ENV, "").split(os.pathsep) if p]
+    return roots + [SYSTEM_DATA_ROOT]
+
+
+def find_local(name: str, roots: list[Path]) -> Path | None:
+    """The first folder under `roots` named like dataset `name` (or `roots` entries that are it)."""
+    dirnames = KNOWN[name].local_dirnames if name in KNOWN else (name,)
+    for root in roots:
+        if Path(root).name in dirnames and Path(root).exists():
+            return Path(root)
+        for dirname in dirnames:
+            if (Path(root) / dirname).exists():
+                return Path(root) / dirname
+    return None
+
+
+def verify(dataset: ArrayDataset) -> None:
+    """A known dataset must have its published shape, splits and class counts."""
+    known = KNOWN.get(dataset.name)
+    if known is None:
+        return
+    if dataset.image_shape != known.image_shape:
+        raise UserError(f"dataset '{dataset.name}': images are {dataset.image_shape}, expected {known.image_shape}.")
+    for split, expected in known.class_counts.items():
+        if split not in dataset.splits:
+            raise UserError(f"dataset '{dataset.name}': split '{split}' is missing (found {sorted(dataset.splits)}).")
+        got = class_counts(dataset.splits[split], len(expected))
+        if tuple(got) != expected:
+            raise UserError(
+                f"dataset '{dataset.name}', split '{split}': class counts {got} differ from the published "
+                f"{list(expected)} ({len(dataset.splits[split])} vs {sum(expected)} examples). The files are incomplete or not this dataset."
+            )
+
+
+def import_dataset(name: str, source: Path, data_dir: Path, force: bool = False) -> Path:
+    """Read local files, verify them, and store them as a TFDS dataset in `data_dir`."""
+    target = tfds_store.imported_dir(data_dir, name)
+    if target.exists() and not force:
+        raise UserError(f"dataset '{name}' is already imported in '{target}'; pass --force to replace it.")
+    known = KNOWN.get(name)
+    dataset = read_local(name, Path(source), known.class_names if known else ())
+    verify(dataset)
+    if force and target.exists():
+        shutil.rmtree(target)
+    provenance = {
+        "name": name,
+        "source": str(Path(source).resolve()),
+        "fingerprints": tfds_store.split_fingerprints(dataset),
+        "class_counts": {s: class_counts(d, dataset.num_classes) for s, d in dataset.splits.items()},
+        "image_shape": list(dataset.image_shape),
+    }
+    return tfds_store.write_imported(dataset, data_dir, provenance)
+
+
+def available_datasets(data_dir: Path) -> list[str]:
+    return sorted(set(KNOWN) | set(tfds_store.list_imported(data_dir)))
+
+
+def load(name: str, data_dir: Path, search_roots: list[Path], log=print) -> LoadedDataset:
+    """The dataset `name` as arrays, from the first place that has it (see module docstring)."""
+    stock = tfds_store.stock_dir(data_dir, name)
+    if stock is not None:
+        dataset = tfds_store.read_tfds_dir(stock, name)
+        return LoadedDataset(dataset, f"tfds:{name}/{stock.name} in {data_dir}", tfds_store.split_fingerprints(dataset))
+    imported = tfds_store.imported_dir(data_dir, name)
+    if not imported.exists():
+        local = find_local(name, search_roots)
+        if local is not None:
+            log(f"Importing '{name}' from {local} into {imported.parent.parent} (once; later runs read it from there).")
+            import_dataset(name, local, data_dir)
+        elif name in KNOWN and _tensorflow_installed():
+            return _download_stock(name, data_dir)
+        else:
+            raise _not_found(name, data_dir, search_roots)
+    return _read_imported(name, imported)
+
+
+def _read_imported(name: str, builder_dir: Path) -> LoadedDataset:
+    dataset = tfds_store.read_tfds_dir(builder_dir, name)
+    fingerprints = tfds_store.split_fingerprints(dataset)
+    provenance = tfds_store.read_provenance(builder_dir)
+    recorded = provenance.get("fingerprints")
+    if recorded and recorded != fingerprints:
+        raise UserError(
+            f"dataset '{name}' in '{builder_dir}' no longer matches the fingerprint recorded at import; "
+            f"re-import it: cnn-jax data import {name} --from {provenance.get('source', 'DIR')} --force"
+        )
+    return LoadedDataset(dataset, f"imported from {provenance.get('source', '?')} into {builder_dir}", fingerprints)
+
+
+def _tensorflow_installed() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def _download_stock(name: str, data_dir: Path) -> LoadedDataset:
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=str(data_dir), file_format="array_record")
+        builder.download_and_prepare()
+    except Exception as exc:  # network, quota, checksum: report, do not substitute data
+        raise UserError(f"TFDS could not download '{name}' ({type(exc).__name__}: {exc}). "
+                        f"Import local files instead: cnn-jax data import {name} --from DIR") from exc
+    stock = tfds_store.stock_dir(data_dir, name)
+    dataset = tfds_store.read_tfds_dir(stock, name)
+    return LoadedDataset(dataset, f"tfds:{name}/{stock.name} in {data_dir}", tfds_store.split_fingerprints(dataset))
+
+
+def _not_found(name: str, data_dir: Path, roots: list[Path]) -> UserError:
+    if name not in KNOWN:
+        return UserError(
+            f"dataset '{name}' is neither a known dataset nor imported in '{data_dir}'."
+            f"{did_you_mean(name, available_datasets(data_dir))} Known: {', '.join(sorted(KNOWN))}; "
+            f"import an image folder with: cnn-jax data import {name} --from DIR"
+        )
+    looked = ", ".join(str(r) for r in roots)
+    return UserError(
+        f"dataset '{name}' is not prepared in '{data_dir}' and no local copy was found under [{looked}] "
+        f"(folder names {', '.join(KNOWN[name].local_dirnames)}). Fix: set {LOCAL_DATA_ENV}=DIR (a folder holding one of those), "
+        f"or run: cnn-jax data import {name} --from DIR, or install tensorflow-cpu (extra 'tfds-download') to let TFDS download it."
+    )

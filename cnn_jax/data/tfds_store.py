@@ -1,0 +1,109 @@
+"""TFDS storage without TensorFlow: write an ArrayDataset as array_record, read datasets back."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from cnn_jax.data.arrays import ArrayDataset, Split, fingerprint
+from cnn_jax.files import write_json_atomic
+
+IMPORT_VERSION = "1.0.0"
+IMPORTS_SUBDIR = "cnn_jax_imported"  # a TFDS data dir of its own: imports never shadow stock TFDS builders
+PROVENANCE_FILE = "cnn_jax_import.json"
+
+tfds.disable_progress_bar()
+logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def imported_dir(data_dir: Path, name: str) -> Path:
+    return Path(data_dir) / IMPORTS_SUBDIR / name / IMPORT_VERSION
+
+
+def list_imported(data_dir: Path) -> list[str]:
+    root = Path(data_dir) / IMPORTS_SUBDIR
+    return sorted(p.name for p in root.iterdir() if (p / IMPORT_VERSION / "dataset_info.json").exists()) if root.is_dir() else []
+
+
+def write_imported(dataset: ArrayDataset, data_dir: Path, provenance: dict) -> Path:
+    """Prepare `dataset` as a TFDS array_record dataset; TFDS writes to a temporary dir and renames."""
+    builder = _builder_class(dataset)(data_dir=str(Path(data_dir) / IMPORTS_SUBDIR), file_format="array_record")
+    builder.download_and_prepare()
+    target = Path(builder.data_dir)
+    write_json_atomic(target / PROVENANCE_FILE, provenance)
+    return target
+
+
+def read_tfds_dir(builder_dir: Path, name: str) -> ArrayDataset:
+    """Read every split of a prepared dataset, in its original order when an `index` feature exists."""
+    builder = tfds.builder_from_directory(str(builder_dir))
+    splits = {split: _read_split(builder, split) for split in builder.info.splits}
+    names = tuple(builder.info.features["label"].names)
+    return ArrayDataset(name, splits, names)
+
+
+def read_provenance(builder_dir: Path) -> dict:
+    path = Path(builder_dir) / PROVENANCE_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def stock_dir(data_dir: Path, name: str) -> Path | None:
+    """The newest prepared array_record version of a stock TFDS dataset in `data_dir`, if any."""
+    root = Path(data_dir) / name
+    if not root.is_dir():
+        return None
+    versions = [p for p in root.iterdir() if (p / "dataset_info.json").exists() and any(p.glob("*.array_record*"))]
+    return max(versions, key=lambda p: tfds.core.Version(p.name)) if versions else None
+
+
+def _read_split(builder, split: str, chunk: int = 10_000) -> Split:
+    source = builder.as_data_source(split=split)
+    records = []
+    for start in range(0, len(source), chunk):
+        records.extend(source.__getitems__(list(range(start, min(start + chunk, len(source))))))
+    images = np.stack([np.asarray(r["image"], dtype=np.uint8) for r in records])
+    labels = np.asarray([r["label"] for r in records], dtype=np.int32)
+    if images.ndim == 3:
+        images = images[..., None]
+    if "index" in records[0]:
+        order = np.argsort(np.asarray([r["index"] for r in records]), kind="stable")
+        images, labels = images[order], labels[order]
+    return Split(images, labels)
+
+
+def _builder_class(dataset: ArrayDataset):
+    """A GeneratorBasedBuilder for one in-memory dataset (never registered by name)."""
+
+    class ImportedDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version(IMPORT_VERSION)
+
+        def _info(self):
+            return tfds.core.DatasetInfo(
+                builder=self,
+                description=f"{dataset.name}, imported from local files by cnn_jax.",
+                features=tfds.features.FeaturesDict({
+                    "image": tfds.features.Tensor(shape=dataset.image_shape, dtype=np.uint8),
+                    "label": tfds.features.ClassLabel(names=list(dataset.class_names)),
+                    "index": tfds.features.Scalar(dtype=np.int64),
+                }),
+                supervised_keys=("image", "label"),
+            )
+
+        def _split_generators(self, dl_manager):
+            return {split: self._generate_examples(split) for split in dataset.splits}
+
+        def _generate_examples(self, split):
+            data = dataset.splits[split]
+            for i in range(len(data)):
+                yield i, {"image": data.images[i], "label": int(data.labels[i]), "index": i}
+
+    ImportedDataset.name = dataset.name
+    return ImportedDataset
+
+
+def split_fingerprints(dataset: ArrayDataset) -> dict[str, str]:
+    return {split: fingerprint(data) for split, data in dataset.splits.items()}

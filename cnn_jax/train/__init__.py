@@ -1,0 +1,1 @@
+"""Training: state, optimizers, losses, pure steps, and the loop."""

@@ -1,0 +1,140 @@
+"""The training loop: the only impure part (progress, logging, checkpoints, run directory)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
+
+from cnn_jax import checkpoints, provenance, rundir
+from cnn_jax import config as config_lib
+from cnn_jax.data.pipeline import epoch_permutation, take_batch
+from cnn_jax.train.setup import DataPaths, RunSetup, build
+from cnn_jax.train.state import run_keys
+from cnn_jax.train.steps import empty_metrics, make_train_step, summarize
+
+
+def open_checkpoints(run_dir: Path, config: ml_collections.ConfigDict, read_only: bool = False):
+    c = config.checkpoint
+    return checkpoints.open_manager(Path(run_dir) / "checkpoints", keep=c.keep, best_metric=c.best_metric,
+                                    best_mode=c.best_mode, read_only=read_only)
+
+
+def make_train_driver(setup: RunSetup):
+    """jitted (state, totals, split, order, index) -> (state, totals): gather a batch, step, add metrics."""
+    train_step = make_train_step(setup.model, setup.tx, setup.config, setup.mean, setup.std)
+    batch_size = setup.config.train.batch_size
+
+    def drive(state, totals, split, order, index):
+        batch = take_batch(split, order, index, batch_size)
+        state, sums = train_step(state, batch, jax.random.fold_in(state.rng, state.step))
+        return state, jax.tree_util.tree_map(lambda a, b: a + b, totals, sums)
+
+    return jax.jit(drive, donate_argnums=(0, 1))
+
+
+def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *, force: bool = False,
+          log=print, progress: bool = True) -> dict[str, Any]:
+    """Train `config` in `run_dir`, resuming from its latest checkpoint; returns the result record."""
+    config_lib.validate(config)
+    run_dir = Path(run_dir)
+    setup = build(config, paths, log=log)
+    existed = rundir.open_run_dir(run_dir, config, force=force)
+    manager = open_checkpoints(run_dir, config)
+    payload = {"state": setup.initial_state(), "train_totals": empty_metrics()}
+    start = manager.latest_step() or 0
+    if start:
+        payload = checkpoints.restore(manager, start, payload)
+        log(f"Resuming {run_dir} from step {start}.")
+    if existed:
+        rundir.truncate_metrics(run_dir, start)
+    rundir.record_start(run_dir, {**provenance.manifest(), "run_id": config_lib.run_id(config),
+                                  "data": setup.data_manifest()}, resumed_from=start if existed else None)
+    total_steps = config.train.epochs * setup.steps_per_epoch
+    if start >= total_steps:
+        result = rundir.read_result(run_dir) or _finish(setup, run_dir, manager, payload["state"], {})
+        log(f"Already complete: {run_dir}")
+        return result
+    return _run(setup, run_dir, manager, payload, start, total_steps, log, progress)
+
+
+def _run(setup, run_dir, manager, payload, start, total_steps, log, progress) -> dict[str, Any]:
+    config, spe = setup.config, setup.steps_per_epoch
+    batch_size = config.train.batch_size
+    state, totals = payload["state"], payload["train_totals"]
+    data_key = run_keys(config.seed)["data"]
+    order_fn = jax.jit(epoch_permutation, static_argnums=2)
+
+    t0 = time.perf_counter()
+    order = order_fn(data_key, start // spe, setup.train.size)
+    step_fn = make_train_driver(setup).lower(state, totals, setup.train, order, 0).compile()
+    compile_seconds = time.perf_counter() - t0
+    log(f"Compiled the train step in {compile_seconds:.1f} s.")
+
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if start else None)
+    bar = tqdm(total=total_steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True)
+    rates, mark, mark_step = [], time.perf_counter(), start
+    try:
+        for step in range(start, total_steps):
+            epoch, index = divmod(step, spe)
+            if index == 0 and step != start:
+                order = order_fn(data_key, epoch, setup.train.size)
+            state, totals = step_fn(state, totals, setup.train, order, index)
+            done = step + 1
+            end_of_epoch = done % spe == 0
+            if done % config.train.log_every_steps == 0 or end_of_epoch:
+                running = summarize(jax.device_get(totals))
+                now = time.perf_counter()
+                rate = (done - mark_step) * batch_size / (now - mark)
+                rates.append(rate)
+                mark, mark_step = now, done
+                bar.update(done - bar.n)  # the bar moves where the host has synced, so its ETA is honest
+                record = {"step": done, "epoch": done / spe, "lr": float(setup.schedule(step)),
+                          "train_loss": running["loss"], "train_accuracy": running["accuracy"],
+                          "images_per_sec": rate}
+                bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['accuracy']:.3f}", img_s=f"{rate:.0f}")
+                if end_of_epoch:
+                    record.update(setup.test_metrics(state))
+                    record["train_top5"] = running["top5"]
+                    bar.write(f"epoch {done // spe}/{config.train.epochs}: train loss {running['loss']:.4f} "
+                              f"acc {running['accuracy']:.4f} | test loss {record['eval_loss']:.4f} "
+                              f"acc {record['eval_accuracy']:.4f}")
+                    totals = empty_metrics()
+                rundir.append_metrics(run_dir, record)
+                for key, value in record.items():
+                    if key != "step":
+                        writer.add_scalar(key.replace("_", "/", 1), value, done)
+                if end_of_epoch:
+                    eval_metrics = {k: record[k] for k in ("eval_loss", "eval_accuracy", "eval_top5")}
+                    checkpoints.save(manager, done, {"state": state, "train_totals": totals}, eval_metrics)
+                    mark = time.perf_counter()  # evaluation and saving are not training throughput
+            if done % config.checkpoint.every_steps == 0 and not end_of_epoch:
+                checkpoints.save(manager, done, {"state": state, "train_totals": totals})
+                mark = time.perf_counter()
+    finally:
+        bar.close()
+        writer.close()
+    timing = {"compile_seconds": compile_seconds, "train_seconds": time.perf_counter() - t0 - compile_seconds,
+              "images_per_sec_median": statistics.median(rates) if rates else None, "first_step": start}
+    return _finish(setup, run_dir, manager, state, timing)
+
+
+def _finish(setup, run_dir, manager, state, timing) -> dict[str, Any]:
+    config = setup.config
+    final = setup.test_metrics(state)
+    best_step = manager.best_step()
+    result = {
+        "run_id": config_lib.run_id(config), "experiment": config.experiment, "model": config.model.name,
+        "dataset": config.dataset.name, "seed": config.seed, "steps": int(state.step),
+        "epochs": config.train.epochs, "final": final,
+        "best": {"step": best_step, **(manager.metrics(best_step) or {})} if best_step is not None else None,
+        "data_fingerprints": setup.data.fingerprints, **timing,
+    }
+    rundir.write_result(run_dir, result)
+    return result

@@ -1,0 +1,96 @@
+"""Everything a run needs before its first step: validated config, data on device, model, optimizer."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import linen as nn
+
+from cnn_jax import config as config_lib
+from cnn_jax.data import catalog
+from cnn_jax.data.pipeline import DeviceSplit, channel_stats, slice_batch, to_device
+from cnn_jax.models import build_model
+from cnn_jax.train.optim import make_optimizer, make_schedule
+from cnn_jax.train.state import TrainState, create_train_state
+from cnn_jax.train.steps import empty_metrics, make_eval_step, summarize
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    data_dir: Path  # the TFDS data dir
+    search_roots: tuple[Path, ...]  # where local copies are looked for
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    config: ml_collections.ConfigDict
+    data: catalog.LoadedDataset
+    model: nn.Module
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    steps_per_epoch: int
+    mean: jax.Array
+    std: jax.Array
+    train: DeviceSplit
+    test: DeviceSplit
+
+    def initial_state(self) -> TrainState:
+        return create_train_state(self.model, self.tx, self.data.dataset.image_shape, self.config.seed)
+
+    @functools.cached_property
+    def evaluate(self):
+        """jitted evaluate(state, split) -> metric sums (see `make_evaluate`)."""
+        return make_evaluate(self)
+
+    def test_metrics(self, state: TrainState) -> dict[str, float]:
+        """Loss, top-1 and top-5 accuracy on the whole test split, each example counted once."""
+        sums = jax.device_get(self.evaluate(state, self.test))
+        if int(sums["count"]) != self.test.size:
+            raise RuntimeError(f"evaluation counted {int(sums['count'])} of {self.test.size} test examples")
+        metrics = summarize(sums)
+        return {"eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"], "eval_top5": metrics["top5"]}
+
+    def data_manifest(self) -> dict:
+        dataset = self.data.dataset
+        return {"name": dataset.name, "source": self.data.source, "fingerprints": self.data.fingerprints,
+                "sizes": {s: len(d) for s, d in dataset.splits.items()}, "image_shape": list(dataset.image_shape),
+                "classes": list(dataset.class_names),
+                "normalization": {"mean": self.mean.tolist(), "std": self.std.tolist()}}
+
+
+def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print) -> RunSetup:
+    """Validate, load data to the device, build model and optimizer; no training compute."""
+    config_lib.validate(config)
+    data = catalog.load(config.dataset.name, paths.data_dir, list(paths.search_roots), log=log)
+    train_split, test_split = data.dataset.splits["train"], data.dataset.splits["test"]
+    config_lib.validate_against_data(config, len(train_split))
+    model = build_model(config.model.name, num_classes=data.dataset.num_classes, input_shape=data.dataset.image_shape)
+    steps_per_epoch = len(train_split) // config.train.batch_size
+    schedule = make_schedule(config, steps_per_epoch)
+    mean, std = channel_stats(train_split)
+    return RunSetup(
+        config=config, data=data, model=model, tx=make_optimizer(config, schedule), schedule=schedule,
+        steps_per_epoch=steps_per_epoch, mean=jnp.asarray(mean), std=jnp.asarray(std),
+        train=to_device(train_split), test=to_device(test_split, pad_to_multiple=config.train.eval_batch_size),
+    )
+
+
+def make_evaluate(setup: RunSetup):
+    """jitted evaluate(state, split) -> metric sums over every real example of the split, once."""
+    eval_step = make_eval_step(setup.model, setup.mean, setup.std)
+    batch_size = setup.config.train.eval_batch_size
+
+    def evaluate(state: TrainState, split: DeviceSplit):
+        def body(i, totals):
+            sums = eval_step(state, slice_batch(split, i, batch_size))
+            return jax.tree_util.tree_map(jnp.add, totals, sums)
+
+        return jax.lax.fori_loop(0, split.num_batches(batch_size), body, empty_metrics())
+
+    return jax.jit(evaluate)

@@ -1,0 +1,82 @@
+"""The pure, jittable train and eval steps. Metrics are sums, so they merge by addition."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import linen as nn
+
+from cnn_jax.data.augment import augment, normalize
+from cnn_jax.train.losses import per_example_loss, topk_correct
+from cnn_jax.train.state import TrainState
+
+Batch = dict[str, jax.Array]  # image uint8 (B,H,W,C), label int32 (B,), mask bool (B,)
+Metrics = dict[str, jax.Array]  # loss_sum, correct, correct_top5, count
+
+
+def empty_metrics() -> Metrics:
+    return {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "correct_top5", "count")}
+
+
+def summarize(totals: dict[str, float]) -> dict[str, float]:
+    """Means from metric sums."""
+    n = max(float(totals["count"]), 1.0)
+    return {"loss": float(totals["loss_sum"]) / n, "accuracy": float(totals["correct"]) / n,
+            "top5": float(totals["correct_top5"]) / n}
+
+
+def _metric_sums(logits, labels, losses, mask) -> Metrics:
+    weight = mask.astype(jnp.float32)
+    top5 = topk_correct(logits, labels, 5) if logits.shape[-1] > 5 else jnp.ones_like(weight)
+    return {"loss_sum": jnp.sum(losses * weight), "correct": jnp.sum(topk_correct(logits, labels, 1) * weight),
+            "correct_top5": jnp.sum(top5 * weight), "count": jnp.sum(weight)}
+
+
+def _variables(state: TrainState, params) -> dict:
+    return {"params": params, "batch_stats": state.batch_stats} if state.batch_stats else {"params": params}
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+                    mean: jax.Array, std: jax.Array) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
+    """train_step(state, batch, key) -> (state, metric sums); `key` drives augmentation and dropout."""
+    aug = config.dataset.augment
+    loss_name, smoothing = config.loss.name, config.loss.label_smoothing
+
+    def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
+        aug_key, dropout_key = jax.random.split(key)
+        images = augment(batch["image"], aug_key, crop_padding=aug.random_crop_padding,
+                         translate=aug.translate, horizontal_flip=aug.horizontal_flip)
+        images = normalize(images, mean, std)
+
+        def loss_fn(params):
+            logits, updates = model.apply(_variables(state, params), images, train=True,
+                                          rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+            losses = per_example_loss(loss_name, logits, batch["label"], smoothing)
+            return jnp.mean(losses), (logits, losses, updates)
+
+        grads, (logits, losses, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+        opt_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, opt_updates),
+            batch_stats=updates.get("batch_stats", state.batch_stats),
+            opt_state=opt_state,
+        )
+        return new_state, _metric_sums(logits, batch["label"], losses, batch["mask"])
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module, mean: jax.Array, std: jax.Array) -> Callable[[TrainState, Batch], Metrics]:
+    """eval_step(state, batch) -> metric sums over the batch's real (unmasked) examples; plain cross-entropy."""
+
+    def eval_step(state: TrainState, batch: Batch) -> Metrics:
+        logits = model.apply(_variables(state, state.params), normalize(batch["image"], mean, std), train=False)
+        losses = per_example_loss("cross_entropy", logits, batch["label"])
+        return _metric_sums(logits, batch["label"], losses, batch["mask"])
+
+    return eval_step
