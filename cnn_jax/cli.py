@@ -55,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="IDX folder, CIFAR python/binary batches folder, or image folder <split>/<class>/* (dir or .tgz)")
     imp.add_argument("--force", action="store_true", help="replace an existing import")
     _add_data_options(imp)
-    lst = data_sub.add_parser("list", help="known and imported datasets")
+    lst = data_sub.add_parser("list", help="known and imported datasets, and where each would be read from")
     _add_data_options(lst)
+    locate = data_sub.add_parser("locate", help="where NAME would be read from; exit 1 if it is not available offline")
+    locate.add_argument("name")
+    _add_data_options(locate)
 
     sub.add_parser("models", help="list the registered models")
     return parser
@@ -121,17 +124,25 @@ def cmd_data(args: argparse.Namespace, extra: list[str]) -> int:
         counts = {s: sum(c) for s, c in info["class_counts"].items()}
         print(f"imported '{args.name}' {tuple(info['image_shape'])} {counts} into {target}")
         return 0
-    imported = set(tfds_store.list_imported(paths.data_dir))
+    if args.data_command == "locate":
+        where = _where(args.name, paths)
+        print(f"{args.name}: {where or 'not available offline'}")
+        return 0 if where else 1
     for name in catalog.available_datasets(paths.data_dir):
-        if tfds_store.stock_dir(paths.data_dir, name):
-            where = "prepared by TFDS"
-        elif name in imported:
-            where = "imported"
-        else:
-            local = catalog.find_local(name, list(paths.search_roots))
-            where = f"local files at {local} (imported on first use)" if local else "not available offline"
-        print(f"{name:16s} {where}")
+        print(f"{name:16s} {_where(name, paths) or 'not available offline'}")
     return 0
+
+
+def _where(name: str, paths) -> str | None:
+    from cnn_jax.data import catalog, tfds_store
+
+    stock = tfds_store.stock_dir(paths.data_dir, name)
+    if stock:
+        return f"prepared by TFDS in {stock}"
+    if tfds_store.imported_dir(paths.data_dir, name).exists():
+        return f"imported in {tfds_store.imported_dir(paths.data_dir, name)}"
+    local = catalog.find_local(name, list(paths.search_roots))
+    return f"local files at {local} (imported on first use)" if local else None
 
 
 def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:

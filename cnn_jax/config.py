@@ -34,6 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.dataset = ml_collections.ConfigDict()
     c.dataset.name = "fashion_mnist"
+    c.dataset.train_subset = 0  # >0: train on the first N examples of the train split only
     c.dataset.augment = ml_collections.ConfigDict()
     c.dataset.augment.random_crop_padding = 0  # zero-pad P pixels, crop back (He et al. 2015)
     c.dataset.augment.translate = 0  # shift up to T pixels, reflect-filled (Keras RandomTranslation)
@@ -221,7 +222,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         value = _get(config, field)
         if not 0.0 <= value < 1.0:
             raise UserError(f"config field '{field}' = {value}: must be in [0, 1).")
-    for field in ("optimizer.weight_decay", "optimizer.grad_clip_norm", "schedule.warmup_epochs",
+    for field in ("optimizer.weight_decay", "optimizer.grad_clip_norm", "schedule.warmup_epochs", "dataset.train_subset",
                   "dataset.augment.random_crop_padding", "dataset.augment.translate"):
         value = _get(config, field)
         if not (math.isfinite(value) and value >= 0):
@@ -239,6 +240,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def validate_against_data(config: ml_collections.ConfigDict, train_size: int) -> None:
     """Checks that need the dataset's size."""
+    if config.dataset.train_subset > train_size:
+        raise UserError(
+            f"config field 'dataset.train_subset' = {config.dataset.train_subset} is larger than the train split "
+            f"of '{config.dataset.name}' ({train_size} examples)."
+        )
+    train_size = config.dataset.train_subset or train_size
     if config.train.batch_size > train_size:
         raise UserError(
             f"config field 'train.batch_size' = {config.train.batch_size} is larger than the train split "

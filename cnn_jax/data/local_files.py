@@ -146,6 +146,10 @@ def _numbered(splits: dict[str, Split]) -> tuple[str, ...]:
 
 def read_image_folder(name: str, root: Path) -> ArrayDataset:
     """`root/<split>/<class>/*.png|jpg` (a directory or a tar archive); classes sorted by name."""
+    if root.is_dir():
+        empty = sorted(str(d.relative_to(root)) for d in root.glob("*/*") if d.is_dir() and not any(d.iterdir()))
+        if empty:
+            raise UserError(f"image folder '{root}': class folder '{empty[0]}' is empty; remove it or add images.")
     files = sorted(_list_image_folder(root))
     if not files:
         raise UserError(f"image folder '{root}' has no files of the form <split>/<class>/<image>.")

@@ -40,8 +40,12 @@ def make_train_driver(setup: RunSetup):
 
 
 def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *, force: bool = False,
-          log=print, progress: bool = True) -> dict[str, Any]:
-    """Train `config` in `run_dir`, resuming from its latest checkpoint; returns the result record."""
+          log=print, progress: bool = True, stop_at_step: int | None = None) -> dict[str, Any] | None:
+    """Train `config` in `run_dir`, resuming from its latest checkpoint; returns the result record.
+
+    `stop_at_step` ends the process's work after that step without a final checkpoint, as a crash
+    would (returns None); re-running resumes from the last checkpoint saved before it.
+    """
     config_lib.validate(config)
     run_dir = Path(run_dir)
     setup = build(config, paths, log=log)
@@ -61,10 +65,10 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
         result = rundir.read_result(run_dir) or _finish(setup, run_dir, manager, payload["state"], {})
         log(f"Already complete: {run_dir}")
         return result
-    return _run(setup, run_dir, manager, payload, start, total_steps, log, progress)
+    return _run(setup, run_dir, manager, payload, start, total_steps, log, progress, stop_at_step)
 
 
-def _run(setup, run_dir, manager, payload, start, total_steps, log, progress) -> dict[str, Any]:
+def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, stop_at_step) -> dict[str, Any] | None:
     config, spe = setup.config, setup.steps_per_epoch
     batch_size = config.train.batch_size
     state, totals = payload["state"], payload["train_totals"]
@@ -117,6 +121,8 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress) ->
             if done % config.checkpoint.every_steps == 0 and not end_of_epoch:
                 checkpoints.save(manager, done, {"state": state, "train_totals": totals})
                 mark = time.perf_counter()
+            if done == stop_at_step:
+                return None
     finally:
         bar.close()
         writer.close()

@@ -14,6 +14,7 @@ from flax import linen as nn
 
 from cnn_jax import config as config_lib
 from cnn_jax.data import catalog
+from cnn_jax.data.arrays import Split
 from cnn_jax.data.pipeline import DeviceSplit, channel_stats, slice_batch, to_device
 from cnn_jax.models import build_model
 from cnn_jax.train.optim import make_optimizer, make_schedule
@@ -59,7 +60,7 @@ class RunSetup:
     def data_manifest(self) -> dict:
         dataset = self.data.dataset
         return {"name": dataset.name, "source": self.data.source, "fingerprints": self.data.fingerprints,
-                "sizes": {s: len(d) for s, d in dataset.splits.items()}, "image_shape": list(dataset.image_shape),
+                "sizes": {s: len(d) for s, d in dataset.splits.items()}, "train_examples_used": self.train.size, "image_shape": list(dataset.image_shape),
                 "classes": list(dataset.class_names),
                 "normalization": {"mean": self.mean.tolist(), "std": self.std.tolist()}}
 
@@ -70,6 +71,9 @@ def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print) -> Run
     data = catalog.load(config.dataset.name, paths.data_dir, list(paths.search_roots), log=log)
     train_split, test_split = data.dataset.splits["train"], data.dataset.splits["test"]
     config_lib.validate_against_data(config, len(train_split))
+    if config.dataset.train_subset:
+        n = config.dataset.train_subset
+        train_split = Split(train_split.images[:n], train_split.labels[:n])
     model = build_model(config.model.name, num_classes=data.dataset.num_classes, input_shape=data.dataset.image_shape)
     steps_per_epoch = len(train_split) // config.train.batch_size
     schedule = make_schedule(config, steps_per_epoch)

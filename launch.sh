@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# cnn_jax launcher: sets up .venv on first use, then runs.
+#   ./launch.sh                              train the default run (seed_cnn on Fashion-MNIST)
+#   ./launch.sh EXPERIMENT[:PRESET] [opts]   train an experiment file, e.g. experiments/fashion_mnist_cnn.py:quick
+#   ./launch.sh test [pytest args]           run the test suite
+#   ./launch.sh cnn-jax ARGS...              any cnn-jax command inside the environment
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${CNN_JAX_VENV:-$ROOT/.venv}"
+DEFAULT_EXPERIMENT="$ROOT/experiments/fashion_mnist_cnn.py"
+
+ensure_env() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "Creating the virtual environment $VENV" >&2
+    python3 -m venv "$VENV"
+  fi
+  local stamp="$VENV/.cnn_jax_installed" want
+  want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "Installing cnn_jax and its dependencies into $VENV (once)" >&2
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "$ROOT[test]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+# Offline machines: if Fashion-MNIST is nowhere to be found, install Debian's copy when we may.
+ensure_default_data() {
+  if "$VENV/bin/cnn-jax" data locate fashion_mnist >/dev/null 2>&1; then
+    return
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "Fashion-MNIST not found; installing Debian's dataset-fashion-mnist" >&2
+    if ! apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; then
+      apt-get update -qq >/dev/null 2>&1 || true
+      apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+        || echo "warning: could not install dataset-fashion-mnist; set CNN_JAX_LOCAL_DATA to a folder holding fashion-mnist/" >&2
+    fi
+  fi
+}
+
+ensure_env
+case "${1:-}" in
+  test)
+    shift
+    cd "$ROOT"
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  cnn-jax)
+    shift
+    exec "$VENV/bin/cnn-jax" "$@"
+    ;;
+  "" | -*)
+    ensure_default_data
+    exec "$VENV/bin/cnn-jax" train "$DEFAULT_EXPERIMENT" "$@"
+    ;;
+  *)
+    exec "$VENV/bin/cnn-jax" train "$@"
+    ;;
+esac

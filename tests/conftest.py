@@ -1,0 +1,37 @@
+"""Shared fixtures: the real datasets in ../shared/data (tests skip when absent) and TFDS data dirs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CNN_JAX_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
+def shared(name: str) -> Path:
+    """Path of a real dataset copy, or skip the test saying what is missing."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"real data '{path}' is absent (set CNN_JAX_TEST_DATA to a folder holding {name}/)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fashion_data_dir(tmp_path_factory) -> Path:
+    """A TFDS data dir with Fashion-MNIST imported from the real IDX files (once per session)."""
+    from cnn_jax.data import catalog
+
+    source = shared("fashion-mnist")
+    data_dir = tmp_path_factory.mktemp("tfds")
+    catalog.import_dataset("fashion_mnist", source, data_dir)
+    return data_dir
+
+
+@pytest.fixture
+def fashion_paths(fashion_data_dir):
+    from cnn_jax.train.setup import DataPaths
+
+    return DataPaths(fashion_data_dir, ())

@@ -1,0 +1,66 @@
+"""Offline import: local files become a TFDS array_record dataset read back without TensorFlow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cnn_jax.data import catalog, tfds_store
+from cnn_jax.data.local_files import read_local
+from cnn_jax.errors import UserError
+from conftest import shared
+
+
+def test_import_round_trips_pixels_labels_and_order(fashion_data_dir):
+    original = read_local("fashion_mnist", shared("fashion-mnist"))
+    loaded = catalog.load("fashion_mnist", fashion_data_dir, [])
+    assert loaded.source.startswith("imported from")
+    for split in ("train", "test"):
+        assert np.array_equal(loaded.dataset.splits[split].images, original.splits[split].images)
+        assert np.array_equal(loaded.dataset.splits[split].labels, original.splits[split].labels)
+    assert loaded.dataset.class_names[0] == "T-shirt/top"
+    provenance = tfds_store.read_provenance(tfds_store.imported_dir(fashion_data_dir, "fashion_mnist"))
+    assert provenance["fingerprints"] == loaded.fingerprints
+    assert provenance["class_counts"]["test"] == [1000] * 10
+
+
+def test_a_fresh_process_reads_the_import_through_tfds_without_tensorflow(fashion_data_dir):
+    script = (
+        "import sys, tensorflow_datasets as tfds\n"
+        f"b = tfds.builder_from_directory({str(tfds_store.imported_dir(fashion_data_dir, 'fashion_mnist'))!r})\n"
+        "src = b.as_data_source(split='test')\n"
+        "print(len(src), src[0]['image'].shape, 'tensorflow' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["10000", "(28,", "28,", "1)", "False"]
+
+
+def test_second_import_needs_force(fashion_data_dir):
+    with pytest.raises(UserError, match="already imported.*--force"):
+        catalog.import_dataset("fashion_mnist", shared("fashion-mnist"), fashion_data_dir)
+
+
+def test_local_files_are_found_and_imported_on_first_use(tmp_path):
+    messages = []
+    loaded = catalog.load("mnist", tmp_path, [shared("mnist").parent], log=messages.append)
+    assert "Importing 'mnist'" in messages[0]
+    assert len(loaded.dataset.splits["train"]) == 60000
+    assert tfds_store.imported_dir(tmp_path, "mnist").exists()
+    again = catalog.load("mnist", tmp_path, [], log=messages.append)  # now from the TFDS dir alone
+    assert again.fingerprints == loaded.fingerprints and len(messages) == 1
+
+
+def test_import_refuses_files_that_are_not_the_named_dataset(tmp_path):
+    with pytest.raises(UserError, match="class counts .* differ from the published"):
+        catalog.import_dataset("fashion_mnist", shared("mnist"), tmp_path)
+    assert not tfds_store.imported_dir(tmp_path, "fashion_mnist").exists()
+
+
+def test_missing_dataset_explains_every_way_to_provide_it(tmp_path):
+    with pytest.raises(UserError, match="not prepared in .* no local copy was found.*CNN_JAX_LOCAL_DATA.*data import"):
+        catalog.load("cifar100", tmp_path, [tmp_path / "nowhere"])
+    with pytest.raises(UserError, match="Did you mean 'fashion_mnist'"):
+        catalog.load("fashion_mnis", tmp_path, [])
