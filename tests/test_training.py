@@ -1,0 +1,136 @@
+"""Training on real Fashion-MNIST: learning, exact resume, checkpoints, evaluation, run directories."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from cnn_jax import checkpoints, rundir
+from cnn_jax import config as config_lib
+from cnn_jax.errors import UserError
+from cnn_jax.train.evaluate import evaluate_run
+from cnn_jax.train.loop import open_checkpoints, train
+from cnn_jax.train.steps import empty_metrics
+
+TIMING_KEYS = {"images_per_sec"}
+
+
+def small_config(**overrides):
+    """300 steps of batch 32 on the first 4,800 training images (2 epochs of 150 steps)."""
+    base = {"experiment": "test", "dataset.train_subset": 4800, "train.batch_size": 32, "train.epochs": 2,
+            "train.log_every_steps": 25, "checkpoint.every_steps": 100, "checkpoint.keep": 2,
+            "dataset.augment.random_crop_padding": 2, "dataset.augment.horizontal_flip": True}
+    return config_lib.apply_overrides(config_lib.default_config(), {**base, **overrides})
+
+
+def final_params(run_dir, config):
+    manager = open_checkpoints(run_dir, config, read_only=True)
+    like = {"state": _template(config), "train_totals": empty_metrics()}
+    return checkpoints.restore(manager, manager.latest_step(), like)["state"]
+
+
+def _template(config):
+    from cnn_jax.models import build_model
+    from cnn_jax.train.optim import make_optimizer, make_schedule
+    from cnn_jax.train.state import create_train_state
+
+    model = build_model(config.model.name, num_classes=10, input_shape=(28, 28, 1))
+    tx = make_optimizer(config, make_schedule(config, 150))
+    return create_train_state(model, tx, (28, 28, 1), config.seed)
+
+
+def science(records):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory, fashion_data_dir):
+    from cnn_jax.train.setup import DataPaths
+
+    run_dir = tmp_path_factory.mktemp("unbroken")
+    config = small_config()
+    result = train(config, run_dir, DataPaths(fashion_data_dir, ()), progress=False, log=lambda *_: None)
+    return run_dir, config, result
+
+
+def test_a_short_run_learns_and_writes_a_complete_run_directory(unbroken):
+    run_dir, config, result = unbroken
+    assert result["steps"] == 300
+    assert result["final"]["eval_accuracy"] > 0.70  # 300 small steps on 4,800 images; chance is 0.10
+    assert result["final"]["eval_top5"] >= result["final"]["eval_accuracy"]
+    for name in ("config.json", "manifest.json", "metrics.jsonl", "result.json"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["run_id"] == config_lib.run_id(config)
+    assert manifest["data"]["fingerprints"]["train"] == result["data_fingerprints"]["train"]
+    assert manifest["data"]["train_examples_used"] == 4800
+    assert {"jax", "flax", "optax"} <= set(manifest["packages"]) and "commit" in manifest["git"]
+    assert config_lib.diff(rundir.load_config(run_dir), config) == []
+    records = rundir.read_metrics(run_dir)
+    assert [r["step"] for r in records] == sorted({r["step"] for r in records})  # each step once, in order
+    epoch_ends = [r for r in records if "eval_accuracy" in r]
+    assert [r["step"] for r in epoch_ends] == [150, 300]
+    assert epoch_ends[-1]["eval_accuracy"] == result["final"]["eval_accuracy"]
+
+
+def test_checkpoints_keep_the_latest_k_and_the_best(unbroken):
+    run_dir, config, result = unbroken
+    manager = open_checkpoints(run_dir, config, read_only=True)
+    epoch_ends = [r for r in rundir.read_metrics(run_dir) if "eval_accuracy" in r]
+    best = max(epoch_ends, key=lambda r: r["eval_accuracy"])["step"]
+    assert manager.best_step() == best == result["best"]["step"]
+    assert set(manager.all_steps()) == {200, 300} | {best}
+
+
+def test_resume_after_a_crash_is_bitwise_equal_to_the_unbroken_run(unbroken, tmp_path, fashion_paths):
+    run_dir, config, _ = unbroken
+    crashed = tmp_path / "crashed"
+    quiet = {"progress": False, "log": lambda *_: None}
+    assert train(config, crashed, fashion_paths, stop_at_step=130, **quiet) is None  # last checkpoint: 100
+    assert max(r["step"] for r in rundir.read_metrics(crashed)) == 125
+    result = train(config, crashed, fashion_paths, **quiet)
+    assert result["first_step"] == 100
+    a, b = final_params(run_dir, config), final_params(crashed, config)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert science(rundir.read_metrics(crashed)) == science(rundir.read_metrics(run_dir))
+    manifest = json.loads((crashed / "manifest.json").read_text())
+    assert [r["from_step"] for r in manifest["resumes"]] == [100]
+
+
+def test_rerunning_a_finished_run_trains_nothing(unbroken, fashion_paths):
+    run_dir, config, result = unbroken
+    again = train(config, run_dir, fashion_paths, progress=False, log=lambda *_: None)
+    assert again == result
+
+
+def test_eval_command_reproduces_the_best_and_latest_checkpoint_metrics(unbroken, fashion_paths):
+    run_dir, _, result = unbroken
+    latest = evaluate_run(run_dir, fashion_paths, "latest", log=lambda *_: None)
+    assert latest["checkpoint_step"] == 300 and latest["eval_accuracy"] == result["final"]["eval_accuracy"]
+    best = evaluate_run(run_dir, fashion_paths, "best", log=lambda *_: None)
+    assert best["eval_accuracy"] == result["best"]["eval_accuracy"]
+    with pytest.raises(UserError, match="checkpoint '7' not found.*saved steps"):
+        evaluate_run(run_dir, fashion_paths, "7")
+
+
+def test_a_run_directory_refuses_a_different_config(unbroken, fashion_paths):
+    run_dir, config, _ = unbroken
+    other = config_lib.apply_overrides(config, {"optimizer.lr": 0.01})
+    with pytest.raises(UserError, match=r"different config \(optimizer.lr: 0.003 != 0.01\)"):
+        train(other, run_dir, fashion_paths, progress=False)
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(unbroken, tmp_path, fashion_paths):
+    run_dir, config, _ = unbroken
+    quiet = {"progress": False, "log": lambda *_: None}
+    short = {"train.epochs": 1, "dataset.train_subset": 960}
+    a = train(small_config(**short), tmp_path / "a", fashion_paths, **quiet)
+    b = train(small_config(**short), tmp_path / "b", fashion_paths, **quiet)
+    c = train(small_config(**short, seed=1), tmp_path / "c", fashion_paths, **quiet)
+    assert a["final"] == b["final"]
+    assert a["final"] != c["final"]
