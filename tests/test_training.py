@@ -134,3 +134,19 @@ def test_same_seed_same_numbers_other_seed_other_numbers(unbroken, tmp_path, fas
     c = train(small_config(**short, seed=1), tmp_path / "c", fashion_paths, **quiet)
     assert a["final"] == b["final"]
     assert a["final"] != c["final"]
+
+
+def test_rgb_image_folder_dataset_trains_end_to_end(tmp_path):
+    """CIFAR-10 (JPEG copy) through import, the RGB pipeline with augmentation, and one short epoch."""
+    from cnn_jax.data import catalog
+    from cnn_jax.train.setup import DataPaths
+    from conftest import shared
+
+    catalog.import_dataset("cifar10", shared("cifar10-jpeg") / "cifar10-jpeg.tgz", tmp_path / "tfds")
+    config = small_config(**{"dataset.name": "cifar10", "dataset.train_subset": 512, "train.batch_size": 64,
+                             "train.epochs": 1, "dataset.augment.translate": 2})
+    result = train(config, tmp_path / "run", DataPaths(tmp_path / "tfds", ()), progress=False, log=lambda *_: None)
+    assert result["steps"] == 8 and 0.0 <= result["final"]["eval_accuracy"] <= 1.0
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["data"]["image_shape"] == [32, 32, 3] and manifest["data"]["sizes"]["test"] == 10000
+    assert len(manifest["data"]["normalization"]["mean"]) == 3
