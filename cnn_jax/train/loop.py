@@ -81,7 +81,8 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
     compile_seconds = time.perf_counter() - t0
     log(f"Compiled the train step in {compile_seconds:.1f} s.")
 
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if start else None)
+    # On a restart, TensorBoard drops events after the restored step instead of showing them twice.
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if (run_dir / "tensorboard").exists() else None)
     bar = tqdm(total=total_steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True)
     rates, mark, mark_step = [], time.perf_counter(), start
     try:
