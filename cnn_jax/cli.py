@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(locate)
 
     sub.add_parser("models", help="list the registered models")
+
+    summary = sub.add_parser("summary", help="per-layer table: output shape, parameters, FLOPs, receptive field, jump",
+                             epilog="Model switches: --config.model.downsample=stride --config.model.kernel_scheme=3x3x2 ...")
+    summary.add_argument("model", help="a registered model name (see `cnn-jax models`)")
+    summary.add_argument("--input", default="28x28x1", help="input shape HxWxC (default 28x28x1)")
+    summary.add_argument("--num-classes", type=int, default=10)
+    summary.add_argument("--json", action="store_true", help="rows and totals as JSON")
     return parser
 
 
@@ -70,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
-        if extra and args.command != "train":
+        if extra and args.command not in ("train", "summary"):
             raise UserError(f"unrecognized arguments: {' '.join(extra)}")
         return COMMANDS[args.command](args, extra)
     except UserError as exc:
@@ -146,14 +153,39 @@ def _where(name: str, paths) -> str | None:
 
 
 def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
-    from cnn_jax.models import available_models
+    from cnn_jax.models import available_models, model_entry
 
     for name in available_models():
-        print(name)
+        print(f"{name:22s} {model_entry(name).description}")
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "models": cmd_models}
+def cmd_summary(args: argparse.Namespace, extra: list[str]) -> int:
+    import dataclasses
+
+    from cnn_jax import config as config_lib
+    from cnn_jax.models import build_model
+    from cnn_jax.summary import summarize
+
+    overrides = dict(config_lib.parse_override(a) for a in extra)
+    if any(not key.startswith("model.") for key in overrides):
+        raise UserError("summary takes only model fields: --config.model.FIELD=VALUE")
+    config = config_lib.apply_overrides(config_lib.default_config(), {"model.name": args.model, **overrides})
+    config_lib.validate(config)
+    shape = _parse_shape(args.input)
+    result = summarize(build_model(config.model, num_classes=args.num_classes, input_shape=shape), shape, args.model)
+    print(json.dumps(dataclasses.asdict(result), indent=1) if args.json else result.table())
+    return 0
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UserError(f"--input {text!r}: write the input shape as HxWxC, e.g. 32x32x3.")
+    return tuple(int(p) for p in parts)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "models": cmd_models, "summary": cmd_summary}
 
 if __name__ == "__main__":
     sys.exit(main())

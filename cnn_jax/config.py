@@ -42,6 +42,18 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "seed_cnn"
+    # Switches; each model honours those that fit its architecture ("default" = the architecture's own).
+    c.model.downsample = "default"  # max | avg | stride | none
+    c.model.kernel_scheme = "default"  # 3x3 | 5x5 | 7x7 | 3x3x2 | 3x3x3
+    c.model.pool_window = 0  # 0 = the architecture's own; 3 with stride 2 gives overlapping pooling
+    c.model.batch_norm = False
+    c.model.dropout = 0.0
+    c.model.aux_heads = False  # GoogLeNet's auxiliary classifiers
+    # ablation_net only: a VGG-style net whose shape is all config.
+    c.model.stages = 3  # resolution halves after each stage
+    c.model.convs_per_stage = 1  # kernel-scheme units per stage
+    c.model.width = 32  # channels of the first stage, doubled at each downsampling
+    c.model.head = "gap"  # gap | mlp
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"
@@ -209,6 +221,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     check_schema(config)
     _choice("model.name", config.model.name, available_models())
+    from cnn_jax.layers import DOWNSAMPLE_KINDS, KERNEL_SCHEMES
+
+    _choice("model.downsample", config.model.downsample, ("default", *DOWNSAMPLE_KINDS))
+    _choice("model.kernel_scheme", config.model.kernel_scheme, ("default", *KERNEL_SCHEMES))
+    _choice("model.head", config.model.head, ("gap", "mlp"))
+    for field in ("model.stages", "model.convs_per_stage", "model.width"):
+        _positive(field, _get(config, field))
+    if config.model.pool_window < 0:
+        raise UserError(f"config field 'model.pool_window' = {config.model.pool_window}: must be >= 0 (0 = the model's own).")
     _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
     _choice("schedule.name", config.schedule.name, SCHEDULES)
     _choice("loss.name", config.loss.name, LOSSES)
@@ -218,7 +239,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for field in ("train.epochs", "train.batch_size", "train.eval_batch_size",
                   "train.log_every_steps", "checkpoint.every_steps", "checkpoint.keep"):
         _positive(field, _get(config, field))
-    for field in ("optimizer.momentum", "loss.label_smoothing"):
+    for field in ("optimizer.momentum", "loss.label_smoothing", "model.dropout"):
         value = _get(config, field)
         if not 0.0 <= value < 1.0:
             raise UserError(f"config field '{field}' = {value}: must be in [0, 1).")

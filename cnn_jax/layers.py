@@ -1,10 +1,32 @@
-"""The layer vocabulary of the course: pooling, global average pooling."""
+"""The layer vocabulary of the course, as flax modules so that summaries can see every layer.
+
+Conventions: NHWC tensors; every module takes (x, train=False); padding is 'SAME', 'VALID'
+or an int (that many zeros on each side).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+ACTIVATIONS = {
+    "relu": nn.relu,
+    "leaky_relu": nn.leaky_relu,
+    "elu": nn.elu,
+    "gelu": nn.gelu,
+    "none": lambda x: x,
+}
+DOWNSAMPLE_KINDS = ("max", "avg", "stride", "none")
+KERNEL_SCHEMES = {"3x3": (3,), "5x5": (5,), "7x7": (7,), "3x3x2": (3, 3), "3x3x3": (3, 3, 3)}
+UPSAMPLE_KINDS = ("nearest", "bilinear", "zeros")
+
+
+def flax_padding(padding: str | int):
+    """'SAME' / 'VALID' / int p -> the padding argument of flax convs and pools."""
+    return padding if isinstance(padding, str) else ((padding, padding), (padding, padding))
 
 
 def max_pool(x: jax.Array, window: int = 2, stride: int | None = None) -> jax.Array:
@@ -22,6 +44,158 @@ def max_pool(x: jax.Array, window: int = 2, stride: int | None = None) -> jax.Ar
     return x.reshape(b, hh, window, ww, window, c).max(axis=(2, 4))
 
 
-def global_avg_pool(x: jax.Array) -> jax.Array:
+class ConvUnit(nn.Module):
+    """Conv (kernel, stride, padding) -> optional batch norm -> activation. No bias before batch norm."""
+
+    features: int
+    kernel: int = 3
+    stride: int = 1
+    padding: str | int = "SAME"
+    batch_norm: bool = False
+    activation: str = "relu"
+    use_bias: bool | None = None  # default: True without batch norm, False with it
+    bn_epsilon: float = 1e-5
+    kernel_init: nn.initializers.Initializer = nn.linear.default_kernel_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        use_bias = (not self.batch_norm) if self.use_bias is None else self.use_bias
+        x = nn.Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
+                    padding=flax_padding(self.padding), use_bias=use_bias, kernel_init=self.kernel_init)(x)
+        if self.batch_norm:
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon)(x)
+        return ACTIVATIONS[self.activation](x)
+
+
+class Pool(nn.Module):
+    """Max or average pooling with a square window (2x2/2 by default; 3x3/2 overlaps, as in AlexNet)."""
+
+    kind: str = "max"
+    window: int = 2
+    stride: int = 2
+    padding: str | int = "VALID"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.kind == "max" and self.padding == "VALID":
+            return max_pool(x, self.window, self.stride)
+        pool = nn.max_pool if self.kind == "max" else nn.avg_pool
+        kwargs = {} if self.kind == "max" else {"count_include_pad": False}
+        return pool(x, (self.window, self.window), strides=(self.stride, self.stride),
+                    padding=flax_padding(self.padding), **kwargs)
+
+
+class Downsample(nn.Module):
+    """The downsampling switch: 'max' / 'avg' pooling over `window` with `stride`; 'stride', an
+    extra 3x3 conv with that stride and SAME padding (as All-CNN-C replaces each pooling layer),
+    so H and W become ceil(H / stride); or 'none' (identity)."""
+
+    kind: str = "max"
+    window: int = 2
+    stride: int = 2
+    features: int | None = None  # channels of the strided conv; default: keep the input's
+    batch_norm: bool = False
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.kind in ("max", "avg"):
+            return Pool(self.kind, self.window, self.stride)(x)
+        if self.kind == "stride":
+            return ConvUnit(self.features or x.shape[-1], 3, self.stride, "SAME",
+                            self.batch_norm, self.activation)(x, train)
+        if self.kind == "none":
+            return x
+        raise ValueError(f"unknown downsample kind {self.kind!r}; allowed: {DOWNSAMPLE_KINDS}")
+
+
+class ConvStack(nn.Module):
+    """The kernel-scheme switch: '5x5' is one conv, '3x3x2' two stacked 3x3 (same receptive field),
+    '7x7' vs '3x3x3' likewise; a nonlinearity (and norm) follows every conv."""
+
+    features: int
+    scheme: str = "3x3"
+    padding: str | int = "SAME"
+    batch_norm: bool = False
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.scheme not in KERNEL_SCHEMES:
+            raise ValueError(f"unknown kernel scheme {self.scheme!r}; allowed: {tuple(KERNEL_SCHEMES)}")
+        for kernel in KERNEL_SCHEMES[self.scheme]:
+            x = ConvUnit(self.features, kernel, 1, self.padding, self.batch_norm, self.activation)(x, train)
+        return x
+
+
+class GlobalAvgPool(nn.Module):
     """Mean over H and W: (N, H, W, C) -> (N, C)."""
-    return jnp.mean(x, axis=(1, 2))
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return jnp.mean(x, axis=(1, 2))
+
+
+class Flatten(nn.Module):
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return x.reshape(x.shape[0], -1)
+
+
+class Dropout(nn.Module):
+    """Dropout active only when train=True (uses the 'dropout' rng)."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return nn.Dropout(self.rate, deterministic=not train)(x) if self.rate > 0 else x
+
+
+class MLPHead(nn.Module):
+    """Dense layers with activation and dropout between them, then the class logits."""
+
+    hidden: Sequence[int]
+    num_classes: int
+    dropout: float = 0.0
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        for width in self.hidden:
+            x = Dropout(self.dropout)(ACTIVATIONS[self.activation](nn.Dense(width)(x)), train)
+        return nn.Dense(self.num_classes)(x)
+
+
+class Upsample(nn.Module):
+    """Upsample H and W by an integer factor: 'nearest' (repeat), 'bilinear', or 'zeros'
+    (bed of nails: each value at the top-left of its factor x factor cell, zeros elsewhere)."""
+
+    factor: int = 2
+    kind: str = "nearest"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        n, h, w, c = x.shape
+        f = self.factor
+        if self.kind == "nearest":
+            return jnp.repeat(jnp.repeat(x, f, axis=1), f, axis=2)
+        if self.kind == "bilinear":
+            return jax.image.resize(x, (n, h * f, w * f, c), method="bilinear")
+        if self.kind == "zeros":
+            out = jnp.zeros((n, h, f, w, f, c), x.dtype).at[:, :, 0, :, 0, :].set(x)
+            return out.reshape(n, h * f, w * f, c)
+        raise ValueError(f"unknown upsample kind {self.kind!r}; allowed: {UPSAMPLE_KINDS}")
+
+
+class TransposedConv(nn.Module):
+    """Learned upsampling: a transposed convolution (kernel, stride, SAME padding)."""
+
+    features: int
+    kernel: int = 3
+    stride: int = 2
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return nn.ConvTranspose(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
+                                padding="SAME")(x)

@@ -16,7 +16,7 @@ def test_seed_cnn_has_exactly_the_keras_parameter_counts_of_seed_002():
     model = build_model("seed_cnn", num_classes=10, input_shape=(28, 28, 1))
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
     per_layer = {name: sum(x.size for x in jax.tree_util.tree_leaves(p)) for name, p in params.items()}
-    assert per_layer == {"Conv_0": 640, "Conv_1": 73_856, "Conv_2": 295_168, "Dense_0": 2_570}
+    assert per_layer == {"conv1": 640, "conv2": 73_856, "conv3": 295_168, "dense": 2_570}
     assert sum(per_layer.values()) == 372_234
     logits = model.apply({"params": params}, jnp.zeros((3, 28, 28, 1)))
     assert logits.shape == (3, 10)
@@ -44,3 +44,11 @@ def test_reshape_max_pool_equals_flax_max_pool_in_value_and_gradient(shape):
 def test_overlapping_max_pool_falls_back_to_reduce_window():
     x = jax.random.normal(jax.random.PRNGKey(0), (1, 13, 13, 2))
     np.testing.assert_array_equal(max_pool(x, 3, 2), nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID"))
+
+
+def test_seed_cnn_passes_the_common_model_checks():
+    from model_checks import check_model, count_params
+
+    assert count_params("seed_cnn", (28, 28, 1), 10) == (372_234, 0)
+    check_model("seed_cnn", (28, 28, 1))
+    check_model("seed_cnn", (28, 28, 1), downsample="stride")

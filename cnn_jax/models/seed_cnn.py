@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import jax
+import ml_collections
 from flax import linen as nn
 
-from cnn_jax.layers import global_avg_pool, max_pool
+from cnn_jax.layers import ConvUnit, Downsample, GlobalAvgPool
 from cnn_jax.models import register
 
 
@@ -13,18 +14,22 @@ class SeedCNN(nn.Module):
     """Conv64-3x3 > MaxPool2 > Conv128-3x3 > MaxPool2 > Conv256-3x3 > GAP > Dense, all convs VALID + ReLU."""
 
     num_classes: int = 10
+    downsample: str = "max"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = nn.relu(nn.Conv(64, (3, 3), padding="VALID")(x))
-        x = max_pool(x, 2)
-        x = nn.relu(nn.Conv(128, (3, 3), padding="VALID")(x))
-        x = max_pool(x, 2)
-        x = nn.relu(nn.Conv(256, (3, 3), padding="VALID")(x))
-        return nn.Dense(self.num_classes)(global_avg_pool(x))
+        x = ConvUnit(64, 3, padding="VALID", name="conv1")(x)
+        x = Downsample(self.downsample, name="pool1")(x, train)
+        x = ConvUnit(128, 3, padding="VALID", name="conv2")(x)
+        x = Downsample(self.downsample, name="pool2")(x, train)
+        x = ConvUnit(256, 3, padding="VALID", name="conv3")(x)
+        x = GlobalAvgPool(name="gap")(x)
+        return nn.Dense(self.num_classes, name="dense")(x)
 
 
-@register("seed_cnn")
-def seed_cnn(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+@register("seed_cnn", "seed 002's Keras CNN: 3 VALID 3x3 convs (64-128-256), 2 pools, GAP, dense; 372,234 params",
+          uses=("downsample",))
+def seed_cnn(options: ml_collections.ConfigDict, *, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     del input_shape  # fully convolutional up to the global pooling
-    return SeedCNN(num_classes=num_classes)
+    downsample = "max" if options.downsample == "default" else options.downsample
+    return SeedCNN(num_classes=num_classes, downsample=downsample)

@@ -17,6 +17,7 @@ from cnn_jax.data import catalog
 from cnn_jax.data.arrays import Split
 from cnn_jax.data.pipeline import DeviceSplit, channel_stats, slice_batch, to_device
 from cnn_jax.models import build_model
+from cnn_jax.summary import summarize
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.state import TrainState, create_train_state
 from cnn_jax.train.steps import empty_metrics, make_eval_step, summarize
@@ -74,7 +75,8 @@ def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print) -> Run
     if config.dataset.train_subset:
         n = config.dataset.train_subset
         train_split = Split(train_split.images[:n], train_split.labels[:n])
-    model = build_model(config.model.name, num_classes=data.dataset.num_classes, input_shape=data.dataset.image_shape)
+    model = build_model(config.model, num_classes=data.dataset.num_classes, input_shape=data.dataset.image_shape)
+    summarize(model, data.dataset.image_shape)  # fails by layer name if the geometry cannot work
     steps_per_epoch = len(train_split) // config.train.batch_size
     schedule = make_schedule(config, steps_per_epoch)
     mean, std = channel_stats(train_split)
