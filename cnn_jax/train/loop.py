@@ -56,15 +56,15 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
     if start:
         payload = checkpoints.restore(manager, start, payload)
         log(f"Resuming {run_dir} from step {start}.")
-    if existed:
-        rundir.truncate_metrics(run_dir, start)
-    rundir.record_start(run_dir, {**provenance.manifest(), "run_id": config_lib.run_id(config),
-                                  "data": setup.data_manifest()}, resumed_from=start if existed else None)
     total_steps = config.train.epochs * setup.steps_per_epoch
     if start >= total_steps:
         result = rundir.read_result(run_dir) or _finish(setup, run_dir, manager, payload["state"], {})
         log(f"Already complete: {run_dir}")
         return result
+    if existed:
+        rundir.truncate_metrics(run_dir, start)
+    rundir.record_start(run_dir, {**provenance.manifest(), "run_id": config_lib.run_id(config),
+                                  "data": setup.data_manifest()}, resumed_from=start if existed else None)
     return _run(setup, run_dir, manager, payload, start, total_steps, log, progress, stop_at_step)
 
 
