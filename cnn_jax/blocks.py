@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from cnn_jax.layers import ConvStack, ConvUnit, Downsample, Dropout, Flatten, Pool
+from cnn_jax.layers import AdaptiveAvgPool, ConvStack, ConvUnit, Downsample, Dropout, Flatten, Pool
 
 
 class VGGBlock(nn.Module):
@@ -68,23 +68,6 @@ class InceptionV1(nn.Module):
         branch4 = Pool("max", 3, 1, "SAME", name="branch4_pool")(x)
         branch4 = conv(self.pool_proj, 1, "branch4")(branch4, train)
         return jnp.concatenate([branch1, branch2, branch3, branch4], axis=-1)
-
-
-class AdaptiveAvgPool(nn.Module):
-    """Average pooling to a fixed `size` x `size` output, with torchvision's adaptive windows:
-    output cell i averages input rows floor(i * H / size) .. ceil((i + 1) * H / size) - 1."""
-
-    size: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        def pool_axis(x: jax.Array, axis: int) -> jax.Array:
-            n = x.shape[axis]
-            cells = [jax.lax.slice_in_dim(x, i * n // self.size, -(-(i + 1) * n // self.size), axis=axis)
-                     for i in range(self.size)]
-            return jnp.concatenate([c.mean(axis=axis, keepdims=True) for c in cells], axis=axis)
-
-        return pool_axis(pool_axis(x, 1), 2)
 
 
 class InceptionAux(nn.Module):

@@ -47,7 +47,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.kernel_scheme = "default"  # 3x3 | 5x5 | 7x7 | 3x3x2 | 3x3x3
     c.model.pool_window = 0  # 0 = the architecture's own; 3 with stride 2 gives overlapping pooling
     c.model.batch_norm = False
-    c.model.dropout = 0.0
+    c.model.dropout = -1.0  # < 0: the architecture's own rate(s); 0 switches dropout off
     c.model.aux_heads = False  # GoogLeNet's auxiliary classifiers
     # ablation_net only: a VGG-style net whose shape is all config.
     c.model.stages = 3  # resolution halves after each stage
@@ -72,6 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "cross_entropy"
     c.loss.label_smoothing = 0.0
+    c.loss.aux_weight = 0.3  # weight of each auxiliary classifier's loss (GoogLeNet; Szegedy et al. 2014)
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 6
@@ -239,11 +240,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for field in ("train.epochs", "train.batch_size", "train.eval_batch_size",
                   "train.log_every_steps", "checkpoint.every_steps", "checkpoint.keep"):
         _positive(field, _get(config, field))
-    for field in ("optimizer.momentum", "loss.label_smoothing", "model.dropout"):
+    if not (config.model.dropout == -1.0 or 0.0 <= config.model.dropout < 1.0):
+        raise UserError(f"config field 'model.dropout' = {config.model.dropout}: must be in [0, 1), or -1 for the model's own rate.")
+    for field in ("optimizer.momentum", "loss.label_smoothing"):
         value = _get(config, field)
         if not 0.0 <= value < 1.0:
             raise UserError(f"config field '{field}' = {value}: must be in [0, 1).")
     for field in ("optimizer.weight_decay", "optimizer.grad_clip_norm", "schedule.warmup_epochs", "dataset.train_subset",
+                  "loss.aux_weight",
                   "dataset.augment.random_crop_padding", "dataset.augment.translate"):
         value = _get(config, field)
         if not (math.isfinite(value) and value >= 0):

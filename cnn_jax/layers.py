@@ -136,6 +136,23 @@ class GlobalAvgPool(nn.Module):
         return jnp.mean(x, axis=(1, 2))
 
 
+class AdaptiveAvgPool(nn.Module):
+    """Average pooling to a fixed `size` x `size` output, with torchvision's adaptive windows:
+    output cell i averages input rows floor(i * H / size) .. ceil((i + 1) * H / size) - 1."""
+
+    size: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        def pool_axis(x: jax.Array, axis: int) -> jax.Array:
+            n = x.shape[axis]
+            cells = [jax.lax.slice_in_dim(x, i * n // self.size, -(-(i + 1) * n // self.size), axis=axis)
+                     for i in range(self.size)]
+            return jnp.concatenate([c.mean(axis=axis, keepdims=True) for c in cells], axis=axis)
+
+        return pool_axis(pool_axis(x, 1), 2)
+
+
 class Flatten(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -21,8 +21,8 @@ from flax import linen as nn
 from cnn_jax import layers
 from cnn_jax.errors import UserError
 
-LEAF_TYPES = (nn.Conv, nn.ConvTranspose, nn.Dense, nn.BatchNorm, layers.Pool, layers.GlobalAvgPool,
-              layers.Flatten, layers.Upsample, nn.Dropout)
+LEAF_TYPES = (nn.Conv, nn.ConvTranspose, nn.Dense, nn.BatchNorm, layers.Pool, layers.AdaptiveAvgPool,
+              layers.GlobalAvgPool, layers.Flatten, layers.Upsample, nn.Dropout)
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class _Tracer:
         if isinstance(module, LEAF_TYPES):
             _check_fits(module, x)
             out = next_fun(*args, **kwargs)
-            r_out, j_out = _propagate(module, r_in, j_in)
+            r_out, j_out = _propagate(module, r_in, j_in, x.shape)
             self.rows.append((module.scope.path, module, tuple(out.shape[1:]), _flops(module, x, out), r_out, j_out))
             self.remember(out, (r_out, j_out))
             return out
@@ -139,9 +139,12 @@ def _window(module) -> tuple[int, int]:
     return module.window, module.stride
 
 
-def _propagate(module, r, j):
+def _propagate(module, r, j, input_shape):
     if r is None or isinstance(module, (nn.Dense, layers.GlobalAvgPool, layers.Flatten)):
         return None, None
+    if isinstance(module, layers.AdaptiveAvgPool):  # widest cell ceil(H / size), cells H / size apart
+        h = input_shape[1]
+        return r + (-(-h // module.size) - 1) * j, j * h / module.size
     if isinstance(module, (nn.Conv, layers.Pool)):
         k, s = _window(module)
         return r + (k - 1) * j, j * s
@@ -200,11 +203,15 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], name: str = "
     for path, module, shape, flops, r, j in tracer.rows:
         own = _count(_subtree(params, path)) if isinstance(module, (nn.Conv, nn.ConvTranspose, nn.Dense, nn.BatchNorm)) else 0
         frozen = _count(_subtree(stats, path)) if isinstance(module, nn.BatchNorm) else 0
-        rows.append(Row("/".join(path), type(module).__name__, shape, own, frozen, flops,
+        rows.append(Row("/".join(path), _kind(module), shape, own, frozen, flops,
                         None if r is None else int(round(r)), j))
     trainable, non_trainable = _count(params), _count(stats)
     return Summary(name or type(model).__name__, tuple(input_shape), rows, trainable + non_trainable,
                    trainable, non_trainable, sum(r.flops for r in rows))
+
+
+def _kind(module) -> str:
+    return f"{module.kind.capitalize()}Pool" if isinstance(module, layers.Pool) else type(module).__name__
 
 
 def _subtree(tree, path):

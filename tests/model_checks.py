@@ -32,11 +32,11 @@ def check_model(name: str, input_shape, num_classes: int = 10, batch: int = 2, *
     x = jax.random.normal(jax.random.PRNGKey(0), (batch, *input_shape))
     labels = jnp.arange(batch) % num_classes
     keys = {"params": jax.random.PRNGKey(1), "dropout": jax.random.PRNGKey(2)}
-    variables = model.init(keys, x[:1], train=False)
-    again = model.init(keys, x[:1], train=False)
+    init = jax.jit(lambda k: model.init(k, x[:1], train=False))  # one compile instead of one per layer
+    variables, again = init(keys), init(keys)
     for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(again)):
         np.testing.assert_array_equal(a, b)
-    logits = model.apply(variables, x, train=False)
+    logits = jax.jit(lambda v: model.apply(v, x, train=False))(variables)
     assert logits.shape == (batch, num_classes), logits.shape
 
     tx = optax.sgd(0.01)

@@ -13,7 +13,6 @@ from flax import linen as nn
 from model_checks import check_model, count_params
 
 from cnn_jax import config as config_lib
-from cnn_jax.layers import Pool
 from cnn_jax.models import build_model
 from cnn_jax.models.lenet import C3_INPUTS, PartialConv, RBFOutput
 from cnn_jax.summary import summarize
@@ -53,8 +52,8 @@ def sizes(tree: dict) -> dict[str, int]:
     return {name: sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(sub)) for name, sub in tree.items()}
 
 
-def shape_chain(model: nn.Module, input_shape, kinds=("Conv", "Pool", "Flatten", "Dense")) -> list[tuple]:
-    return [(row.path.split("/")[-2 if row.kind in ("Conv", "Pool") else -1], row.output_shape)
+def shape_chain(model: nn.Module, input_shape, kinds=("Conv", "MaxPool", "Flatten", "Dense")) -> list[tuple]:
+    return [(row.path.split("/")[-2 if row.kind in ("Conv", "MaxPool") else -1], row.output_shape)
             for row in summarize(model, input_shape).rows if row.kind in kinds]
 
 
@@ -131,7 +130,7 @@ def test_alexnet_torchvision_has_the_documented_61100840_parameters_on_any_input
     # torchvision docs, torchvision.models.alexnet: num_params 61,100,840.
     assert count_params("alexnet_torchvision", IMAGENET, 1000) == (61_100_840, 0)
     assert count_params("alexnet_torchvision", (63, 63, 3), 1000) == (61_100_840, 0)  # 1x1 map, pooled up to 6x6
-    chain = shape_chain(build("alexnet_torchvision", IMAGENET, 1000), IMAGENET, kinds=("Conv", "Pool"))
+    chain = shape_chain(build("alexnet_torchvision", IMAGENET, 1000), IMAGENET, kinds=("Conv", "MaxPool"))
     assert chain[0] == ("conv1", (55, 55, 64)) and chain[-1] == ("pool5", (6, 6, 256))
 
 
@@ -160,27 +159,13 @@ def test_vgg_cifar_heads_match_kuangliu_pytorch_cifar(name, expected):
     assert non_trainable == TORCHVISION_VGG[torchvision_name] - TORCHVISION_VGG[torchvision_name.removesuffix("_bn")]
 
 
-def pool_kinds(model: nn.Module, input_shape) -> list[str]:
-    kinds = []
-
-    def record(next_fun, args, kwargs, context):
-        if isinstance(context.module, Pool) and context.method_name == "__call__":
-            kinds.append(context.module.kind)
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(record):
-        abstract_variables(model, input_shape)
-    return kinds
-
-
 def test_vgg_downsample_switch_reaches_every_pooling_layer():
     def pooling_rows(**options):
         model = build("vgg11_cifar", CIFAR, **options)
         return [(r.path, r.kind, r.output_shape) for r in summarize(model, CIFAR).rows if "Downsample" in r.path]
 
-    assert pool_kinds(build("vgg11_cifar", CIFAR), CIFAR) == ["max"] * 5
-    assert pool_kinds(build("vgg11_cifar", CIFAR, downsample="avg"), CIFAR) == ["avg"] * 5
-    assert pooling_rows(downsample="avg") == pooling_rows()  # same rows: a summary Row does not name the pool kind
+    assert [kind for _, kind, _ in pooling_rows()] == ["MaxPool"] * 5
+    assert [kind for _, kind, _ in pooling_rows(downsample="avg")] == ["AvgPool"] * 5
     strided = pooling_rows(downsample="stride")
     assert [kind for _, kind, _ in strided] == ["Conv"] * 5
     assert [shape for *_, shape in strided] == [shape for *_, shape in pooling_rows()]

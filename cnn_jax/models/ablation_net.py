@@ -58,4 +58,4 @@ def ablation_net(options: ml_collections.ConfigDict, *, num_classes: int,
                        width=options.width,
                        scheme="3x3" if options.kernel_scheme == "default" else options.kernel_scheme,
                        downsample=downsample, pool_window=options.pool_window or 2, batch_norm=options.batch_norm,
-                       head=options.head, dropout=options.dropout)
+                       head=options.head, dropout=max(options.dropout, 0.0))

@@ -22,8 +22,7 @@ import jax
 import ml_collections
 from flax import linen as nn
 
-from cnn_jax.blocks import AdaptiveAvgPool
-from cnn_jax.layers import ConvUnit, Downsample, Dropout, Flatten, MLPHead
+from cnn_jax.layers import AdaptiveAvgPool, ConvUnit, Downsample, Dropout, Flatten, MLPHead
 from cnn_jax.models import register
 
 PAPER_WIDTHS = (96, 256, 384, 384, 256)

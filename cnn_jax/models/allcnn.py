@@ -9,7 +9,7 @@ ceil-mode pooling); stride-2 convs pad 1 each side ('SAME' would pad only bottom
 shapes and counts, windows shifted by a pixel). 1x1 convs are unpadded.
 
 Dropout as in the paper's experimental setup: 20% on the input image, 50% after each pooling layer or the
-layer replacing it. `model.dropout` > 0 replaces the 50% rate; the input rate stays 20%.
+layer replacing it. `model.dropout` >= 0 replaces the 50% rate (0 switches it off); the input rate stays 20%.
 The paper's table puts a ReLU after every conv, the class-score 1x1 conv included; so do we.
 """
 
@@ -69,7 +69,7 @@ class AllCNN(nn.Module):
 def _factory(variant: str):
     def build(options: ml_collections.ConfigDict, *, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
         del input_shape  # fully convolutional up to the global average
-        return AllCNN(variant, num_classes, options.dropout or DOWNSAMPLE_DROPOUT)
+        return AllCNN(variant, num_classes, DOWNSAMPLE_DROPOUT if options.dropout < 0 else options.dropout)
     return build
 
 

@@ -1,7 +1,7 @@
 """`googlenet`: GoogLeNet (Inception v1) of Szegedy et al. 2014, "Going Deeper with Convolutions"
 (arXiv:1409.4842), Table 1, as torchvision builds it (transform_input off): batch norm after every
 conv, the "5x5" branches built as 3x3 (`model.kernel_scheme=5x5` restores the paper's 5x5), dropout
-0.2 before the classifier (`model.dropout` > 0 replaces it; the paper's is 0.4). 6,624,904 parameters
+0.2 before the classifier (`model.dropout` >= 0 replaces it; the paper's is 0.4). 6,624,904 parameters
 for 1000 classes; 13,004,888 with the auxiliary heads.
 
 Pooling. torchvision pools 3x3/2 in ceil mode; on the even maps of a 224x224 input (112, 56, 28, 14)
@@ -83,4 +83,4 @@ def googlenet(options: ml_collections.ConfigDict, *, num_classes: int, input_sha
     del input_shape  # 'SAME' pooling and global averaging fit any input size
     if options.kernel_scheme not in BRANCH_KERNELS:
         raise unknown_choice("config field 'model.kernel_scheme' for googlenet", options.kernel_scheme, BRANCH_KERNELS)
-    return GoogLeNet(num_classes, options.aux_heads, BRANCH_KERNELS[options.kernel_scheme], options.dropout or DROPOUT)
+    return GoogLeNet(num_classes, options.aux_heads, BRANCH_KERNELS[options.kernel_scheme], DROPOUT if options.dropout < 0 else options.dropout)

@@ -24,8 +24,7 @@ import jax
 import ml_collections
 from flax import linen as nn
 
-from cnn_jax.blocks import AdaptiveAvgPool
-from cnn_jax.layers import ConvUnit, Downsample, Flatten, MLPHead
+from cnn_jax.layers import AdaptiveAvgPool, ConvUnit, Downsample, Flatten, MLPHead
 from cnn_jax.models import register
 
 STAGE_WIDTHS = (64, 128, 256, 512, 512)

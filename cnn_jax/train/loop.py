@@ -17,7 +17,7 @@ from cnn_jax import config as config_lib
 from cnn_jax.data.pipeline import epoch_permutation, take_batch
 from cnn_jax.train.setup import DataPaths, RunSetup, build
 from cnn_jax.train.state import run_keys
-from cnn_jax.train.steps import empty_metrics, make_train_step, summarize
+from cnn_jax.train.steps import empty_metrics, make_train_step, metric_means
 
 
 def open_checkpoints(run_dir: Path, config: ml_collections.ConfigDict, read_only: bool = False):
@@ -94,7 +94,7 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
             done = step + 1
             end_of_epoch = done % spe == 0
             if done % config.train.log_every_steps == 0 or end_of_epoch:
-                running = summarize(jax.device_get(totals))
+                running = metric_means(jax.device_get(totals))
                 now = time.perf_counter()
                 rate = (done - mark_step) * batch_size / (now - mark)
                 rates.append(rate)

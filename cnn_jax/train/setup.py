@@ -20,7 +20,7 @@ from cnn_jax.models import build_model
 from cnn_jax.summary import summarize
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.state import TrainState, create_train_state
-from cnn_jax.train.steps import empty_metrics, make_eval_step, summarize
+from cnn_jax.train.steps import empty_metrics, make_eval_step, metric_means
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class RunSetup:
         sums = jax.device_get(self.evaluate(state, self.test))
         if int(sums["count"]) != self.test.size:
             raise RuntimeError(f"evaluation counted {int(sums['count'])} of {self.test.size} test examples")
-        metrics = summarize(sums)
+        metrics = metric_means(sums)
         return {"eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"], "eval_top5": metrics["top5"]}
 
     def data_manifest(self) -> dict:

@@ -22,7 +22,7 @@ def empty_metrics() -> Metrics:
     return {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "correct_top5", "count")}
 
 
-def summarize(totals: dict[str, float]) -> dict[str, float]:
+def metric_means(totals: dict[str, float]) -> dict[str, float]:
     """Means from metric sums."""
     n = max(float(totals["count"]), 1.0)
     return {"loss": float(totals["loss_sum"]) / n, "accuracy": float(totals["correct"]) / n,
@@ -42,9 +42,13 @@ def _variables(state: TrainState, params) -> dict:
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
                     mean: jax.Array, std: jax.Array) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
-    """train_step(state, batch, key) -> (state, metric sums); `key` drives augmentation and dropout."""
+    """train_step(state, batch, key) -> (state, metric sums); `key` drives augmentation and dropout.
+
+    The objective adds `loss.aux_weight` times the loss of each auxiliary classifier a model sows as
+    'intermediates/aux_logits'; the reported loss is the main classifier's.
+    """
     aug = config.dataset.augment
-    loss_name, smoothing = config.loss.name, config.loss.label_smoothing
+    loss_name, smoothing, aux_weight = config.loss.name, config.loss.label_smoothing, config.loss.aux_weight
 
     def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
         aug_key, dropout_key = jax.random.split(key)
@@ -54,9 +58,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config: 
 
         def loss_fn(params):
             logits, updates = model.apply(_variables(state, params), images, train=True,
-                                          rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+                                          rngs={"dropout": dropout_key}, mutable=["batch_stats", "intermediates"])
             losses = per_example_loss(loss_name, logits, batch["label"], smoothing)
-            return jnp.mean(losses), (logits, losses, updates)
+            aux_logits = updates.get("intermediates", {}).get("aux_logits", ())  # sown by models with aux heads
+            objective = losses + sum(aux_weight * per_example_loss(loss_name, aux, batch["label"], smoothing)
+                                     for aux in aux_logits)
+            return jnp.mean(objective), (logits, losses, updates)
 
         grads, (logits, losses, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
         opt_updates, opt_state = tx.update(grads, state.opt_state, state.params)
