@@ -1,0 +1,84 @@
+"""The layer vocabulary: shapes, parameter counts and exact values of the switches."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnn_jax.layers import ConvStack, ConvUnit, Downsample, TransposedConv, Upsample
+
+X = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+
+
+def init_apply(module, x=X):
+    variables = module.init(jax.random.PRNGKey(1), x)
+    count = sum(a.size for a in jax.tree_util.tree_leaves(variables.get("params", {})))
+    return module.apply(variables, x), count
+
+
+@pytest.mark.parametrize("kind, shape, params", [
+    ("max", (2, 4, 4, 3), 0),
+    ("avg", (2, 4, 4, 3), 0),
+    ("stride", (2, 4, 4, 3), 3 * 3 * 3 * 3 + 3),  # k*k*c_in*c_out + c_out
+    ("none", (2, 8, 8, 3), 0),
+])
+def test_downsampling_halves_h_and_w_with_the_expected_parameters(kind, shape, params):
+    out, count = init_apply(Downsample(kind))
+    assert out.shape == shape and count == params
+
+
+def test_avg_and_max_pool_values():
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    assert init_apply(Downsample("max"), x)[0][0, :, :, 0].tolist() == [[5, 7], [13, 15]]
+    assert init_apply(Downsample("avg"), x)[0][0, :, :, 0].tolist() == [[2.5, 4.5], [10.5, 12.5]]
+
+
+@pytest.mark.parametrize("scheme, params", [
+    ("5x5", 25 * 3 * 8 + 8), ("3x3x2", 9 * 3 * 8 + 8 + 9 * 8 * 8 + 8),
+    ("7x7", 49 * 3 * 8 + 8), ("3x3x3", 9 * 3 * 8 + 8 + 2 * (9 * 8 * 8 + 8)),
+])
+def test_kernel_schemes_count_their_parameters(scheme, params):
+    out, count = init_apply(ConvStack(8, scheme))
+    assert out.shape == (2, 8, 8, 8) and count == params
+
+
+@pytest.mark.parametrize("padding, size", [("SAME", 8), ("VALID", 6), (2, 10), (0, 6)])
+def test_conv_padding_same_valid_and_explicit(padding, size):
+    out, _ = init_apply(ConvUnit(4, 3, padding=padding))
+    assert out.shape == (2, size, size, 4)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu", "gelu", "none"])
+def test_conv_unit_activations(activation):
+    out, count = init_apply(ConvUnit(4, 1, activation=activation))
+    assert count == 3 * 4 + 4
+    if activation == "relu":
+        assert float(out.min()) >= 0.0
+    if activation == "none":
+        assert float(out.min()) < 0.0
+
+
+def test_batch_norm_replaces_the_conv_bias_and_keeps_running_statistics():
+    module = ConvUnit(4, 3, batch_norm=True)
+    variables = module.init(jax.random.PRNGKey(1), X)
+    assert "bias" not in variables["params"]["Conv_0"]
+    assert set(variables["batch_stats"]["BatchNorm_0"]) == {"mean", "var"}
+    _, updates = module.apply(variables, X, train=True, mutable=["batch_stats"])
+    assert not np.allclose(updates["batch_stats"]["BatchNorm_0"]["mean"], 0.0)
+
+
+def test_upsampling_nearest_bilinear_and_bed_of_nails():
+    x = jnp.array([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 2, 1)
+    nearest = init_apply(Upsample(2, "nearest"), x)[0][0, :, :, 0]
+    assert nearest.tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+    nails = init_apply(Upsample(2, "zeros"), x)[0][0, :, :, 0]
+    assert nails.tolist() == [[1, 0, 2, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]]
+    bilinear = init_apply(Upsample(2, "bilinear"), x)[0]
+    assert bilinear.shape == (1, 4, 4, 1) and float(bilinear.min()) >= 1.0 and float(bilinear.max()) <= 4.0
+
+
+def test_transposed_conv_doubles_resolution_with_k_k_cin_cout_plus_bias_parameters():
+    out, count = init_apply(TransposedConv(5, 3, 2))
+    assert out.shape == (2, 16, 16, 5) and count == 3 * 3 * 3 * 5 + 5
