@@ -126,6 +126,9 @@ class _Tracer:
                 self.remember(out, (None, None))
             else:
                 self.remember(out, max(frame.seen, key=lambda g: g[0]))
+        if any(_own_variables(module).values()) and hasattr(out, "shape"):  # a layer of its own making
+            r_out, j_out = self.known[id(out)]
+            self.rows.append((module.scope.path, module, tuple(out.shape[1:]), 0, r_out, j_out))
         return out
 
 
@@ -201,13 +204,19 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], name: str = "
     params, stats = variables.get("params", {}), variables.get("batch_stats", {})
     rows = []
     for path, module, shape, flops, r, j in tracer.rows:
-        own = _count(_subtree(params, path)) if isinstance(module, (nn.Conv, nn.ConvTranspose, nn.Dense, nn.BatchNorm)) else 0
-        frozen = _count(_subtree(stats, path)) if isinstance(module, nn.BatchNorm) else 0
-        rows.append(Row("/".join(path), _kind(module), shape, own, frozen, flops,
+        own = _own_variables(_subtree(params, path)), _own_variables(_subtree(stats, path))
+        rows.append(Row("/".join(path), _kind(module), shape, _count(own[0]), _count(own[1]), flops,
                         None if r is None else int(round(r)), j))
     trainable, non_trainable = _count(params), _count(stats)
     return Summary(name or type(model).__name__, tuple(input_shape), rows, trainable + non_trainable,
                    trainable, non_trainable, sum(r.flops for r in rows))
+
+
+def _own_variables(tree_or_module) -> dict:
+    """Variables held by this level itself, not by its submodules (for a module: per collection)."""
+    if isinstance(tree_or_module, nn.Module):
+        return {col: _own_variables(tree) for col, tree in tree_or_module.variables.items()}
+    return {k: v for k, v in tree_or_module.items() if not isinstance(v, dict)} if isinstance(tree_or_module, dict) else {}
 
 
 def _kind(module) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from model_checks import check_model
 
-from cnn_jax.models import available_models, model_entry
+from cnn_jax.models import available_models, build_model, model_entry
+from cnn_jax.summary import summarize
 
 CHECKED_IN_FAMILY_FILES = {
     "seed_cnn", "lenet5", "lenet5_1998", "alexnet", "alexnet_torchvision", "vgg11_bn_cifar", "resnet18",
@@ -31,3 +32,31 @@ def test_every_model_has_a_one_line_description():
 ])
 def test_model_passes_the_common_checks(name):
     check_model(name, small_input(name))
+
+
+def canonical_input(name: str) -> tuple[tuple[int, int, int], int]:
+    """The input and class count each model was published with."""
+    if name.startswith("lenet"):
+        return (32, 32, 1), 10
+    if name == "seed_cnn":
+        return (28, 28, 1), 10
+    if name == "alexnet":
+        return (227, 227, 3), 1000
+    cifar = name.endswith("_cifar") or name.startswith("allcnn") or name == "ablation_net"
+    cifar_resnet = name in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+    return ((32, 32, 3), 10) if cifar or cifar_resnet else ((224, 224, 3), 1000)
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_summary_table_of_every_model_accounts_for_every_parameter(name, capsys):
+    from cnn_jax import cli
+
+    shape, classes = canonical_input(name)
+    args = ["summary", name, "--input", "x".join(map(str, shape)), "--num-classes", str(classes)]
+    assert cli.main(args) == 0
+    table = capsys.readouterr().out
+    print(table)
+    summary = summarize(build_model(name, num_classes=classes, input_shape=shape), shape, name)
+    assert sum(r.params for r in summary.rows) == summary.trainable_params
+    assert sum(r.non_trainable for r in summary.rows) == summary.non_trainable_params
+    assert f"total params: {summary.total_params:,}" in table and summary.flops > 0
