@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the registered models")
 
+    filt = sub.add_parser("filter", help="apply a classic kernel (seed 001) to an image; write a before/after PNG")
+    filt.add_argument("kernel", help="box_blur, gaussian_blur or sharpen")
+    filt.add_argument("image", type=Path, help="an image file (png, jpg, ...)")
+    filt.add_argument("--out", type=Path, default=None, help="PNG to write (default: <image>_<kernel>.png)")
+
     summary = sub.add_parser("summary", help="per-layer table: output shape, parameters, FLOPs, receptive field, jump",
                              epilog="Model switches: --config.model.downsample=stride --config.model.kernel_scheme=3x3x2 ...")
     summary.add_argument("model", help="a registered model name (see `cnn-jax models`)")
@@ -178,6 +183,26 @@ def cmd_summary(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_filter(args: argparse.Namespace, extra: list[str]) -> int:
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from cnn_jax.kernels import apply_kernel, get_kernel
+    from cnn_jax.plots import before_after
+
+    kernel = get_kernel(args.kernel)
+    try:
+        with Image.open(args.image) as img:
+            image = np.asarray(img.convert("L") if img.mode in ("L", "1", "I") else img.convert("RGB"))
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"cannot read image '{args.image}': {exc}") from None
+    image = image[..., None] if image.ndim == 2 else image
+    out = args.out or args.image.with_name(f"{args.image.stem}_{args.kernel}.png")
+    before_after(image, np.asarray(apply_kernel(image, kernel)), args.kernel, out)
+    print(f"wrote {out}")
+    return 0
+
+
 def _parse_shape(text: str) -> tuple[int, int, int]:
     parts = text.lower().split("x")
     if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
@@ -185,7 +210,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return tuple(int(p) for p in parts)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "models": cmd_models, "summary": cmd_summary}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "models": cmd_models, "summary": cmd_summary, "filter": cmd_filter}
 
 if __name__ == "__main__":
     sys.exit(main())
