@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from cnn_jax.errors import UserError
+from cnn_jax.errors import Diverged, TrainingStopped, UserError
 
-EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
+EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130  # a signal stop exits 128 + signal number
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except TrainingStopped as exc:
+        print(f"{'error: ' if isinstance(exc, Diverged) else ''}{exc}", file=sys.stderr)
+        return EXIT_DIVERGED if isinstance(exc, Diverged) else 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

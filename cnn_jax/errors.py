@@ -3,11 +3,36 @@
 from __future__ import annotations
 
 import difflib
+import signal
 from collections.abc import Iterable
 
 
 class UserError(Exception):
     """A mistake the user can fix. The CLI prints it on one line and exits with code 2."""
+
+
+class TrainingStopped(Exception):
+    """Training ended early on purpose; the run directory is consistent and can be resumed or inspected."""
+
+
+class Interrupted(TrainingStopped):
+    """A signal stopped training after a checkpoint of the current step; rerunning resumes.
+    The CLI exits with 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; a checkpoint of this step "
+                         "is saved: run the same command again to resume")
+        self.signum, self.step = signum, step
+
+
+class Diverged(TrainingStopped):
+    """The training loss or the parameters stopped being finite; nothing non-finite was saved (exit 3)."""
+
+    def __init__(self, step: int, what: str, last_good: int | None):
+        kept = f"the last good checkpoint (step {last_good}) is intact" if last_good else "no checkpoint was saved"
+        super().__init__(f"training diverged by step {step}: {what} is not finite; {kept}. "
+                         "Lower optimizer.lr, or set optimizer.grad_clip_norm.")
+        self.step = step
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:

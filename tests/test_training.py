@@ -150,3 +150,56 @@ def test_rgb_image_folder_dataset_trains_end_to_end(tmp_path):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["data"]["image_shape"] == [32, 32, 3] and manifest["data"]["sizes"]["test"] == 10000
     assert len(manifest["data"]["normalization"]["mean"]) == 3
+
+
+def test_divergence_stops_naming_the_step_and_keeps_only_finite_checkpoints(tmp_path, fashion_paths):
+    from cnn_jax.errors import Diverged
+
+    config = small_config(**{"optimizer.name": "sgd", "optimizer.lr": 1e6, "train.epochs": 1,
+                             "train.log_every_steps": 10, "checkpoint.every_steps": 5})
+    with pytest.raises(Diverged, match=r"diverged by step \d+: the training loss is not finite"):
+        train(config, tmp_path / "run", fashion_paths, progress=False, log=lambda *_: None)
+    manager = open_checkpoints(tmp_path / "run", config, read_only=True)
+    like = {"state": _template(config), "train_totals": empty_metrics()}
+    for step in manager.all_steps():
+        saved = checkpoints.restore(manager, step, like)["state"]
+        assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(saved.params))
+
+
+EXPERIMENT_TEMPLATE = """
+from cnn_jax.config import apply_overrides, default_config
+
+def get_config(preset):
+    return apply_overrides(default_config(), {overrides!r})
+"""
+
+
+def test_sigterm_saves_the_current_step_exits_143_and_resumes_to_the_unbroken_result(unbroken, tmp_path, fashion_data_dir):
+    import subprocess
+    import signal
+    import sys
+    import time
+
+    run_dir, config, _ = unbroken
+    experiment = tmp_path / "small.py"
+    experiment.write_text(EXPERIMENT_TEMPLATE.format(overrides=config_lib._flatten(config.to_dict())))
+    command = [sys.executable, "-m", "cnn_jax.cli", "train", str(experiment), "--workdir", str(tmp_path / "run"),
+               "--data-dir", str(fashion_data_dir), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert "stopped by SIGTERM at step" in err and "run the same command again to resume" in err
+    stopped_at = int(err.split("at step ")[1].split(";")[0])
+    assert 0 < stopped_at < 300
+    assert stopped_at in open_checkpoints(tmp_path / "run", config, read_only=True).all_steps()
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    a, b = final_params(run_dir, config), final_params(tmp_path / "run", config)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert science(rundir.read_metrics(tmp_path / "run")) == science(rundir.read_metrics(run_dir))

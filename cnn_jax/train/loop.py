@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import signal
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
@@ -15,9 +20,40 @@ from tqdm import tqdm
 from cnn_jax import checkpoints, provenance, rundir
 from cnn_jax import config as config_lib
 from cnn_jax.data.pipeline import epoch_permutation, take_batch
+from cnn_jax.errors import Diverged, Interrupted
 from cnn_jax.train.setup import DataPaths, RunSetup, build
 from cnn_jax.train.state import run_keys
 from cnn_jax.train.steps import empty_metrics, make_train_step, metric_means
+
+
+@contextlib.contextmanager
+def _signals_to_flag():
+    """Turn SIGTERM / SIGINT into an entry in the yielded list, checked by the loop between steps."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def _save_checked(manager, step: int, state, totals, metrics=None) -> None:
+    """Save a checkpoint only of a finite state, so a divergence never overwrites the last good one."""
+    if not math.isfinite(float(totals["loss_sum"])):
+        raise Diverged(step, "the training loss", manager.latest_step())
+    if not bool(_all_finite(state.params)):
+        raise Diverged(step, "a parameter", manager.latest_step())
+    checkpoints.save(manager, step, {"state": state, "train_totals": totals}, metrics)
 
 
 def open_checkpoints(run_dir: Path, config: ml_collections.ConfigDict, read_only: bool = False):
@@ -86,50 +122,60 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
     bar = tqdm(total=total_steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True)
     rates, mark, mark_step = [], time.perf_counter(), start
     try:
-        for step in range(start, total_steps):
-            epoch, index = divmod(step, spe)
-            if index == 0 and step != start:
-                order = order_fn(data_key, epoch, setup.train.size)
-            state, totals = step_fn(state, totals, setup.train, order, index)
-            done = step + 1
-            end_of_epoch = done % spe == 0
-            if done % config.train.log_every_steps == 0 or end_of_epoch:
-                running = metric_means(jax.device_get(totals))
-                now = time.perf_counter()
-                rate = (done - mark_step) * batch_size / (now - mark)
-                rates.append(rate)
-                mark, mark_step = now, done
-                bar.update(done - bar.n)  # the bar moves where the host has synced, so its ETA is honest
-                record = {"step": done, "epoch": done / spe, "lr": float(setup.schedule(step)),
-                          "train_loss": running["loss"], "train_accuracy": running["accuracy"],
-                          "images_per_sec": rate}
-                bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['accuracy']:.3f}", img_s=f"{rate:.0f}")
-                if end_of_epoch:
-                    record.update(setup.test_metrics(state))
-                    record["train_top5"] = running["top5"]
-                    bar.write(f"epoch {done // spe}/{config.train.epochs}: train loss {running['loss']:.4f} "
-                              f"acc {running['accuracy']:.4f} | test loss {record['eval_loss']:.4f} "
-                              f"acc {record['eval_accuracy']:.4f}")
-                    totals = empty_metrics()
-                rundir.append_metrics(run_dir, record)
-                for key, value in record.items():
-                    if key != "step":
-                        writer.add_scalar(key.replace("_", "/", 1), value, done)
-                if end_of_epoch:
-                    eval_metrics = {k: record[k] for k in ("eval_loss", "eval_accuracy", "eval_top5")}
-                    checkpoints.save(manager, done, {"state": state, "train_totals": totals}, eval_metrics)
-                    mark = time.perf_counter()  # evaluation and saving are not training throughput
-            if done % config.checkpoint.every_steps == 0 and not end_of_epoch:
-                checkpoints.save(manager, done, {"state": state, "train_totals": totals})
-                mark = time.perf_counter()
-            if done == stop_at_step:
-                return None
+        with _signals_to_flag() as received:
+            for step in range(start, total_steps):
+                epoch, index = divmod(step, spe)
+                if index == 0 and step != start:
+                    order = order_fn(data_key, epoch, setup.train.size)
+                state, totals = step_fn(state, totals, setup.train, order, index)
+                done = step + 1
+                end_of_epoch = done % spe == 0
+                if done % config.train.log_every_steps == 0 or end_of_epoch:
+                    now = time.perf_counter()
+                    rates.append((done - mark_step) * batch_size / (now - mark))
+                    record = _log_record(setup, state, totals, done, rates[-1], bar, manager.latest_step())
+                    mark, mark_step = now, done
+                    rundir.append_metrics(run_dir, record)
+                    for key, value in record.items():
+                        if key != "step":
+                            writer.add_scalar(key.replace("_", "/", 1), value, done)
+                    if end_of_epoch:  # the next epoch starts its sums from zero, in the checkpoint too
+                        totals = empty_metrics()
+                        _save_checked(manager, done, state, totals,
+                                      {k: record[k] for k in ("eval_loss", "eval_accuracy", "eval_top5")})
+                        mark = time.perf_counter()  # evaluation and saving are not training throughput
+                if done % config.checkpoint.every_steps == 0 and not end_of_epoch:
+                    _save_checked(manager, done, state, totals)
+                    mark = time.perf_counter()
+                if received:
+                    _save_checked(manager, done, state, totals)
+                    raise Interrupted(received[0], done)
+                if done == stop_at_step:
+                    return None
     finally:
         bar.close()
         writer.close()
     timing = {"compile_seconds": compile_seconds, "train_seconds": time.perf_counter() - t0 - compile_seconds,
               "images_per_sec_median": statistics.median(rates) if rates else None, "first_step": start}
     return _finish(setup, run_dir, manager, state, timing)
+
+
+def _log_record(setup: RunSetup, state, totals, done: int, rate: float, bar, last_good: int | None) -> dict[str, Any]:
+    """The metrics.jsonl record of step `done`; at an epoch end with test metrics (and a line on screen)."""
+    config, spe = setup.config, setup.steps_per_epoch
+    running = metric_means(jax.device_get(totals))
+    if not math.isfinite(running["loss"]):
+        raise Diverged(done, "the training loss", last_good)
+    bar.update(done - bar.n)  # the bar moves where the host has synced, so its ETA is honest
+    bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['accuracy']:.3f}", img_s=f"{rate:.0f}")
+    record = {"step": done, "epoch": done / spe, "lr": float(setup.schedule(done - 1)),
+              "train_loss": running["loss"], "train_accuracy": running["accuracy"], "images_per_sec": rate}
+    if done % spe == 0:
+        record.update(setup.test_metrics(state))
+        record["train_top5"] = running["top5"]
+        bar.write(f"epoch {done // spe}/{config.train.epochs}: train loss {running['loss']:.4f} "
+                  f"acc {running['accuracy']:.4f} | test loss {record['eval_loss']:.4f} acc {record['eval_accuracy']:.4f}")
+    return record
 
 
 def _finish(setup, run_dir, manager, state, timing) -> dict[str, Any]:
