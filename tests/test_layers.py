@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from cnn_jax.layers import ConvStack, ConvUnit, Downsample, TransposedConv, Upsample
 
@@ -82,3 +84,24 @@ def test_upsampling_nearest_bilinear_and_bed_of_nails():
 def test_transposed_conv_doubles_resolution_with_k_k_cin_cout_plus_bias_parameters():
     out, count = init_apply(TransposedConv(5, 3, 2))
     assert out.shape == (2, 16, 16, 5) and count == 3 * 3 * 3 * 5 + 5
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(1, 40), kernel=st.integers(1, 7), stride=st.integers(1, 4), padding=st.integers(0, 3))
+def test_conv_output_size_is_w_minus_f_plus_2p_over_s_plus_1(size, kernel, stride, padding):
+    """Seed 002's formula W2 = (W1 - F + 2P) / S + 1 (floor) against the jitted layer's shape."""
+    assume(size + 2 * padding >= kernel)
+    x = jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32)
+    out = jax.eval_shape(lambda v: ConvUnit(3, kernel, stride, padding).init_with_output(jax.random.PRNGKey(0), v)[0], x)
+    expected = (size - kernel + 2 * padding) // stride + 1
+    assert out.shape == (1, expected, expected, 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(1, 40), window=st.integers(1, 4), stride=st.integers(1, 4), kind=st.sampled_from(["max", "avg"]))
+def test_pool_output_size_follows_the_same_formula_without_padding(size, window, stride, kind):
+    assume(size >= window)
+    x = jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32)
+    out = jax.eval_shape(lambda v: Downsample(kind, window, stride).init_with_output(jax.random.PRNGKey(0), v)[0], x)
+    expected = (size - window) // stride + 1
+    assert out.shape == (1, expected, expected, 2)
