@@ -155,7 +155,8 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
     finally:
         bar.close()
         writer.close()
-    timing = {"compile_seconds": compile_seconds, "loop_seconds": time.perf_counter() - t0 - compile_seconds,  # steps, evaluation, checkpoints
+    loop_seconds = time.perf_counter() - t0 - compile_seconds  # steps, evaluation and checkpoints
+    timing = {"compile_seconds": compile_seconds, "loop_seconds": loop_seconds,
               "images_per_sec_median": statistics.median(rates) if rates else None, "first_step": start}
     return _finish(setup, run_dir, manager, state, timing)
 
