@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,34 @@ def restore(manager: ocp.CheckpointManager, step: int, like: Any) -> Any:
     """Restore step `step` into the structure, shapes and dtypes of `like`."""
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def restore_newest_readable(manager: ocp.CheckpointManager, like: Any, quarantine: Path, log=print) -> tuple[int, Any]:
+    """Restore the newest checkpoint that reads back; unreadable newer ones move to `quarantine`.
+
+    Returns (0, like) only when there are no checkpoints at all. If none reads back, nothing is
+    moved and this raises: a run directory with checkpoints never silently restarts from scratch.
+    """
+    steps = sorted(manager.all_steps(), reverse=True)
+    unreadable = []
+    for step in steps:
+        try:
+            restored = restore(manager, step, like)
+        except Exception as exc:  # a truncated or corrupted checkpoint: orbax raises many kinds
+            unreadable.append(step)
+            log(f"Checkpoint {step} is unreadable ({type(exc).__name__}: {str(exc)[:200]}).")
+            continue
+        for bad in unreadable:
+            target = Path(quarantine) / str(bad)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(Path(manager.directory) / str(bad)), target)
+            log(f"Moved unreadable checkpoint {bad} to {target}; resuming from step {step}.")
+        manager.reload()
+        return step, restored
+    if steps:
+        raise UserError(f"no checkpoint in '{manager.directory}' could be read (steps {steps}); refusing to restart "
+                        "from scratch. Move the run directory away to start over.")
+    return 0, like
 
 
 def pick_step(manager: ocp.CheckpointManager, which: str) -> int:

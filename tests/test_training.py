@@ -174,22 +174,39 @@ def get_config(preset):
 """
 
 
-def test_sigterm_saves_the_current_step_exits_143_and_resumes_to_the_unbroken_result(unbroken, tmp_path, fashion_data_dir):
-    import subprocess
-    import signal
+def _train_command(config, workdir, data_dir, tmp_path) -> list[str]:
     import sys
-    import time
 
-    run_dir, config, _ = unbroken
     experiment = tmp_path / "small.py"
     experiment.write_text(EXPERIMENT_TEMPLATE.format(overrides=config_lib._flatten(config.to_dict())))
-    command = [sys.executable, "-m", "cnn_jax.cli", "train", str(experiment), "--workdir", str(tmp_path / "run"),
-               "--data-dir", str(fashion_data_dir), "--no-progress"]
+    return [sys.executable, "-m", "cnn_jax.cli", "train", str(experiment), "--workdir", str(workdir),
+            "--data-dir", str(data_dir), "--no-progress"]
+
+
+def _wait_for(path, timeout=120):
+    import time
+
+    deadline = time.time() + timeout
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.1)
+
+
+def _assert_equals_unbroken(unbroken_dir, run_dir, config):
+    for x, y in zip(jax.tree_util.tree_leaves(final_params(unbroken_dir, config)),
+                    jax.tree_util.tree_leaves(final_params(run_dir, config))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    records = rundir.read_metrics(run_dir)
+    assert science(records) == science(rundir.read_metrics(unbroken_dir))  # each step once, no gaps
+
+
+def test_sigterm_saves_the_current_step_exits_143_and_resumes_to_the_unbroken_result(unbroken, tmp_path, fashion_data_dir):
+    import signal
+    import subprocess
+
+    run_dir, config, _ = unbroken
+    command = _train_command(config, tmp_path / "run", fashion_data_dir, tmp_path)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
-        time.sleep(0.2)
+    _wait_for(tmp_path / "run" / "metrics.jsonl")
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err
@@ -199,7 +216,21 @@ def test_sigterm_saves_the_current_step_exits_143_and_resumes_to_the_unbroken_re
     assert stopped_at in open_checkpoints(tmp_path / "run", config, read_only=True).all_steps()
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
-    a, b = final_params(run_dir, config), final_params(tmp_path / "run", config)
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    assert science(rundir.read_metrics(tmp_path / "run")) == science(rundir.read_metrics(run_dir))
+    _assert_equals_unbroken(run_dir, tmp_path / "run", config)
+
+
+def test_kill_9_mid_run_then_the_same_command_resumes_to_the_unbroken_result(unbroken, tmp_path, fashion_data_dir):
+    import signal
+    import subprocess
+
+    run_dir, config, _ = unbroken
+    command = _train_command(config, tmp_path / "run", fashion_data_dir, tmp_path)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(tmp_path / "run" / "checkpoints" / "100" / "commit_success.txt")
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert "Resuming" in finished.stdout + finished.stderr
+    _assert_equals_unbroken(run_dir, tmp_path / "run", config)

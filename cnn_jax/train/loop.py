@@ -87,10 +87,9 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
     setup = build(config, paths, log=log)
     existed = rundir.open_run_dir(run_dir, config, force=force)
     manager = open_checkpoints(run_dir, config)
-    payload = {"state": setup.initial_state(), "train_totals": empty_metrics()}
-    start = manager.latest_step() or 0
+    fresh = {"state": setup.initial_state(), "train_totals": empty_metrics()}
+    start, payload = checkpoints.restore_newest_readable(manager, fresh, run_dir / "corrupt_checkpoints", log)
     if start:
-        payload = checkpoints.restore(manager, start, payload)
         log(f"Resuming {run_dir} from step {start}.")
     total_steps = config.train.epochs * setup.steps_per_epoch
     if start >= total_steps:
