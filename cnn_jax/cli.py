@@ -29,7 +29,10 @@ def _data_paths(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnn-jax", description="Careful CNN experiments in JAX.")
+    parser = argparse.ArgumentParser(
+        prog="cnn-jax", description="Careful CNN experiments in JAX.",
+        epilog="Exit codes: 0 done; 2 a user error (the message says what to fix); 3 training diverged; "
+               "128+N stopped by signal N after saving a checkpoint (130 Ctrl-C, 143 SIGTERM): rerun to resume.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train one config; re-running resumes from the latest checkpoint",
