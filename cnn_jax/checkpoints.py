@@ -43,10 +43,11 @@ def restore(manager: ocp.CheckpointManager, step: int, like: Any) -> Any:
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
-def restore_newest_readable(manager: ocp.CheckpointManager, like: Any, quarantine: Path, log=print) -> tuple[int, Any]:
+def restore_newest_readable(manager: ocp.CheckpointManager, like: Any, quarantine: Path,
+                            log=print) -> tuple[int, Any | None]:
     """Restore the newest checkpoint that reads back; unreadable newer ones move to `quarantine`.
 
-    Returns (0, like) only when there are no checkpoints at all. If none reads back, nothing is
+    Returns (0, None) only when there are no checkpoints at all. If none reads back, nothing is
     moved and this raises: a run directory with checkpoints never silently restarts from scratch.
     """
     steps = sorted(manager.all_steps(), reverse=True)
@@ -68,7 +69,7 @@ def restore_newest_readable(manager: ocp.CheckpointManager, like: Any, quarantin
     if steps:
         raise UserError(f"no checkpoint in '{manager.directory}' could be read (steps {steps}); refusing to restart "
                         "from scratch. Move the run directory away to start over.")
-    return 0, like
+    return 0, None
 
 
 def pick_step(manager: ocp.CheckpointManager, which: str) -> int:

@@ -11,7 +11,7 @@ The same trace checks geometry: a layer whose window does not fit its input fail
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -71,37 +71,32 @@ def _si(n: int) -> str:
     return str(n)
 
 
-@dataclass
-class _Frame:
-    """One module call in progress: the geometry of every tensor it has seen or produced."""
-
-    seen: list[tuple[float, float]] = field(default_factory=list)
+def _widest(seen: list[tuple[float | None, float | None]]) -> tuple[float | None, float | None]:
+    """The geometry of a tensor combined from `seen` ones: the largest receptive field (None = global)."""
+    if any(r is None for r, _ in seen):
+        return (None, None)
+    return max(seen, key=lambda g: g[0])
 
 
 class _Tracer:
-    def __init__(self, input_size: int):
+    """Method interceptor recording leaf layers and the (receptive field, jump) of every tensor."""
+
+    def __init__(self):
         self.known: dict[int, tuple[float | None, float | None]] = {}
-        self.keep_alive: list[Any] = []
-        self.frames: list[_Frame] = [_Frame()]
+        self.keep_alive: list[Any] = []  # ids stay unique only while the tensors live
+        self.frames: list[list] = [[]]  # per module call in progress: geometries seen or produced in it
         self.rows: list[tuple[tuple[str, ...], nn.Module, tuple[int, ...], int, float | None, float | None]] = []
-        self.input_size = input_size
 
     def geometry_of(self, x) -> tuple[float | None, float | None]:
         if id(x) in self.known:
             return self.known[id(x)]
-        seen = [g for frame in self.frames[-1:] for g in frame.seen]
-        if not seen:
-            return (1.0, 1.0)
-        if any(r is None for r, _ in seen):
-            return (None, None)
-        return max(seen, key=lambda g: g[0])
+        return _widest(self.frames[-1]) if self.frames[-1] else (1.0, 1.0)
 
     def remember(self, x, geometry) -> None:
-        if isinstance(x, jax.Array) or hasattr(x, "shape"):
-            self.known[id(x)] = geometry
-            self.keep_alive.append(x)
-            for frame in self.frames:
-                frame.seen.append(geometry)
+        self.known[id(x)] = geometry
+        self.keep_alive.append(x)
+        for frame in self.frames:
+            frame.append(geometry)
 
     def __call__(self, next_fun, args, kwargs, context):
         module = context.module
@@ -116,17 +111,16 @@ class _Tracer:
             self.rows.append((module.scope.path, module, tuple(out.shape[1:]), _flops(module, x, out), r_out, j_out))
             self.remember(out, (r_out, j_out))
             return out
-        self.frames.append(_Frame([(r_in, j_in)]))
+        self.frames.append([(r_in, j_in)])
         try:
             out = next_fun(*args, **kwargs)
         finally:
             frame = self.frames.pop()
-        if id(out) not in self.known and hasattr(out, "shape"):
-            if any(r is None for r, _ in frame.seen):
-                self.remember(out, (None, None))
-            else:
-                self.remember(out, max(frame.seen, key=lambda g: g[0]))
-        if any(_own_variables(module).values()) and hasattr(out, "shape"):  # a layer of its own making
+        if not hasattr(out, "shape"):
+            return out
+        if id(out) not in self.known:
+            self.remember(out, _widest(frame))
+        if any(_own_variables(module).values()):  # a layer of its own making (e.g. an RBF output)
             r_out, j_out = self.known[id(out)]
             self.rows.append((module.scope.path, module, tuple(out.shape[1:]), 0, r_out, j_out))
         return out
@@ -166,10 +160,15 @@ def _check_fits(module, x) -> None:
     h, w = x.shape[1:3]
     k, _ = _window(module)
     padding = module.padding
-    pad = 0 if padding in ("VALID",) else (padding if isinstance(padding, int) else None)
-    if isinstance(padding, (tuple, list)):
-        pad = padding[0][0]
-    too_small = min(h, w) < 1 or (pad is not None and min(h, w) + 2 * pad < k)
+    if padding == "VALID":
+        pad = 0
+    elif isinstance(padding, int):
+        pad = 2 * padding
+    elif isinstance(padding, (tuple, list)):
+        pad = min(sum(p) for p in padding)  # (low, high) per spatial axis
+    else:
+        pad = None  # SAME (or CIRCULAR): any input size works
+    too_small = min(h, w) < 1 or (pad is not None and min(h, w) + pad < k)
     if too_small:
         path = "/".join(module.scope.path) or type(module).__name__
         raise UserError(
@@ -193,7 +192,7 @@ def _flops(module, x, out) -> int:
 
 def summarize(model: nn.Module, input_shape: tuple[int, int, int], name: str = "") -> Summary:
     """Trace `model` on one image of `input_shape` without compute and account for every layer."""
-    tracer = _Tracer(max(input_shape[:2]))
+    tracer = _Tracer()
 
     def init():
         with nn.intercept_methods(tracer):

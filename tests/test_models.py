@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from cnn_jax.errors import UserError
 from cnn_jax.layers import max_pool
 from cnn_jax.models import available_models, build_model
 
@@ -24,7 +25,7 @@ def test_seed_cnn_has_exactly_the_keras_parameter_counts_of_seed_002():
 
 def test_registry_lists_seed_cnn_and_rejects_unknown_names_with_a_suggestion():
     assert "seed_cnn" in available_models()
-    with pytest.raises(Exception, match="Did you mean 'seed_cnn'"):
+    with pytest.raises(UserError, match="Did you mean 'seed_cnn'"):
         build_model("seed-cnn", num_classes=10, input_shape=(28, 28, 1))
 
 

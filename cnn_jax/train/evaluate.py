@@ -8,7 +8,6 @@ from cnn_jax import checkpoints, rundir
 from cnn_jax.errors import UserError
 from cnn_jax.train.loop import open_checkpoints
 from cnn_jax.train.setup import DataPaths, build
-from cnn_jax.train.steps import empty_metrics
 
 
 def evaluate_run(run_dir: Path, paths: DataPaths, which: str = "best", log=print) -> dict:
@@ -22,5 +21,5 @@ def evaluate_run(run_dir: Path, paths: DataPaths, which: str = "best", log=print
     manager = open_checkpoints(run_dir, config, read_only=True)
     step = checkpoints.pick_step(manager, which)
     setup = build(config, paths, log=log)
-    payload = checkpoints.restore(manager, step, {"state": setup.initial_state(), "train_totals": empty_metrics()})
+    payload = checkpoints.restore(manager, step, setup.payload_structure())
     return {"run_dir": str(run_dir), "checkpoint_step": step, **setup.test_metrics(payload["state"])}

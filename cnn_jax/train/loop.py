@@ -82,15 +82,16 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
     `stop_at_step` ends the process's work after that step without a final checkpoint, as a crash
     would (returns None); re-running resumes from the last checkpoint saved before it.
     """
-    config_lib.validate(config)
     run_dir = Path(run_dir)
-    setup = build(config, paths, log=log)
+    setup = build(config, paths, log=log)  # validates first
     existed = rundir.open_run_dir(run_dir, config, force=force)
     manager = open_checkpoints(run_dir, config)
-    fresh = {"state": setup.initial_state(), "train_totals": empty_metrics()}
-    start, payload = checkpoints.restore_newest_readable(manager, fresh, run_dir / "corrupt_checkpoints", log)
+    start, payload = checkpoints.restore_newest_readable(manager, setup.payload_structure(),
+                                                         run_dir / "corrupt_checkpoints", log)
     if start:
         log(f"Resuming {run_dir} from step {start}.")
+    else:
+        payload = {"state": setup.initial_state(), "train_totals": empty_metrics()}
     total_steps = config.train.epochs * setup.steps_per_epoch
     if start >= total_steps:
         result = rundir.read_result(run_dir) or _finish(setup, run_dir, manager, payload["state"], {})
@@ -180,7 +181,8 @@ def _log_record(setup: RunSetup, state, totals, done: int, rate: float, bar, las
 
 def _finish(setup, run_dir, manager, state, timing) -> dict[str, Any]:
     config = setup.config
-    final = setup.test_metrics(state)
+    # The last step ends an epoch, so its checkpoint already carries the final test metrics.
+    final = manager.metrics(int(state.step)) or setup.test_metrics(state)
     best_step = manager.best_step()
     result = {
         "run_id": config_lib.run_id(config), "experiment": config.experiment, "model": config.model.name,

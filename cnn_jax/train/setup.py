@@ -45,6 +45,10 @@ class RunSetup:
     def initial_state(self) -> TrainState:
         return create_train_state(self.model, self.tx, self.data.dataset.image_shape, self.config.seed)
 
+    def payload_structure(self) -> dict:
+        """Shapes and dtypes of a checkpoint's contents, without initializing any parameters."""
+        return {"state": jax.eval_shape(self.initial_state), "train_totals": empty_metrics()}
+
     @functools.cached_property
     def evaluate(self):
         """jitted evaluate(state, split) -> metric sums (see `make_evaluate`)."""
