@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     locate.add_argument("name")
     _add_data_options(locate)
 
+    _add_sweep_parsers(sub)
+
     sub.add_parser("models", help="list the registered models")
 
     filt = sub.add_parser("filter", help="apply a classic kernel (seed 001) to an image; write a before/after PNG")
@@ -80,12 +82,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_experiment_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("experiment", help="experiment file, e.g. experiments/pool_vs_stride.py (or FILE:PRESET)")
+    parser.add_argument("preset", nargs="?", default=None, help="preset of the file (default: its first, see PRESETS)")
+    parser.add_argument("--runs-root", type=Path, default=Path("runs"), help="root of run directories (default: runs)")
+
+
+def _add_sweep_parsers(sub) -> None:
+    config_epilog = "Config fields apply to every run: --config.train.epochs=2. The sweep's own axes cannot be overridden."
+    launch = sub.add_parser("launch", help="run an experiment file: its sweep if it declares one, else its single config",
+                            epilog=config_epilog)
+    _add_experiment_argument(launch)
+    sweep = sub.add_parser("sweep", help="run every run of an experiment's sweep; skips finished runs, resumes "
+                                         "interrupted ones", epilog=config_epilog)
+    _add_experiment_argument(sweep)
+    for parser in (launch, sweep):
+        parser.add_argument("--backend", choices=("local", "slurm"), default="local",
+                            help="local: child processes on this machine (default); slurm: one job array")
+        parser.add_argument("--jobs", type=int, default=None,
+                            help="local: runs at once (default: one per GPU, or 1 without GPUs)")
+        parser.add_argument("--dry-run", action="store_true", help="list the runs and what would be run or submitted")
+        parser.add_argument("--no-report", action="store_true", help="do not print the report when all runs are done")
+        parser.add_argument("--partition", help="slurm: partition")
+        parser.add_argument("--gpus", type=int, default=0, help="slurm: GPUs per run")
+        parser.add_argument("--cpus", type=int, default=None, help="slurm: CPUs per run")
+        parser.add_argument("--time", help="slurm: time limit per run, e.g. 02:00:00 (runs checkpoint 2 min before)")
+        parser.add_argument("--mem", help="slurm: memory per run, e.g. 16G")
+        parser.add_argument("--max-parallel", type=int, default=None, help="slurm: at most this many runs at once")
+        _add_data_options(parser)
+    status = sub.add_parser("status", help="done / running / failed / pending, per run of a sweep", epilog=config_epilog)
+    _add_experiment_argument(status)
+    task = sub.add_parser("run-task", help="(used by the backends) train one run of a sweep, if nobody else is")
+    task.add_argument("experiment", help="FILE:PRESET")
+    task.add_argument("--index", type=int, required=True, help="the run's index in the sweep")
+    task.add_argument("--runs-root", type=Path, default=Path("runs"))
+    _add_data_options(task)
+    report = sub.add_parser("report", help="tables (Markdown, CSV, LaTeX), plots and statistics of a sweep's runs")
+    report.add_argument("path", type=Path, help="runs/<experiment> (or a sweep-<preset>.json file)")
+    report.add_argument("--preset", default=None, help="which sweep, when several presets ran in the folder")
+    report.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<experiment>/report-<preset>)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
-        if extra and args.command not in ("train", "summary"):
+        if extra and args.command not in ("train", "summary", "launch", "sweep", "status", "run-task"):
             raise UserError(f"unrecognized arguments: {' '.join(extra)}")
         return COMMANDS[args.command](args, extra)
     except UserError as exc:
@@ -122,6 +165,154 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     speed = f", {rate:.0f} img/s" if rate else ""
     print(f"test accuracy {100 * final['eval_accuracy']:.2f}% (loss {final['eval_loss']:.4f}) after "
           f"{result['epochs']} epochs{speed} -> {run_dir}")
+    return 0
+
+
+def _config_overrides(extra: list[str]) -> dict[str, str]:
+    from cnn_jax import config as config_lib
+
+    unknown = [a for a in extra if not a.startswith("--config")]
+    if unknown:
+        raise UserError(f"unrecognized arguments: {' '.join(unknown)} (config fields are set with --config.section.field=value)")
+    return dict(config_lib.parse_override(a) for a in extra)
+
+
+def _spec(args: argparse.Namespace) -> str:
+    if args.preset is None:
+        return args.experiment
+    if ":" in args.experiment:
+        raise UserError(f"give the preset once: either '{args.experiment}' or a separate preset, not both.")
+    return f"{args.experiment}:{args.preset}"
+
+
+def _plan(args: argparse.Namespace, extra: list[str]):
+    from cnn_jax.sweep.plan import load_plan
+
+    return load_plan(_spec(args), _config_overrides(extra))
+
+
+def _data_args(args: argparse.Namespace) -> list[str]:
+    """The data options again, for child processes and SLURM tasks."""
+    out = ["--data-dir", str(args.data_dir.resolve())] if args.data_dir else []
+    for folder in args.local_data:
+        out += ["--local-data", str(folder.resolve())]
+    return out
+
+
+def cmd_launch(args: argparse.Namespace, extra: list[str]) -> int:
+    from cnn_jax.sweep.plan import has_sweep
+
+    if has_sweep(_spec(args)):
+        return cmd_sweep(args, extra)
+    if args.backend != "local" or args.dry_run:
+        raise UserError(f"'{args.experiment}' declares no sweep (get_sweep); --backend/--dry-run apply to sweeps only.")
+    args.workdir, args.force, args.no_progress, args.print_config = None, False, False, False
+    args.experiment = _spec(args)
+    return cmd_train(args, extra)
+
+
+def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
+    import shlex
+
+    from cnn_jax.sweep import local
+    from cnn_jax.sweep.status import status_table, sweep_status
+
+    plan = _plan(args, extra)
+    runs_root = args.runs_root.resolve()
+    statuses = sweep_status(plan, runs_root)
+    todo = [s.run for s in statuses if s.state in ("pending", "failed")]
+    print(f"{plan.question}\n{plan.spec}: {len(plan.runs)} runs, {len(plan.runs) - len(todo)} done or running elsewhere")
+    command = local.task_command(plan, runs_root, _data_args(args) + extra)
+    if args.dry_run:
+        print(status_table(statuses))
+    if args.backend == "slurm":
+        return _submit_slurm(args, plan, runs_root, todo, command)
+    if args.dry_run:
+        print(f"would run {len(todo)} runs, {_jobs(args)} at a time, each as:\n  {shlex.join(command)} --index I")
+        return 0
+    plan.write_record(runs_root, _command_line())
+    outcome = local.run_local(plan, runs_root, todo, command, _jobs(args))
+    failed = outcome["failed"]
+    if failed:
+        print(f"{len(failed)} runs failed: {', '.join(r.name for r in failed)}; `cnn-jax status` shows why; "
+              "rerunning the command retries them", file=sys.stderr)
+    states = [s.state for s in sweep_status(plan, runs_root)]
+    if states.count("done") < len(states):
+        print(f"{states.count('done')} of {len(states)} runs done (see `cnn-jax status`)")
+    elif not args.no_report:
+        from cnn_jax.report import write_report
+
+        report = write_report(plan.experiment_dir(runs_root), plan.preset)
+        print(report.markdown)
+        print(f"report files in {report.paths[0].parent}")
+    return 1 if failed else 0
+
+
+def _command_line() -> str:
+    """The command as the user typed it (launch.sh execs `cnn-jax launch ...`)."""
+    import shlex
+
+    if sys.argv[1:2] == ["launch"]:
+        return shlex.join(["./launch.sh", *sys.argv[2:]])
+    return shlex.join(["cnn-jax", *sys.argv[1:]])
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from cnn_jax.sweep.local import gpu_ids
+
+    jobs = args.jobs if args.jobs is not None else max(1, len(gpu_ids()))
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: must be >= 1.")
+    return jobs
+
+
+def _submit_slurm(args: argparse.Namespace, plan, runs_root: Path, todo, command: list[str]) -> int:
+    import datetime
+
+    from cnn_jax.sweep import slurm
+
+    if not todo:
+        print("nothing to submit: every run is done or running")
+        return 0
+    options = slurm.SlurmOptions(partition=args.partition, gpus_per_task=args.gpus, cpus_per_task=args.cpus,
+                                 time=args.time, mem=args.mem, max_parallel=args.max_parallel,
+                                 job_name=f"cnn_jax-{plan.experiment}")
+    log_dir = plan.experiment_dir(runs_root) / "slurm"
+    script = slurm.render_script([r.index for r in todo], command, log_dir, Path.cwd(), options)
+    if args.dry_run:
+        print(f"would submit one job array of {len(todo)} tasks with this script:\n{script}")
+        return 0
+    plan.write_record(runs_root, _command_line())
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    job_id = slurm.submit(script, log_dir / f"{plan.preset}-{stamp}.sbatch")
+    print(f"submitted job array {job_id} ({len(todo)} runs); logs in {log_dir}; "
+          f"watch with: cnn-jax status {plan.spec} --runs-root {runs_root}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, extra: list[str]) -> int:
+    from cnn_jax.sweep.status import status_table, sweep_status
+
+    plan = _plan(args, extra)
+    print(status_table(sweep_status(plan, args.runs_root.resolve())))
+    return 0
+
+
+def cmd_run_task(args: argparse.Namespace, extra: list[str]) -> int:
+    from cnn_jax.sweep.plan import load_plan
+    from cnn_jax.sweep.task import EXIT_HELD, run_task
+
+    plan = load_plan(args.experiment, _config_overrides(extra))
+    outcome = run_task(plan, args.index, args.runs_root.resolve(), _data_paths(args))
+    return EXIT_HELD if outcome == "held" else 0
+
+
+def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
+    from cnn_jax.report import write_report
+
+    report = write_report(args.path, args.preset, args.out)
+    print(report.markdown)
+    print(f"report files in {report.paths[0].parent}")
     return 0
 
 
@@ -216,7 +407,8 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return tuple(int(p) for p in parts)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "models": cmd_models, "summary": cmd_summary, "filter": cmd_filter}
+COMMANDS = {"launch": cmd_launch, "sweep": cmd_sweep, "status": cmd_status, "run-task": cmd_run_task,
+            "report": cmd_report, "train": cmd_train, "eval": cmd_eval, "data": cmd_data, "models": cmd_models, "summary": cmd_summary, "filter": cmd_filter}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -92,28 +92,40 @@ def default_config() -> ml_collections.ConfigDict:
 
 def load_experiment(spec: str) -> ml_collections.ConfigDict:
     """Load `path/to/file.py[:preset]`: calls the file's `get_config(preset)`."""
+    module, path, preset = open_experiment(spec)
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise UserError(f"experiment file '{path}' defines no get_config(preset) function.")
+    config = call_experiment(path, get_config, preset)
+    check_schema(config)
+    if config.experiment == "default":
+        config.experiment = path.stem
+    return config
+
+
+def open_experiment(spec: str) -> tuple[Any, Path, str]:
+    """Import the experiment file of `path/to/file.py[:preset]`; returns (module, path, checked preset)."""
     path_str, _, preset = spec.partition(":")
     path = Path(path_str)
     if not path.is_file():
         raise UserError(f"experiment file '{path}' does not exist. Give a path like experiments/fashion_mnist_cnn.py.")
     module = _import_file(path)
-    get_config = getattr(module, "get_config", None)
-    if not callable(get_config):
-        raise UserError(f"experiment file '{path}' defines no get_config(preset) function.")
     presets = tuple(getattr(module, "PRESETS", ("default",)))
     preset = preset or presets[0]
     if preset not in presets:
         raise unknown_choice(f"preset of {path}", preset, presets)
+    return module, path, preset
+
+
+def call_experiment(path: Path, function, preset: str) -> Any:
+    """Call a function of an experiment file; its exceptions are user errors, not tracebacks."""
     try:
-        config = get_config(preset)
+        return function(preset)
     except UserError:
         raise
     except Exception as exc:  # an experiment file is user code: report, don't trace back
-        raise UserError(f"experiment file '{path}' raised in get_config('{preset}'): {type(exc).__name__}: {exc}") from exc
-    check_schema(config)
-    if config.experiment == "default":
-        config.experiment = path.stem
-    return config
+        raise UserError(f"experiment file '{path}' raised in {function.__name__}('{preset}'): "
+                        f"{type(exc).__name__}: {exc}") from exc
 
 
 def _import_file(path: Path):

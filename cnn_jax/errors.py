@@ -25,6 +25,15 @@ class Interrupted(TrainingStopped):
         self.signum, self.step = signum, step
 
 
+class SweepStopped(TrainingStopped):
+    """A signal stopped a sweep launcher; its running runs checkpointed. Exit 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"sweep stopped by {signal.Signals(signum).name}; the runs in progress saved a checkpoint: "
+                         "run the same command again to resume them")
+        self.signum = signum
+
+
 class Diverged(TrainingStopped):
     """The training loss or the parameters stopped being finite; nothing non-finite was saved (exit 3)."""
 

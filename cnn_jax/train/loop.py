@@ -189,7 +189,7 @@ def _finish(setup, run_dir, manager, state, timing) -> dict[str, Any]:
         "dataset": config.dataset.name, "seed": config.seed, "steps": int(state.step),
         "epochs": config.train.epochs, "final": final,
         "best": {"step": best_step, **(manager.metrics(best_step) or {})} if best_step is not None else None,
-        "data_fingerprints": setup.data.fingerprints, **timing,
+        "data_fingerprints": setup.data.fingerprints, "model_summary": setup.model_summary, **timing,
     }
     rundir.write_result(run_dir, result)
     return result

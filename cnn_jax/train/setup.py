@@ -41,6 +41,7 @@ class RunSetup:
     std: jax.Array
     train: DeviceSplit
     test: DeviceSplit
+    model_summary: dict  # params, trainable_params, flops (per image)
 
     def initial_state(self) -> TrainState:
         return create_train_state(self.model, self.tx, self.data.dataset.image_shape, self.config.seed)
@@ -80,7 +81,7 @@ def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print) -> Run
         n = config.dataset.train_subset
         train_split = Split(train_split.images[:n], train_split.labels[:n])
     model = build_model(config.model, num_classes=data.dataset.num_classes, input_shape=data.dataset.image_shape)
-    summarize(model, data.dataset.image_shape)  # fails by layer name if the geometry cannot work
+    summary = summarize(model, data.dataset.image_shape)  # fails by layer name if the geometry cannot work
     steps_per_epoch = len(train_split) // config.train.batch_size
     schedule = make_schedule(config, steps_per_epoch)
     mean, std = channel_stats(train_split)
@@ -88,6 +89,8 @@ def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print) -> Run
         config=config, data=data, model=model, tx=make_optimizer(config, schedule), schedule=schedule,
         steps_per_epoch=steps_per_epoch, mean=jnp.asarray(mean), std=jnp.asarray(std),
         train=to_device(train_split), test=to_device(test_split, pad_to_multiple=config.train.eval_batch_size),
+        model_summary={"params": summary.total_params, "trainable_params": summary.trainable_params,
+                       "flops": summary.flops},
     )
 
 

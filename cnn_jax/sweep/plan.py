@@ -1,0 +1,183 @@
+"""A sweep as data: named axes with levels, seeds and a baseline, expanded into runs with stable ids.
+
+An experiment file declares `get_config(preset)` (the base config) and `get_sweep(preset)` returning a
+`Sweep`; every run is the base config plus the command line's overrides, one level of each axis and a
+seed. A run's id is the hash of its fully resolved config, so the same run is found again on a rerun.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import ml_collections
+
+from cnn_jax import config as config_lib
+from cnn_jax.errors import UserError, unknown_choice
+from cnn_jax.files import write_json_atomic
+
+COMBINES = ("product", "zip")
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One factor of the question: level name -> the config fields that level sets."""
+
+    name: str
+    levels: dict[str, dict[str, Any]]
+
+
+def field_axis(name: str, field_name: str, values: Sequence[Any]) -> Axis:
+    """An axis whose levels are values of one config field, named by the values."""
+    return Axis(name, {str(v): {field_name: v} for v in values})
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Axes combined as a product (every combination) or a zip (level i of every axis together)."""
+
+    axes: tuple[Axis, ...]
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+    combine: str = "product"
+    baseline: dict[str, str] = field(default_factory=dict)  # axis -> level; default: each axis's first level
+
+
+@dataclass(frozen=True)
+class Run:
+    index: int
+    levels: dict[str, str]  # axis -> level
+    seed: int
+    config: ml_collections.ConfigDict
+    run_id: str
+
+    @property
+    def variant(self) -> str:
+        """The readable name without the seed, e.g. 'downsample=stride,kernel=3x3x2'."""
+        return ",".join(f"{axis}={level}" for axis, level in self.levels.items())
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant},seed={self.seed}" if self.levels else f"seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A sweep expanded for one preset and one set of command-line overrides."""
+
+    spec: str  # "path/to/file.py:preset", as the tasks must load it
+    experiment_file: str
+    preset: str
+    experiment: str
+    question: str
+    sweep: Sweep
+    baseline: dict[str, str]
+    overrides: dict[str, Any]
+    runs: tuple[Run, ...]
+
+    def experiment_dir(self, runs_root: Path) -> Path:
+        return Path(runs_root) / self.experiment
+
+    def run_dir(self, runs_root: Path, run: Run) -> Path:
+        return self.experiment_dir(runs_root) / run.run_id
+
+    def record_path(self, runs_root: Path) -> Path:
+        return self.experiment_dir(runs_root) / f"sweep-{self.preset}.json"
+
+    def record(self, command: str) -> dict[str, Any]:
+        """What the report needs to know about the sweep (written as sweep-<preset>.json)."""
+        return {
+            "experiment": self.experiment, "experiment_file": self.experiment_file, "preset": self.preset,
+            "question": self.question, "combine": self.sweep.combine, "seeds": list(self.sweep.seeds),
+            "axes": [{"name": a.name, "levels": a.levels} for a in self.sweep.axes],
+            "baseline": self.baseline, "overrides": self.overrides, "command": command,
+            "runs": [{"index": r.index, "name": r.name, "variant": r.variant, "levels": r.levels, "seed": r.seed,
+                      "run_id": r.run_id} for r in self.runs],
+        }
+
+    def write_record(self, runs_root: Path, command: str) -> Path:
+        path = self.record_path(runs_root)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, self.record(command))
+        return path
+
+
+def has_sweep(spec: str) -> bool:
+    module, _, _ = config_lib.open_experiment(spec)
+    return callable(getattr(module, "get_sweep", None))
+
+
+def load_plan(spec: str, overrides: dict[str, Any] | None = None) -> Plan:
+    """Expand `file.py[:preset]` into its runs, each config validated; errors name the file and the field."""
+    overrides = dict(overrides or {})
+    module, path, preset = config_lib.open_experiment(spec)
+    get_sweep = getattr(module, "get_sweep", None)
+    if not callable(get_sweep):
+        raise UserError(f"experiment file '{path}' defines no sweep: add get_sweep(preset) returning "
+                        "cnn_jax.sweep.plan.Sweep, or train its single config with `cnn-jax train`.")
+    sweep = config_lib.call_experiment(path, get_sweep, preset)
+    _check_sweep(path, sweep, overrides)
+    base = config_lib.apply_overrides(config_lib.load_experiment(f"{path}:{preset}"), overrides)
+    runs = []
+    for levels in _combinations(sweep):
+        for seed in sweep.seeds:
+            fields = {k: v for axis, level in zip(sweep.axes, levels) for k, v in axis.levels[level].items()}
+            config = config_lib.apply_overrides(base, {**fields, "seed": seed})
+            config_lib.validate(config)
+            runs.append(Run(len(runs), {a.name: lvl for a, lvl in zip(sweep.axes, levels)}, seed, config,
+                            config_lib.run_id(config)))
+    _check_distinct(path, runs)
+    baseline = {a.name: sweep.baseline.get(a.name, next(iter(a.levels))) for a in sweep.axes}
+    doc = (module.__doc__ or "").strip()
+    return Plan(spec=f"{path}:{preset}", experiment_file=str(path), preset=preset, experiment=base.experiment,
+                question=doc.splitlines()[0] if doc else base.experiment, sweep=sweep, baseline=baseline,
+                overrides=overrides, runs=tuple(runs))
+
+
+def _combinations(sweep: Sweep) -> list[tuple[str, ...]]:
+    names = [list(a.levels) for a in sweep.axes]
+    return list(itertools.product(*names)) if sweep.combine == "product" else list(zip(*names))
+
+
+def _check_sweep(path: Path, sweep: Any, overrides: dict[str, Any]) -> None:
+    """A sweep that cannot be expanded is the experiment file's mistake: say which part and why."""
+    where = f"experiment file '{path}': get_sweep"
+    if not isinstance(sweep, Sweep):
+        raise UserError(f"{where} returned {type(sweep).__name__}, not a cnn_jax.sweep.plan.Sweep.")
+    if sweep.combine not in COMBINES:
+        raise unknown_choice(f"{where} combine", sweep.combine, COMBINES)
+    if not sweep.seeds or len(set(sweep.seeds)) != len(sweep.seeds) or not all(isinstance(s, int) for s in sweep.seeds):
+        raise UserError(f"{where} seeds {sweep.seeds!r}: give one or more distinct integers.")
+    names = [a.name for a in sweep.axes]
+    if len(set(names)) != len(names) or "seed" in names:
+        raise UserError(f"{where} axes {names}: axis names must be distinct and not 'seed' (seeds are their own list).")
+    for axis in sweep.axes:
+        if not axis.levels:
+            raise UserError(f"{where} axis '{axis.name}' has no levels.")
+        for level, fields in axis.levels.items():
+            if "seed" in fields:
+                raise UserError(f"{where} axis '{axis.name}' level '{level}' sets 'seed'; list seeds in Sweep.seeds.")
+            clash = sorted(set(fields) & set(overrides))
+            if clash:
+                raise UserError(f"--config.{clash[0]} is an axis of this sweep (axis '{axis.name}'); "
+                                "the sweep sets it per run, so drop the override or edit the experiment file.")
+    if sweep.combine == "zip" and len({len(a.levels) for a in sweep.axes}) > 1:
+        raise UserError(f"{where} combine='zip' needs axes with equal numbers of levels: "
+                        + ", ".join(f"{a.name}: {len(a.levels)}" for a in sweep.axes) + ".")
+    for axis_name, level in sweep.baseline.items():
+        axis = next((a for a in sweep.axes if a.name == axis_name), None)
+        if axis is None:
+            raise unknown_choice(f"{where} baseline axis", axis_name, names)
+        if level not in axis.levels:
+            raise unknown_choice(f"{where} baseline level of axis '{axis_name}'", level, axis.levels)
+
+
+def _check_distinct(path: Path, runs: list[Run]) -> None:
+    seen: dict[str, Run] = {}
+    for run in runs:
+        if run.run_id in seen:
+            raise UserError(f"experiment file '{path}': runs '{seen[run.run_id].name}' and '{run.name}' resolve to "
+                            "the same config; their levels must change at least one field.")
+        seen[run.run_id] = run

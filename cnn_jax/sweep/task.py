@@ -1,0 +1,42 @@
+"""One run of a sweep, as a backend executes it: claim, skip if finished, train (resuming), record failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cnn_jax import rundir
+from cnn_jax.errors import Diverged, Interrupted, UserError
+from cnn_jax.sweep import claims
+from cnn_jax.sweep.plan import Plan
+
+EXIT_HELD = 75  # another live process holds the run (sysexits' EX_TEMPFAIL): nothing to do here
+
+
+def run_task(plan: Plan, index: int, runs_root: Path, paths, log=print) -> str:
+    """Train run `index` of `plan` unless it is finished or held; returns 'trained', 'finished' or 'held'."""
+    from cnn_jax.train.loop import train
+
+    if not 0 <= index < len(plan.runs):
+        raise UserError(f"--index {index}: the sweep {plan.spec} has runs 0..{len(plan.runs) - 1}.")
+    run = plan.runs[index]
+    run_dir = plan.run_dir(runs_root, run)
+    with claims.claim(run_dir) as held:
+        if not held:
+            log(f"{run.name}: held by another process ({claims.holder(run_dir) or 'unknown'}); skipping.")
+            return "held"
+        if rundir.read_result(run_dir):
+            log(f"{run.name}: already finished -> {run_dir}")
+            return "finished"
+        claims.clear_failure(run_dir)
+        log(f"{run.name}: training in {run_dir}")
+        try:
+            train(run.config, run_dir, paths, progress=False, log=log)
+        except Interrupted:
+            raise  # a checkpoint of this step is saved: the run is resumable, not failed
+        except (UserError, Diverged) as exc:
+            claims.record_failure(run_dir, 2 if isinstance(exc, UserError) else 3, str(exc))
+            raise
+        except BaseException as exc:
+            claims.record_failure(run_dir, 1, f"{type(exc).__name__}: {exc}")
+            raise
+    return "trained"

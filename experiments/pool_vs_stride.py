@@ -1,0 +1,43 @@
+"""Max-pooling vs average-pooling vs a learned stride-2 convolution for downsampling (seeds 000 and 002).
+
+The same VGG-style network (`ablation_net`: three stages of 3x3 convs, 32-64-128 channels, global
+average pooling) with only its downsampling changed: 2x2 max-pool, 2x2 average-pool, or an extra
+3x3 convolution with stride 2 (Springenberg et al. 2014 replace pooling this way; it adds parameters).
+
+Presets:
+  cpu   Fashion-MNIST, 2 epochs, 3 seeds: about 15 minutes on a 2-core CPU (the README's main job).
+  full  Fashion-MNIST, 30 epochs, 5 seeds, with light augmentation: for a GPU/TPU.
+"""
+
+from cnn_jax.config import default_config
+from cnn_jax.sweep.plan import Sweep, field_axis
+
+PRESETS = ("cpu", "full")
+
+
+def get_config(preset: str = "cpu"):
+    config = default_config()
+    config.experiment = "pool_vs_stride"
+    config.dataset.name = "fashion_mnist"
+    config.model.name = "ablation_net"
+    config.model.stages = 3
+    config.model.width = 32
+    config.optimizer.name = "adamw"
+    config.optimizer.lr = 3e-3
+    config.optimizer.weight_decay = 1e-4
+    config.schedule.name = "cosine"
+    config.schedule.warmup_epochs = 0.25
+    config.train.batch_size = 128
+    config.train.epochs = 2
+    if preset == "full":
+        config.train.epochs = 30
+        config.schedule.warmup_epochs = 1.0
+        config.dataset.augment.horizontal_flip = True
+        config.dataset.augment.translate = 2
+    return config
+
+
+def get_sweep(preset: str = "cpu") -> Sweep:
+    return Sweep(axes=(field_axis("downsample", "model.downsample", ("max", "avg", "stride")),),
+                 seeds=(0, 1, 2) if preset == "cpu" else (0, 1, 2, 3, 4),
+                 baseline={"downsample": "max"})
