@@ -244,7 +244,7 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
 
         report = write_report(plan.experiment_dir(runs_root), plan.preset)
         print(report.markdown)
-        print(f"report files in {report.paths[0].parent}")
+        print(f"report files in {next(iter(report.paths.values())).parent}")
     return 1 if failed else 0
 
 
@@ -312,7 +312,7 @@ def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
 
     report = write_report(args.path, args.preset, args.out)
     print(report.markdown)
-    print(f"report files in {report.paths[0].parent}")
+    print(f"report files in {next(iter(report.paths.values())).parent}")
     return 0
 
 

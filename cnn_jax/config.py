@@ -54,6 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.convs_per_stage = 1  # kernel-scheme units per stage
     c.model.width = 32  # channels of the first stage, doubled at each downsampling
     c.model.head = "gap"  # gap | mlp
+    c.model.width_multiplier = 1.0  # allcnn_*: scales every hidden conv's channels (rounded); 1 = the paper's
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"
@@ -239,7 +240,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice("model.downsample", config.model.downsample, ("default", *DOWNSAMPLE_KINDS))
     _choice("model.kernel_scheme", config.model.kernel_scheme, ("default", *KERNEL_SCHEMES))
     _choice("model.head", config.model.head, ("gap", "mlp"))
-    for field in ("model.stages", "model.convs_per_stage", "model.width"):
+    for field in ("model.stages", "model.convs_per_stage", "model.width", "model.width_multiplier"):
         _positive(field, _get(config, field))
     if config.model.pool_window < 0:
         raise UserError(f"config field 'model.pool_window' = {config.model.pool_window}: must be >= 0 (0 = the model's own).")

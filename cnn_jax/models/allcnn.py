@@ -39,6 +39,7 @@ class AllCNN(nn.Module):
     variant: str = "all"
     num_classes: int = 10
     dropout: float = DOWNSAMPLE_DROPOUT
+    width_multiplier: float = 1.0  # < 1: a narrower net of the same shape, for CPU-sized runs
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -50,7 +51,8 @@ class AllCNN(nn.Module):
         def conv(x, features, kernel=3, stride=1, padding=1):
             return ConvUnit(features, kernel, stride, padding, name=next(names))(x, train)
 
-        for stage, width in enumerate((96, 192), start=1):
+        wide = max(1, round(192 * self.width_multiplier))
+        for stage, width in enumerate((max(1, round(96 * self.width_multiplier)), wide), start=1):
             x = conv(x, width)
             x = conv(x, width, stride=2 if self.variant == "strided" else 1)
             if self.variant == "convpool":
@@ -60,8 +62,8 @@ class AllCNN(nn.Module):
             if self.variant == "all":
                 x = conv(x, width, stride=2)
             x = Dropout(self.dropout, name=f"dropout{stage}")(x, train)
-        x = conv(x, 192, padding="VALID")
-        x = conv(x, 192, kernel=1, padding=0)
+        x = conv(x, wide, padding="VALID")
+        x = conv(x, wide, kernel=1, padding=0)
         x = conv(x, self.num_classes, kernel=1, padding=0)
         return GlobalAvgPool(name="gap")(x)
 
@@ -69,7 +71,8 @@ class AllCNN(nn.Module):
 def _factory(variant: str):
     def build(options: ml_collections.ConfigDict, *, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
         del input_shape  # fully convolutional up to the global average
-        return AllCNN(variant, num_classes, DOWNSAMPLE_DROPOUT if options.dropout < 0 else options.dropout)
+        return AllCNN(variant, num_classes, DOWNSAMPLE_DROPOUT if options.dropout < 0 else options.dropout,
+                      options.width_multiplier)
     return build
 
 
@@ -87,4 +90,4 @@ MODELS = {
                             "stride-2 conv; 1,369,738 params"),
 }
 for _name, (_variant, _description) in MODELS.items():
-    register(_name, _description, uses=("dropout",))(_factory(_variant))
+    register(_name, _description, uses=("dropout", "width_multiplier"))(_factory(_variant))
