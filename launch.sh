@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # cnn_jax launcher: sets up .venv on first use, then runs.
-#   ./launch.sh                              train the default run (seed_cnn on Fashion-MNIST)
-#   ./launch.sh EXPERIMENT[:PRESET] [opts]   train an experiment file, e.g. experiments/fashion_mnist_cnn.py:quick
-#   ./launch.sh test [pytest args]           run the test suite
-#   ./launch.sh cnn-jax ARGS...              any cnn-jax command inside the environment
+#   ./launch.sh [opts]                        the main job: the pool_vs_stride ablation (cpu preset), then its report
+#   ./launch.sh EXPERIMENT [PRESET] [opts]    run an experiment file: its sweep (skips finished runs, resumes
+#                                             interrupted ones), or its single config if it declares no sweep;
+#                                             opts: --jobs N, --backend slurm --partition P --gpus G ..., --dry-run
+#   ./launch.sh status EXPERIMENT [PRESET]    done / running / failed / pending per run
+#   ./launch.sh report runs/EXPERIMENT        tables, statistics and plots of a sweep
+#   ./launch.sh test [pytest args]            run the test suite
+#   ./launch.sh cnn-jax ARGS...               any cnn-jax command inside the environment
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${CNN_JAX_VENV:-$ROOT/.venv}"
-DEFAULT_EXPERIMENT="$ROOT/experiments/fashion_mnist_cnn.py"
+MAIN_JOB=(experiments/pool_vs_stride.py cpu)
+# Offline copies of the datasets beside the checkout (../shared/data) are found without configuration.
+if [ -d "$ROOT/../shared/data" ]; then
+  export CNN_JAX_LOCAL_DATA="${CNN_JAX_LOCAL_DATA:+$CNN_JAX_LOCAL_DATA:}$(cd "$ROOT/../shared/data" && pwd)"
+fi
 
 ensure_env() {
   if [ ! -x "$VENV/bin/python" ]; then
@@ -50,11 +58,15 @@ case "${1:-}" in
     shift
     exec "$VENV/bin/cnn-jax" "$@"
     ;;
+  status | report)
+    exec "$VENV/bin/cnn-jax" "$@"
+    ;;
   "" | -*)
     ensure_default_data
-    exec "$VENV/bin/cnn-jax" train "$DEFAULT_EXPERIMENT" "$@"
+    cd "$ROOT"
+    exec "$VENV/bin/cnn-jax" launch "${MAIN_JOB[@]}" "$@"
     ;;
   *)
-    exec "$VENV/bin/cnn-jax" train "$@"
+    exec "$VENV/bin/cnn-jax" launch "$@"
     ;;
 esac

@@ -253,3 +253,20 @@ def test_dry_run_lists_runs_and_writes_nothing(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "downsample=avg,seed=1" in out.stdout and "would run 4 runs, 1 at a time" in out.stdout
     assert not (tmp_path / "runs").exists()
+
+
+def test_launch_runs_a_sweep_file_as_a_sweep_and_names_the_preset_once(tmp_path):
+    path = experiment(tmp_path)
+    out = cnn_jax("launch", str(path), "other", "--runs-root", str(tmp_path / "runs"), "--dry-run")
+    assert out.returncode == 0 and "tiny.py:other: 4 runs" in out.stdout
+    twice = cnn_jax("launch", f"{path}:other", "other", "--dry-run")
+    assert twice.returncode == 2 and "give the preset once" in twice.stderr
+    plain = cnn_jax("launch", "experiments/fashion_mnist_cnn.py", "--dry-run")
+    assert plain.returncode == 2 and "declares no sweep" in plain.stderr
+
+
+def test_each_local_slot_gets_its_own_gpu_when_there_are_gpus():
+    from cnn_jax.sweep.local import slot_env
+
+    assert [slot_env(slot, ["0", "1"])["CUDA_VISIBLE_DEVICES"] for slot in range(3)] == ["0", "1", "0"]
+    assert slot_env(0, []).get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -1,0 +1,54 @@
+"""Does depth help a residual network? CIFAR ResNet-20/32/44/56/110 (He et al. 2015, Sec. 4.2).
+
+He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", arXiv:1512.03385, Table 6,
+CIFAR-10 test error: ResNet-20 8.75%, 32 7.51%, 44 7.17%, 56 6.97%, 110 6.43% (best of 5 runs;
+mean 6.61 ± 0.16). Their recipe: SGD with momentum 0.9, weight decay 1e-4, batch 128, learning rate
+0.1 divided by 10 at 32k and 48k iterations and stopped at 64k (with 391 steps per epoch on the 50k
+training images: epochs 82, 123 and 164), 4-pixel zero padding with a random 32x32 crop and
+horizontal flips; ResNet-110 starts at 0.01 until training error is below 80% (about 400 iterations):
+here a one-epoch linear warm-up. Data: the CIFAR-10 JPEG copy when the original is not available
+offline; label such results "CIFAR-10 (JPEG copy)".
+
+Presets:
+  cpu   a CPU-sized rehearsal, not the paper's result: ResNet-20 vs ResNet-32, 10,000 training
+        images, 1 epoch, 3 seeds; about 15 minutes on a 2-core CPU.
+  full  the paper's schedule for all five depths, 5 seeds: for a GPU/TPU.
+"""
+
+from cnn_jax.config import default_config
+from cnn_jax.sweep.plan import Axis, Sweep
+
+PRESETS = ("cpu", "full")
+DEPTHS = (20, 32, 44, 56, 110)
+
+
+def get_config(preset: str = "cpu"):
+    config = default_config()
+    config.experiment = "resnet_cifar10"
+    config.dataset.name = "cifar10"
+    config.dataset.augment.random_crop_padding = 4
+    config.dataset.augment.horizontal_flip = True
+    config.model.name = "resnet20"
+    config.optimizer.name = "sgd"
+    config.optimizer.lr = 0.1
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 1e-4
+    config.schedule.name = "step"
+    config.schedule.boundaries_epochs = (82.0, 123.0)
+    config.schedule.decay_factor = 0.1
+    config.train.batch_size = 128
+    config.train.epochs = 164
+    if preset == "cpu":
+        config.dataset.train_subset = 10_000
+        config.train.epochs = 1
+        config.schedule.name = "cosine"
+        config.schedule.warmup_epochs = 0.2
+    return config
+
+
+def get_sweep(preset: str = "cpu") -> Sweep:
+    depths = DEPTHS if preset == "full" else (20, 32)
+    depth = Axis("depth", {str(d): {"model.name": f"resnet{d}", **({"schedule.warmup_epochs": 1.0}
+                                                                    if d == 110 and preset == "full" else {})}
+                           for d in depths})
+    return Sweep(axes=(depth,), seeds=(0, 1, 2) if preset == "cpu" else (0, 1, 2, 3, 4), baseline={"depth": "20"})
