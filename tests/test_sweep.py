@@ -175,20 +175,9 @@ def test_a_sweep_trains_each_run_once_and_a_rerun_skips_them(finished_sweep, fas
 
 
 @pytest.mark.slow
-def test_a_sweep_rerun_from_scratch_reproduces_its_numbers(finished_sweep, fashion_data_dir, tmp_path):
-    path, runs_root, _ = finished_sweep
-    out = cnn_jax("sweep", str(path), "--runs-root", str(tmp_path / "runs"), "--jobs", "1", "--no-report",
-                  data_dir=fashion_data_dir)
-    assert out.returncode == 0, out.stderr
-    first, second = results(runs_root), results(tmp_path / "runs")
-    assert first.keys() == second.keys() and len(first) == 4
-    for run_id in first:
-        assert first[run_id]["final"] == second[run_id]["final"]
-        assert first[run_id]["best"] == second[run_id]["best"]
-
-
-@pytest.mark.slow
-def test_two_launchers_on_one_sweep_never_train_a_run_twice(tmp_path, fashion_data_dir):
+def test_two_launchers_on_one_sweep_never_train_a_run_twice_and_reproduce_its_numbers(
+        tmp_path, finished_sweep, fashion_data_dir):
+    _, first_root, _ = finished_sweep
     path = experiment(tmp_path)
     args = [sys.executable, "-m", "cnn_jax.cli", "sweep", str(path), "--runs-root", str(tmp_path / "runs"),
             "--no-report", "--data-dir", str(fashion_data_dir)]
@@ -205,6 +194,11 @@ def test_two_launchers_on_one_sweep_never_train_a_run_twice(tmp_path, fashion_da
         steps = [r["step"] for r in rundir.read_metrics(run_dir)]
         assert steps == sorted(set(steps))  # each logged once
         assert "resumes" not in json.loads((run_dir / "manifest.json").read_text())
+    again, first = results(tmp_path / "runs"), results(first_root)  # a sweep re-run from scratch
+    assert again.keys() == first.keys() and len(first) == 4
+    for run_id in first:
+        assert again[run_id]["final"] == first[run_id]["final"]
+        assert again[run_id]["best"] == first[run_id]["best"]
 
 
 @pytest.mark.slow
@@ -270,3 +264,14 @@ def test_each_local_slot_gets_its_own_gpu_when_there_are_gpus():
 
     assert [slot_env(slot, ["0", "1"])["CUDA_VISIBLE_DEVICES"] for slot in range(3)] == ["0", "1", "0"]
     assert slot_env(0, []).get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_a_task_refuses_a_run_whose_config_changed_since_the_launch(tmp_path):
+    from cnn_jax.sweep.task import run_task
+
+    path = experiment(tmp_path)
+    load_plan(str(path)).write_record(tmp_path / "runs", "cnn-jax sweep tiny.py")
+    edited = load_plan(str(path), {"train.epochs": "1"})
+    with pytest.raises(UserError, match="changed since the sweep was launched"):
+        run_task(edited, 0, tmp_path / "runs", paths=None)
+    assert not (tmp_path / "runs" / "tiny" / edited.runs[0].run_id).exists()

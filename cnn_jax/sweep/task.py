@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from cnn_jax import rundir
@@ -19,6 +20,7 @@ def run_task(plan: Plan, index: int, runs_root: Path, paths, log=print) -> str:
     if not 0 <= index < len(plan.runs):
         raise UserError(f"--index {index}: the sweep {plan.spec} has runs 0..{len(plan.runs) - 1}.")
     run = plan.runs[index]
+    _check_unchanged(plan, runs_root, run)
     run_dir = plan.run_dir(runs_root, run)
     with claims.claim(run_dir) as held:
         if not held:
@@ -40,3 +42,15 @@ def run_task(plan: Plan, index: int, runs_root: Path, paths, log=print) -> str:
             claims.record_failure(run_dir, 1, f"{type(exc).__name__}: {exc}")
             raise
     return "trained"
+
+
+def _check_unchanged(plan: Plan, runs_root: Path, run) -> None:
+    """The run must be the one the launcher planned: code or experiment file edits change run ids."""
+    record = plan.record_path(runs_root)
+    if not record.exists():
+        return
+    planned = json.loads(record.read_text())["runs"]
+    if run.index < len(planned) and planned[run.index]["run_id"] != run.run_id:
+        raise UserError(f"run {run.index} ({run.name}) was launched as {planned[run.index]['run_id']} but resolves to "
+                        f"{run.run_id} now: the experiment file, its overrides or the config schema changed since "
+                        "the sweep was launched. Launch the sweep again.")
