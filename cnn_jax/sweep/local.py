@@ -106,7 +106,7 @@ def _outcome(code: int) -> str:
         return "finished"
     if code == EXIT_HELD:
         return "held"
-    return "stopped" if code >= 128 else "failed"
+    return "stopped" if code < 0 or code >= 128 else "failed"  # < 0: killed by a signal
 
 
 def _describe(plan: Plan, runs_root: Path, child: _Child, kind: str) -> str:
