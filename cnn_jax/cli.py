@@ -283,6 +283,7 @@ def _submit_slurm(args: argparse.Namespace, plan, runs_root: Path, todo, command
         print(f"would submit one job array of {len(todo)} tasks with this script:\n{script}")
         return 0
     plan.write_record(runs_root, _command_line())
+    log_dir.mkdir(parents=True, exist_ok=True)  # SLURM does not create the folder of --output
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     job_id = slurm.submit(script, log_dir / f"{plan.preset}-{stamp}.sbatch")
     print(f"submitted job array {job_id} ({len(todo)} runs); logs in {log_dir}; "

@@ -35,3 +35,11 @@ def fashion_paths(fashion_data_dir):
     from cnn_jax.train.setup import DataPaths
 
     return DataPaths(fashion_data_dir, ())
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory, fashion_data_dir):
+    """The tiny sweep of tests/sweep_helpers.py, trained once per session on real Fashion-MNIST."""
+    from sweep_helpers import launch_tiny_sweep
+
+    return launch_tiny_sweep(tmp_path_factory.mktemp("sweep"), fashion_data_dir)

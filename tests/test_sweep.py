@@ -9,9 +9,7 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,47 +19,7 @@ from cnn_jax.sweep import claims
 from cnn_jax.sweep.plan import load_plan
 from cnn_jax.sweep.status import sweep_status
 
-ROOT = Path(__file__).resolve().parents[1]
-
-TINY = '''
-"""Tiny sweep for tests: max vs avg downsampling."""
-from cnn_jax.config import default_config
-from cnn_jax.sweep.plan import Axis, Sweep, field_axis
-
-PRESETS = ("default", "other")
-
-
-def get_config(preset="default"):
-    c = default_config()
-    c.experiment = "tiny"
-    c.model.name = "ablation_net"
-    c.model.stages = 2
-    c.model.width = 8
-    c.dataset.train_subset = 640
-    c.train.batch_size = 64
-    c.train.epochs = 2
-    c.train.log_every_steps = 5
-    c.checkpoint.every_steps = 5
-    c.schedule.warmup_epochs = 0.0
-    return c
-
-
-def get_sweep(preset="default"):
-    {body}
-'''
-
-
-def experiment(tmp_path: Path, body: str = "return Sweep(axes=(field_axis('downsample', 'model.downsample', "
-                                                "('max', 'avg')),), seeds=(0, 1))", name: str = "tiny.py") -> Path:
-    path = tmp_path / name
-    path.write_text(TINY.replace("{body}", textwrap.dedent(body)))
-    return path
-
-
-def cnn_jax(*args: str, data_dir: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
-    data = ["--data-dir", str(data_dir)] if data_dir else []
-    return subprocess.run([sys.executable, "-m", "cnn_jax.cli", *args, *data], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600, **kwargs)
+from sweep_helpers import ROOT, cnn_jax, experiment, results
 
 
 # ----------------------------------------------------------------------------- expansion
@@ -142,21 +100,6 @@ def test_a_claim_is_exclusive_and_freed_when_its_holder_is_killed(tmp_path):
 
 
 # ----------------------------------------------------------------------------- launching (real data)
-
-def results(runs_root: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in (runs_root / "tiny").glob("*/result.json")}
-
-
-@pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory, fashion_data_dir):
-    """A 4-run sweep on real Fashion-MNIST, launched with two concurrent jobs."""
-    tmp = tmp_path_factory.mktemp("sweep")
-    path = experiment(tmp)
-    out = cnn_jax("sweep", str(path), "--runs-root", str(tmp / "runs"), "--jobs", "2", "--no-report",
-                  data_dir=fashion_data_dir)
-    assert out.returncode == 0, out.stderr + out.stdout
-    return path, tmp / "runs", out
-
 
 @pytest.mark.slow
 def test_a_sweep_trains_each_run_once_and_a_rerun_skips_them(finished_sweep, fashion_data_dir):
