@@ -34,7 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.dataset = ml_collections.ConfigDict()
     c.dataset.name = "fashion_mnist"
-    c.dataset.train_subset = 0  # >0: train on the first N examples of the train split only
+    c.dataset.train_subset = 0  # >0: train on N class-balanced examples of the train split, the same for every seed
     c.dataset.augment = ml_collections.ConfigDict()
     c.dataset.augment.random_crop_padding = 0  # zero-pad P pixels, crop back (He et al. 2015)
     c.dataset.augment.translate = 0  # shift up to T pixels, reflect-filled (Keras RandomTranslation)
@@ -80,6 +80,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.batch_size = 128
     c.train.eval_batch_size = 1000
     c.train.log_every_steps = 20
+
+    c.transfer = ml_collections.ConfigDict()  # see cnn_jax/train/transfer.py
+    c.transfer.source = ""  # a finished run to start from: its directory, or the experiment FILE.py[:preset] that made it
+    c.transfer.checkpoint = "best"  # best | latest | a step of the source run
+    c.transfer.load = ("*",)  # patterns of parameter / batch-norm paths copied from the source ...
+    c.transfer.skip = ()  # ... except these (e.g. the head: "dense/*"), which start from a fresh init
+    c.transfer.trainable = ("*",)  # patterns of what the optimizer updates; the rest stays bitwise frozen
+    c.transfer.backbone_lr_scale = 1.0  # learning-rate factor of trainable parameters copied from the source
+    c.transfer.adapt_input = "none"  # none | grey_to_rgb | rgb_to_grey: first conv's input channels
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 500
@@ -217,9 +226,14 @@ def parse_value(field: str, text: str, current: Any) -> Any:
         if isinstance(current, float):
             return float(text)
         if isinstance(current, (tuple, list)):
-            value = ast.literal_eval(text) if text.strip() else ()
-            value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-            return value
+            if all(isinstance(v, str) for v in current):  # names and patterns: "a,b" is accepted too
+                try:
+                    value = ast.literal_eval(text) if text.strip() else ()
+                except (ValueError, SyntaxError):
+                    value = tuple(part.strip() for part in text.split(",") if part.strip())
+            else:
+                value = ast.literal_eval(text) if text.strip() else ()
+            return tuple(value) if isinstance(value, (tuple, list)) else (value,)
         return text
     except (ValueError, SyntaxError):
         raise UserError(
@@ -272,6 +286,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if not 0.0 < config.schedule.decay_factor <= 1.0:
         raise UserError(f"config field 'schedule.decay_factor' = {config.schedule.decay_factor}: must be in (0, 1].")
+    _choice("transfer.adapt_input", config.transfer.adapt_input, ("none", "grey_to_rgb", "rgb_to_grey"))
+    _positive("transfer.backbone_lr_scale", config.transfer.backbone_lr_scale)
+    if not config.transfer.trainable:
+        raise UserError("config field 'transfer.trainable' is empty: nothing would train; give patterns such as ('dense/*',).")
+    checkpoint = config.transfer.checkpoint
+    if checkpoint not in ("best", "latest") and not checkpoint.isdigit():
+        raise UserError(f"config field 'transfer.checkpoint' = {checkpoint!r}: use 'best', 'latest' or a step number.")
     if not config.experiment or "/" in config.experiment:
         raise UserError(f"config field 'experiment' = {config.experiment!r}: must be a non-empty name without '/'.")
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from cnn_jax.data.arrays import Split
 from cnn_jax.data.augment import augment, random_horizontal_flip, random_shift
 from cnn_jax.data.pipeline import channel_stats, epoch_permutation, slice_batch, take_batch, to_device
+from cnn_jax.errors import UserError
 
 
 def _split(n=10, hw=4):
@@ -74,3 +76,18 @@ def test_augmentation_off_is_identity_and_on_is_deterministic_per_key():
     on = jax.jit(lambda x, k: augment(x, k, crop_padding=2, translate=1, horizontal_flip=True))
     assert jnp.array_equal(on(images, jax.random.PRNGKey(5)), on(images, jax.random.PRNGKey(5)))
     assert not jnp.array_equal(on(images, jax.random.PRNGKey(5)), on(images, jax.random.PRNGKey(6)))
+
+
+def test_a_train_subset_is_class_balanced_fixed_and_in_stored_order():
+    from cnn_jax.data.arrays import Split, balanced_subset
+
+    labels = np.repeat(np.arange(10), 100).astype(np.int32)  # sorted by class, as image folders often are
+    images = np.arange(1000, dtype=np.uint8).reshape(1000, 1, 1, 1)
+    split = Split(images, labels)
+    subset = balanced_subset(split, 95)
+    assert np.bincount(subset.labels, minlength=10).tolist() == [10] * 5 + [9] * 5
+    assert np.array_equal(subset.images, balanced_subset(split, 95).images)
+    positions = np.flatnonzero(np.isin(images.ravel(), subset.images.ravel()))
+    assert np.all(np.diff(positions) > 0) and positions.max() > 900  # spread over the split, order kept
+    with pytest.raises(UserError, match="cannot draw that many class-balanced examples"):
+        balanced_subset(Split(images[:105], labels[:105]), 100)

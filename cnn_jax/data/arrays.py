@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnn_jax.errors import UserError
+
 
 @dataclass(frozen=True)
 class Split:
@@ -43,3 +45,19 @@ def fingerprint(split: Split) -> str:
 
 def class_counts(split: Split, num_classes: int) -> list[int]:
     return np.bincount(split.labels, minlength=num_classes).tolist()
+
+
+SUBSET_SEED = 0  # one fixed choice for every run: paired seeds train on the same examples
+
+
+def balanced_subset(split: Split, n: int) -> Split:
+    """`n` examples with classes as equal as possible (the first `n % k` classes get one more), drawn in a
+    fixed random order and kept in stored order; stored order alone may be sorted by class."""
+    order = np.random.default_rng(SUBSET_SEED).permutation(len(split))
+    classes = np.unique(split.labels)
+    quota = {c: n // len(classes) + (i < n % len(classes)) for i, c in enumerate(classes)}
+    chosen = np.sort(np.concatenate([order[split.labels[order] == c][:quota[c]] for c in classes]))
+    if len(chosen) != n:
+        raise UserError(f"config field 'dataset.train_subset' = {n}: cannot draw that many class-balanced examples "
+                        f"from class counts {np.bincount(split.labels).tolist()}; use fewer, or 0 for the whole split.")
+    return Split(split.images[chosen], split.labels[chosen])

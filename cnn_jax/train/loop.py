@@ -21,6 +21,7 @@ from cnn_jax import checkpoints, provenance, rundir
 from cnn_jax import config as config_lib
 from cnn_jax.data.pipeline import epoch_permutation, take_batch
 from cnn_jax.errors import Diverged, Interrupted
+from cnn_jax.train import transfer
 from cnn_jax.train.setup import DataPaths, RunSetup, build
 from cnn_jax.train.state import run_keys
 from cnn_jax.train.steps import empty_metrics, make_train_step, metric_means
@@ -64,7 +65,7 @@ def open_checkpoints(run_dir: Path, config: ml_collections.ConfigDict, read_only
 
 def make_train_driver(setup: RunSetup):
     """jitted (state, totals, split, order, index) -> (state, totals): gather a batch, step, add metrics."""
-    train_step = make_train_step(setup.model, setup.tx, setup.config, setup.mean, setup.std)
+    train_step = make_train_step(setup.model, setup.tx, setup.config, setup.mean, setup.std, setup.trainable)
     batch_size = setup.config.train.batch_size
 
     def drive(state, totals, split, order, index):
@@ -83,7 +84,9 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
     would (returns None); re-running resumes from the last checkpoint saved before it.
     """
     run_dir = Path(run_dir)
-    setup = build(config, paths, log=log)  # validates first
+    config_lib.validate(config)
+    source = transfer.resolve_source(config, run_dir.parent.parent) if config.transfer.source else None
+    setup = build(config, paths, log=log, transfer_source=source)
     existed = rundir.open_run_dir(run_dir, config, force=force)
     manager = open_checkpoints(run_dir, config)
     start, payload = checkpoints.restore_newest_readable(manager, setup.payload_structure(),
@@ -91,7 +94,7 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
     if start:
         log(f"Resuming {run_dir} from step {start}.")
     else:
-        payload = {"state": setup.initial_state(), "train_totals": empty_metrics()}
+        payload = {"state": setup.initial_state(log), "train_totals": empty_metrics()}
     total_steps = config.train.epochs * setup.steps_per_epoch
     if start >= total_steps:
         result = rundir.read_result(run_dir) or _finish(setup, run_dir, manager, payload["state"], {})
@@ -100,7 +103,8 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
     if existed:
         rundir.truncate_metrics(run_dir, start)
     rundir.record_start(run_dir, {**provenance.manifest(), "run_id": config_lib.run_id(config),
-                                  "data": setup.data_manifest()}, resumed_from=start if existed else None)
+                                  "data": setup.data_manifest(), "transfer": setup.transfer_manifest()},
+                        resumed_from=start if existed else None)
     return _run(setup, run_dir, manager, payload, start, total_steps, log, progress, stop_at_step)
 
 

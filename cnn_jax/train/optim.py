@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 import optax
 
@@ -26,8 +28,21 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> op
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
-def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """Gradient clipping, then SGD / Adam with coupled L2, or AdamW with decoupled decay."""
+def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
+                   labels: Any = None) -> optax.GradientTransformation:
+    """Gradient clipping, then SGD / Adam with coupled L2, or AdamW with decoupled decay.
+
+    With transfer `labels` ('new' | 'backbone' | 'frozen' per parameter): 'backbone' parameters get the
+    learning rate times `transfer.backbone_lr_scale`, 'frozen' ones no update at all.
+    """
+    tx = _base_optimizer(config, schedule)
+    if labels is None:
+        return tx
+    backbone = optax.chain(tx, optax.scale(config.transfer.backbone_lr_scale))
+    return optax.multi_transform({"new": tx, "backbone": backbone, "frozen": optax.set_to_zero()}, labels)
+
+
+def _base_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
     opt, wd = config.optimizer, config.optimizer.weight_decay
     parts = []
     if opt.grad_clip_norm > 0:

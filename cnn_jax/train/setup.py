@@ -14,10 +14,11 @@ from flax import linen as nn
 
 from cnn_jax import config as config_lib
 from cnn_jax.data import catalog
-from cnn_jax.data.arrays import Split
+from cnn_jax.data.arrays import balanced_subset
 from cnn_jax.data.pipeline import DeviceSplit, channel_stats, slice_batch, to_device
 from cnn_jax.models import build_model
 from cnn_jax.summary import summarize
+from cnn_jax.train import transfer
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.state import TrainState, create_train_state
 from cnn_jax.train.steps import empty_metrics, make_eval_step, metric_means
@@ -42,13 +43,39 @@ class RunSetup:
     train: DeviceSplit
     test: DeviceSplit
     model_summary: dict  # params, trainable_params, flops (per image)
+    trainable: dict | None  # transfer learning: masks of what trains ({"params": ..., "batch_stats": ...})
+    transfer_source: Path | None  # transfer learning: the run whose weights start this one
 
-    def initial_state(self) -> TrainState:
+    def fresh_state(self) -> TrainState:
         return create_train_state(self.model, self.tx, self.data.dataset.image_shape, self.config.seed)
+
+    def initial_state(self, log=print) -> TrainState:
+        """The state at step 0: a fresh init, with the source run's selected weights copied in."""
+        state = self.fresh_state()
+        if self.transfer_source is None:
+            return state
+        from cnn_jax.loading import load_model
+
+        _, source = load_model(self.transfer_source, self.config.transfer.checkpoint)
+        variables, copied = transfer.transplant({"params": state.params, "batch_stats": state.batch_stats}, source,
+                                                self.config, str(self.transfer_source))
+        log(f"Transfer: {len(copied)} arrays copied from {self.transfer_source} "
+            f"(checkpoint {self.config.transfer.checkpoint}); trainable: {', '.join(self.config.transfer.trainable)}.")
+        params = variables["params"]
+        return state.replace(params=params, batch_stats=variables.get("batch_stats", {}), opt_state=self.tx.init(params))
 
     def payload_structure(self) -> dict:
         """Shapes and dtypes of a checkpoint's contents, without initializing any parameters."""
-        return {"state": jax.eval_shape(self.initial_state), "train_totals": empty_metrics()}
+        return {"state": jax.eval_shape(self.fresh_state), "train_totals": empty_metrics()}
+
+    def transfer_manifest(self) -> dict | None:
+        if self.transfer_source is None:
+            return None
+        from cnn_jax import rundir
+
+        source = rundir.read_result(self.transfer_source) or {}
+        return {**self.config.transfer.to_dict(), "source_dir": str(self.transfer_source.resolve()),
+                "source_run_id": source.get("run_id")}
 
     @functools.cached_property
     def evaluate(self):
@@ -71,26 +98,36 @@ class RunSetup:
                 "normalization": {"mean": self.mean.tolist(), "std": self.std.tolist()}}
 
 
-def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print) -> RunSetup:
-    """Validate, load data to the device, build model and optimizer; no training compute."""
+def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print,
+          transfer_source: Path | None = None) -> RunSetup:
+    """Validate, load data to the device, build model and optimizer; no training compute.
+
+    `transfer_source` (a finished run directory) is where `initial_state` copies weights from."""
     config_lib.validate(config)
     data = catalog.load(config.dataset.name, paths.data_dir, list(paths.search_roots), log=log)
     train_split, test_split = data.dataset.splits["train"], data.dataset.splits["test"]
     config_lib.validate_against_data(config, len(train_split))
     if config.dataset.train_subset:
-        n = config.dataset.train_subset
-        train_split = Split(train_split.images[:n], train_split.labels[:n])
+        train_split = balanced_subset(train_split, config.dataset.train_subset)
     model = build_model(config.model, num_classes=data.dataset.num_classes, input_shape=data.dataset.image_shape)
     summary = summarize(model, data.dataset.image_shape)  # fails by layer name if the geometry cannot work
     steps_per_epoch = len(train_split) // config.train.batch_size
     schedule = make_schedule(config, steps_per_epoch)
     mean, std = channel_stats(train_split)
+    labels = trainable = None
+    if transfer.is_active(config):
+        abstract = jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
+                                  jnp.zeros((1, *data.dataset.image_shape), jnp.float32))
+        labels = transfer.optimizer_labels(abstract["params"], config)
+        trainable = {"params": transfer.trainable_mask(abstract["params"], config),
+                     "batch_stats": transfer.trainable_mask(abstract.get("batch_stats", {}), config)}
     return RunSetup(
-        config=config, data=data, model=model, tx=make_optimizer(config, schedule), schedule=schedule,
+        config=config, data=data, model=model, tx=make_optimizer(config, schedule, labels), schedule=schedule,
         steps_per_epoch=steps_per_epoch, mean=jnp.asarray(mean), std=jnp.asarray(std),
         train=to_device(train_split), test=to_device(test_split, pad_to_multiple=config.train.eval_batch_size),
         model_summary={"params": summary.total_params, "trainable_params": summary.trainable_params,
                        "flops": summary.flops},
+        trainable=trainable, transfer_source=transfer_source,
     )
 
 

@@ -13,6 +13,7 @@ from flax import linen as nn
 from cnn_jax.data.augment import augment, normalize
 from cnn_jax.train.losses import per_example_loss, topk_correct
 from cnn_jax.train.state import TrainState
+from cnn_jax.train.transfer import keep_frozen
 
 Batch = dict[str, jax.Array]  # image uint8 (B,H,W,C), label int32 (B,), mask bool (B,)
 Metrics = dict[str, jax.Array]  # loss_sum, correct, correct_top5, count
@@ -41,8 +42,12 @@ def _variables(state: TrainState, params) -> dict:
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
-                    mean: jax.Array, std: jax.Array) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
+                    mean: jax.Array, std: jax.Array, trainable: dict | None = None,
+                    ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
     """train_step(state, batch, key) -> (state, metric sums); `key` drives augmentation and dropout.
+
+    `trainable` ({"params": mask, "batch_stats": mask} of Python bools, transfer learning) keeps the
+    masked-out parameters and batch statistics bit for bit as they were.
 
     The objective adds `loss.aux_weight` times the loss of each auxiliary classifier a model sows as
     'intermediates/aux_logits'; the reported loss is the main classifier's.
@@ -67,12 +72,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config: 
 
         grads, (logits, losses, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
         opt_updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=optax.apply_updates(state.params, opt_updates),
-            batch_stats=updates.get("batch_stats", state.batch_stats),
-            opt_state=opt_state,
-        )
+        params = optax.apply_updates(state.params, opt_updates)
+        batch_stats = updates.get("batch_stats", state.batch_stats)
+        if trainable is not None:
+            params = keep_frozen(trainable["params"], state.params, params)
+            batch_stats = keep_frozen(trainable["batch_stats"], state.batch_stats, batch_stats)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new_state, _metric_sums(logits, batch["label"], losses, batch["mask"])
 
     return train_step

@@ -1,0 +1,122 @@
+"""Transfer learning: start from another run's weights, choose what trains (seeds 000 and 004).
+
+Parameters and batch statistics are addressed by '/'-joined paths ('conv1/Conv_0/kernel') matched with
+shell-style patterns (`fnmatch`): `transfer.load` and `transfer.skip` pick what is copied from the source,
+`transfer.trainable` what the optimizer may change. Everything else stays bitwise as it was.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import traverse_util
+
+from cnn_jax.errors import UserError
+
+ADAPT_INPUT = ("none", "grey_to_rgb", "rgb_to_grey")
+
+
+def is_active(config: ml_collections.ConfigDict) -> bool:
+    return bool(config.transfer.source) or tuple(config.transfer.trainable) != ("*",)
+
+
+def _matches(path: str, patterns) -> bool:
+    return any(fnmatch.fnmatchcase(path, p) for p in patterns)
+
+
+def _flat(tree: Any) -> dict[str, Any]:
+    return traverse_util.flatten_dict(tree, sep="/") if tree else {}
+
+
+def trainable_mask(tree: Any, config: ml_collections.ConfigDict) -> Any:
+    """A tree of Python bools: True where `transfer.trainable` matches the leaf's path."""
+    flat = {k: _matches(k, config.transfer.trainable) for k in _flat(tree)}
+    return traverse_util.unflatten_dict(flat, sep="/") if flat else tree
+
+
+def optimizer_labels(params: Any, config: ml_collections.ConfigDict) -> Any:
+    """'frozen', 'backbone' (trainable and copied from the source) or 'new', per parameter."""
+    def label(path: str) -> str:
+        if not _matches(path, config.transfer.trainable):
+            return "frozen"
+        return "backbone" if config.transfer.source and _copied(path, config) else "new"
+
+    return traverse_util.unflatten_dict({k: label(k) for k in _flat(params)}, sep="/")
+
+
+def keep_frozen(mask: Any, old: Any, new: Any) -> Any:
+    """`new` where the mask is True, `old` (bit for bit) where it is False."""
+    return jax.tree_util.tree_map(lambda trainable, a, b: b if trainable else a, mask, old, new)
+
+
+def _copied(path: str, config: ml_collections.ConfigDict) -> bool:
+    return _matches(path, config.transfer.load) and not _matches(path, config.transfer.skip)
+
+
+def transplant(target: dict[str, Any], source: dict[str, Any], config: ml_collections.ConfigDict,
+               source_name: str) -> tuple[dict[str, Any], list[str]]:
+    """Copy the selected source arrays into the target variables; returns (variables, copied paths).
+
+    Every selected path must exist in both with the same shape (after `transfer.adapt_input` for the
+    first layer); otherwise a UserError names the path, both shapes and the fix.
+    """
+    out, copied = {}, []
+    for collection in ("params", "batch_stats"):
+        tgt, src = _flat(target.get(collection, {})), _flat(source.get(collection, {}))
+        for path, value in tgt.items():
+            if not _copied(path, config):
+                continue
+            if path not in src:
+                raise UserError(f"transfer: '{collection}/{path}' is not in the source run {source_name} "
+                                f"(it has {', '.join(sorted(src)[:6])}...); add the path to transfer.skip to train "
+                                "it from scratch, or narrow transfer.load.")
+            array = _adapt(np.asarray(src[path]), value.shape, path, config, source_name)
+            tgt[path] = jnp.asarray(array, dtype=value.dtype)
+            copied.append(f"{collection}/{path}")
+        if tgt:
+            out[collection] = traverse_util.unflatten_dict(tgt, sep="/")
+    if not copied:
+        raise UserError(f"transfer: transfer.load {tuple(config.transfer.load)} minus transfer.skip "
+                        f"{tuple(config.transfer.skip)} selects nothing of the model; check the patterns.")
+    return {**target, **out}, copied
+
+
+def _adapt(array: np.ndarray, shape: tuple[int, ...], path: str, config: ml_collections.ConfigDict,
+           source_name: str) -> np.ndarray:
+    """The source array, with a first conv's input channels adapted when `transfer.adapt_input` says so."""
+    if array.shape == shape:
+        return array
+    adapt = config.transfer.adapt_input
+    if array.ndim == 4 and array.shape[:2] == shape[:2] and array.shape[3] == shape[3]:
+        if adapt == "grey_to_rgb" and array.shape[2] == 1:
+            return np.repeat(array, shape[2], axis=2) / shape[2]  # on an RGB image, the grey kernel of its mean
+        if adapt == "rgb_to_grey" and shape[2] == 1:
+            return array.sum(axis=2, keepdims=True)  # a grey image as R = G = B
+        raise UserError(f"transfer: '{path}' takes {array.shape[2]} input channels in the source run {source_name} "
+                        f"and {shape[2]} here; set transfer.adapt_input to 'grey_to_rgb' or 'rgb_to_grey'.")
+    raise UserError(f"transfer: '{path}' has shape {array.shape} in the source run {source_name} but {shape} here "
+                    "(a different width, number of classes or input resolution before a dense layer); add it to "
+                    "transfer.skip to train it from scratch.")
+
+
+def resolve_source(config: ml_collections.ConfigDict, runs_root: Path) -> Path:
+    """The source run directory: a path, or an experiment `FILE.py[:preset]` resolved under `runs_root`
+    (the runs root of the run being trained: runs/<experiment>/<run id> -> runs)."""
+    from cnn_jax import config as config_lib, rundir
+
+    source = config.transfer.source
+    if source.split(":")[0].endswith(".py"):
+        source_config = config_lib.load_experiment(source)
+        run_dir = rundir.default_run_dir(source_config, runs_root)
+        hint = f"train it first: cnn-jax train {source} --runs-root {runs_root}"
+    else:
+        run_dir, hint = Path(source), "give a finished run directory"
+    if not (run_dir / rundir.RESULT).exists():
+        raise UserError(f"transfer.source '{source}': the run {run_dir} is not finished; {hint}.")
+    return run_dir
