@@ -1,3 +1,14 @@
 """cnn_jax: careful CNN ablations in functional JAX."""
 
 __version__ = "0.1.0"
+
+_LAZY = {"load_model": "cnn_jax.loading", "data_info": "cnn_jax.loading"}  # imported on first use: JAX is slow to import
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'cnn_jax' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -79,7 +79,53 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--input", default="28x28x1", help="input shape HxWxC (default 28x28x1)")
     summary.add_argument("--num-classes", type=int, default=10)
     summary.add_argument("--json", action="store_true", help="rows and totals as JSON")
+    _add_checkpoint_parsers(sub)
     return parser
+
+
+def _add_step_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--step", default=None, help=f"'best', 'latest' or a step number (default: {default}; "
+                                                      "a step folder given as the path is that step)")
+
+
+def _add_checkpoint_parsers(sub) -> None:
+    inspect = sub.add_parser("inspect", help="a run's saved steps and metrics; one step's tensors, statistics and "
+                                             "optimizer state; --diff against another checkpoint",
+                             description="Reads checkpoints only: no dataset, no optimizer is built.")
+    inspect.add_argument("path", type=Path, help="a run directory, its checkpoints/ folder, or one step folder in it")
+    _add_step_option(inspect, "latest")
+    inspect.add_argument("--diff", type=Path, default=None, metavar="OTHER",
+                         help="compare tensor by tensor with OTHER (a run dir, checkpoints/ or step folder)")
+    inspect.add_argument("--diff-step", default=None, help="the step of OTHER (default: latest)")
+    inspect.add_argument("--json", action="store_true", help="everything as JSON, for scripts")
+
+    export = sub.add_parser("export", help="write a checkpoint's params (+ batch_stats) to .npz or .safetensors, "
+                                           "with config and normalization in <file>.json")
+    export.add_argument("run_dir", type=Path, help="a run directory (or its checkpoints/ folder, or one step folder)")
+    _add_step_option(export, "best")
+    export.add_argument("--format", default="npz", choices=("npz", "safetensors"),
+                        help="npz (default) or safetensors (needs `pip install safetensors`)")
+    export.add_argument("--out", type=Path, default=None, help="file to write (default: RUN_DIR/export/step<N>.<format>)")
+
+    filters = sub.add_parser("filters", help="PNG of a conv layer's kernels, one tile per output channel")
+    filters.add_argument("run_dir", type=Path, help="a run directory (or its checkpoints/ folder, or one step folder)")
+    filters.add_argument("--layer", default=None, help="conv layer path (default: the first conv layer)")
+    _add_step_option(filters, "best")
+    filters.add_argument("--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/filters_step<N>.png)")
+
+    features = sub.add_parser("features", help="PNG of the feature maps of chosen layers for one input image")
+    features.add_argument("run_dir", type=Path, help="a run directory (or its checkpoints/ folder, or one step folder)")
+    features.add_argument("image", type=Path, nargs="?", default=None,
+                          help="an image file (converted to the run's channels and size)")
+    features.add_argument("--test-index", type=int, default=None, metavar="N",
+                          help="use image N of the run's test split instead (reads the dataset)")
+    features.add_argument("--layers", default=None,
+                          help="comma-separated layer paths, e.g. stage1,stage2/ConvStack_0 (default: top-level layers)")
+    features.add_argument("--max-channels", type=int, default=32, help="channels shown per layer (default 32)")
+    _add_step_option(features, "best")
+    features.add_argument("--out", type=Path, default=None,
+                          help="PNG to write (default: RUN_DIR/features_<image>_step<N>.png)")
+    _add_data_options(features)
 
 
 def _add_experiment_argument(parser: argparse.ArgumentParser) -> None:
@@ -214,7 +260,7 @@ def cmd_launch(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     import shlex
 
-    from cnn_jax.sweep import local
+    from cnn_jax.sweep import local, sources
     from cnn_jax.sweep.status import status_table, sweep_status
 
     plan = _plan(args, extra)
@@ -223,8 +269,15 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     todo = [s.run for s in statuses if s.state in ("pending", "failed")]
     print(f"{plan.question}\n{plan.spec}: {len(plan.runs)} runs, {len(plan.runs) - len(todo)} done or running elsewhere")
     command = local.task_command(plan, runs_root, _data_args(args) + extra)
+    missing = sources.unfinished_sources(plan, runs_root) if todo else {}
     if args.dry_run:
         print(status_table(statuses))
+        print("".join(f"would first train the transfer source {spec} -> {d}\n" for spec, d in missing.items()), end="")
+    elif missing and args.backend == "slurm":
+        raise UserError(f"transfer sources are not trained yet: {', '.join(missing)}; train them first "
+                        f"(cnn-jax train SPEC --runs-root {runs_root}), or launch with the local backend.")
+    elif missing:
+        sources.train_sources(missing, runs_root, _data_args(args))
     if args.backend == "slurm":
         return _submit_slurm(args, plan, runs_root, todo, command)
     if args.dry_run:
@@ -401,6 +454,42 @@ def cmd_filter(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace, extra: list[str]) -> int:
+    from cnn_jax.inspection import format_report, inspect_checkpoint
+
+    report = inspect_checkpoint(args.path, args.step, args.diff, args.diff_step)
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
+    from cnn_jax.export import export_run
+
+    done = export_run(args.run_dir, args.step, args.format, args.out)
+    print(f"wrote {done.tensors} tensors of step {done.step} to {done.path} (config and normalization: {done.sidecar})")
+    return 0
+
+
+def cmd_filters(args: argparse.Namespace, extra: list[str]) -> int:
+    from cnn_jax.features import plot_filters
+
+    picture = plot_filters(args.run_dir, args.layer, args.step, args.out)
+    rows, cols = picture.grid
+    print(f"wrote {picture.path} ({picture.layers[0]}, step {picture.step}, {rows}x{cols} grid)")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace, extra: list[str]) -> int:
+    from cnn_jax.features import plot_features
+
+    layers = [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
+    paths = _data_paths(args) if args.test_index is not None else None
+    picture = plot_features(args.run_dir, args.image, layers, args.step, args.out, args.test_index, paths,
+                            args.max_channels)
+    print(f"wrote {picture.path} ({', '.join(picture.layers)}; step {picture.step}; predicted {picture.prediction})")
+    return 0
+
+
 def _parse_shape(text: str) -> tuple[int, int, int]:
     parts = text.lower().split("x")
     if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
@@ -409,7 +498,8 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 COMMANDS = {"launch": cmd_launch, "sweep": cmd_sweep, "status": cmd_status, "run-task": cmd_run_task,
-            "report": cmd_report, "train": cmd_train, "eval": cmd_eval, "data": cmd_data, "models": cmd_models, "summary": cmd_summary, "filter": cmd_filter}
+            "report": cmd_report, "train": cmd_train, "eval": cmd_eval, "data": cmd_data, "models": cmd_models, "summary": cmd_summary, "filter": cmd_filter,
+            "inspect": cmd_inspect, "export": cmd_export, "filters": cmd_filters, "features": cmd_features}
 
 if __name__ == "__main__":
     sys.exit(main())

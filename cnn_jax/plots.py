@@ -1,4 +1,5 @@
-"""PNG figures for people: before/after of a filtered image, learning curves and confidence intervals of a sweep."""
+"""PNG figures for people: before/after of a filtered image, learning curves and confidence intervals of a sweep,
+a trained model's filters and feature maps."""
 
 from __future__ import annotations
 
@@ -74,3 +75,59 @@ def _write_png(fig: plt.Figure, path: Path) -> None:
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     write_bytes_atomic(Path(path), buffer.getvalue())
+
+
+GAP_COLOR = (0.55, 0.7, 0.9)  # between tiles: a light blue, never a value of a grey or viridis tile
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """(rows, cols) of a near-square grid holding n tiles."""
+    cols = max(1, int(np.ceil(np.sqrt(n))))
+    return int(np.ceil(n / cols)), cols
+
+
+def mosaic(tiles: np.ndarray, cols: int, cmap: str | None = None) -> np.ndarray:
+    """Tiles (N, h, w, 1|3) with values in [0, 1] -> one RGB image, row by row, 1-pixel gaps between tiles.
+
+    Single-channel tiles are grey, or colored by the matplotlib colormap `cmap`.
+    """
+    n, h, w, c = tiles.shape
+    rgb = plt.get_cmap(cmap)(tiles[..., 0])[..., :3] if cmap and c == 1 else np.broadcast_to(tiles, (n, h, w, 3))
+    rows = -(-n // cols)
+    out = np.empty((rows * (h + 1) + 1, cols * (w + 1) + 1, 3))
+    out[:] = GAP_COLOR
+    for i in range(n):
+        r, k = divmod(i, cols)
+        out[1 + r * (h + 1):(r + 1) * (h + 1), 1 + k * (w + 1):(k + 1) * (w + 1)] = rgb[i]
+    return out
+
+
+def filter_grid(tiles: np.ndarray, title: str, note: str, path: Path) -> tuple[int, int]:
+    """One tile per filter (N, h, w, 1|3 in [0, 1]) in a near-square grid; returns (rows, cols)."""
+    rows, cols = grid_shape(len(tiles))
+    image = mosaic(tiles, cols)
+    fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1] + 0.9))
+    ax.imshow(image, interpolation="nearest")
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=7, wrap=True)
+    _write_png(fig, path)
+    return rows, cols
+
+
+def feature_maps(image: np.ndarray, panels: Sequence[tuple[str, np.ndarray]], title: str, note: str,
+                 path: Path) -> None:
+    """The input image, then per layer its channel maps (N, h, w, 1 in [0, 1]) as a viridis mosaic."""
+    images = [mosaic(maps, grid_shape(len(maps))[1], cmap="viridis") for _, maps in panels]
+    ratios = [0.35] + [min(m.shape[0] / m.shape[1], 1.5) for m in images]
+    fig, axes = plt.subplots(len(ratios), 1, figsize=(7, 7 * sum(ratios) + 0.8), height_ratios=ratios, squeeze=False)
+    grey = image.shape[-1] == 1
+    axes[0, 0].imshow(image[..., 0] if grey else image, cmap="gray" if grey else None, vmin=0, vmax=255)
+    axes[0, 0].set_title(title, fontsize=9)
+    for ax, (label, _), picture in zip(axes[1:, 0], panels, images):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+    for ax in axes[:, 0]:
+        ax.axis("off")
+    fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7, wrap=True)
+    _write_png(fig, path)
