@@ -260,45 +260,53 @@ def cmd_launch(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     import shlex
 
-    from cnn_jax.sweep import local, sources
+    from cnn_jax.sweep import launch, local, slurm, sources
     from cnn_jax.sweep.status import status_table, sweep_status
 
     plan = _plan(args, extra)
-    runs_root = args.runs_root.resolve()
-    statuses = sweep_status(plan, runs_root)
-    todo = [s.run for s in statuses if s.state in ("pending", "failed")]
+    runs_root, task_args = args.runs_root.resolve(), _data_args(args) + extra
+    todo = launch.todo(plan, runs_root)
     print(f"{plan.question}\n{plan.spec}: {len(plan.runs)} runs, {len(plan.runs) - len(todo)} done or running elsewhere")
-    command = local.task_command(plan, runs_root, _data_args(args) + extra)
-    missing = sources.unfinished_sources(plan, runs_root) if todo else {}
+    options = slurm.SlurmOptions(partition=args.partition, gpus_per_task=args.gpus, cpus_per_task=args.cpus,
+                                 time=args.time, mem=args.mem, max_parallel=args.max_parallel,
+                                 job_name=f"cnn_jax-{plan.experiment}")
     if args.dry_run:
-        print(status_table(statuses))
-        print("".join(f"would first train the transfer source {spec} -> {d}\n" for spec, d in missing.items()), end="")
-    elif missing and args.backend == "slurm":
-        raise UserError(f"transfer sources are not trained yet: {', '.join(missing)}; train them first "
-                        f"(cnn-jax train SPEC --runs-root {runs_root}), or launch with the local backend.")
-    elif missing:
-        sources.train_sources(missing, runs_root, _data_args(args))
-    if args.backend == "slurm":
-        return _submit_slurm(args, plan, runs_root, todo, command)
-    if args.dry_run:
-        print(f"would run {len(todo)} runs, {_jobs(args)} at a time, each as:\n  {shlex.join(command)} --index I")
+        print(status_table(sweep_status(plan, runs_root)))
+        for spec, run_dir in (sources.unfinished_sources(plan, runs_root) if todo else {}).items():
+            print(f"would first train the transfer source {spec} -> {run_dir}")
+        if args.backend == "slurm" and todo:
+            print(f"would submit one job array of {len(todo)} tasks with this script:\n"
+                  f"{launch.slurm_script(plan, runs_root, todo, task_args, options)}")
+        elif todo:
+            command = shlex.join(local.task_command(plan, runs_root, task_args))
+            print(f"would run {len(todo)} runs, {_jobs(args)} at a time, each as:\n  {command} --index I")
         return 0
-    plan.write_record(runs_root, _command_line())
-    outcome = local.run_local(plan, runs_root, todo, command, _jobs(args))
-    failed = outcome["failed"]
+    if args.backend == "slurm":
+        if not todo:
+            print("nothing to submit: every run is done or running")
+            return 0
+        job_id = launch.submit(plan, runs_root, todo, task_args, options, _command_line())
+        print(f"submitted job array {job_id} ({len(todo)} runs); logs in {launch.slurm_dir(plan, runs_root)}; "
+              f"watch with: cnn-jax status {plan.spec} --runs-root {runs_root}")
+        return 0
+    failed = launch.run_locally(plan, runs_root, todo, task_args, _jobs(args), _command_line())["failed"]
     if failed:
         print(f"{len(failed)} runs failed: {', '.join(r.name for r in failed)}; `cnn-jax status` shows why; "
               "rerunning the command retries them", file=sys.stderr)
-    states = [s.state for s in sweep_status(plan, runs_root)]
-    if states.count("done") < len(states):
-        print(f"{states.count('done')} of {len(states)} runs done (see `cnn-jax status`)")
+    done = sum(s.state == "done" for s in sweep_status(plan, runs_root))
+    if done < len(plan.runs):
+        print(f"{done} of {len(plan.runs)} runs done (see `cnn-jax status`)")
     elif not args.no_report:
-        from cnn_jax.report import write_report
-
-        report = write_report(plan.experiment_dir(runs_root), plan.preset)
-        print(report.markdown)
-        print(f"report files in {next(iter(report.paths.values())).parent}")
+        _print_report(plan.experiment_dir(runs_root), plan.preset, None)
     return 1 if failed else 0
+
+
+def _print_report(path: Path, preset: str | None, out: Path | None) -> None:
+    from cnn_jax.report import write_report
+
+    report = write_report(path, preset, out)
+    print(report.markdown)
+    print(f"report files in {next(iter(report.paths.values())).parent}")
 
 
 def _command_line() -> str:
@@ -319,31 +327,6 @@ def _jobs(args: argparse.Namespace) -> int:
     return jobs
 
 
-def _submit_slurm(args: argparse.Namespace, plan, runs_root: Path, todo, command: list[str]) -> int:
-    import datetime
-
-    from cnn_jax.sweep import slurm
-
-    if not todo:
-        print("nothing to submit: every run is done or running")
-        return 0
-    options = slurm.SlurmOptions(partition=args.partition, gpus_per_task=args.gpus, cpus_per_task=args.cpus,
-                                 time=args.time, mem=args.mem, max_parallel=args.max_parallel,
-                                 job_name=f"cnn_jax-{plan.experiment}")
-    log_dir = plan.experiment_dir(runs_root) / "slurm"
-    script = slurm.render_script([r.index for r in todo], command, log_dir, Path.cwd(), options)
-    if args.dry_run:
-        print(f"would submit one job array of {len(todo)} tasks with this script:\n{script}")
-        return 0
-    plan.write_record(runs_root, _command_line())
-    log_dir.mkdir(parents=True, exist_ok=True)  # SLURM does not create the folder of --output
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    job_id = slurm.submit(script, log_dir / f"{plan.preset}-{stamp}.sbatch")
-    print(f"submitted job array {job_id} ({len(todo)} runs); logs in {log_dir}; "
-          f"watch with: cnn-jax status {plan.spec} --runs-root {runs_root}")
-    return 0
-
-
 def cmd_status(args: argparse.Namespace, extra: list[str]) -> int:
     from cnn_jax.sweep.status import status_table, sweep_status
 
@@ -362,11 +345,7 @@ def cmd_run_task(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
-    from cnn_jax.report import write_report
-
-    report = write_report(args.path, args.preset, args.out)
-    print(report.markdown)
-    print(f"report files in {next(iter(report.paths.values())).parent}")
+    _print_report(args.path, args.preset, args.out)
     return 0
 
 

@@ -1,0 +1,56 @@
+"""Launching a sweep: what is left to do, transfer sources first, then the local or SLURM backend."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Sequence
+
+from cnn_jax.errors import UserError
+from cnn_jax.sweep import local, slurm, sources
+from cnn_jax.sweep.plan import Plan, Run
+from cnn_jax.sweep.status import sweep_status
+
+
+def todo(plan: Plan, runs_root: Path) -> list[Run]:
+    """Runs that are neither finished nor held by a live process (failed ones are retried)."""
+    return [s.run for s in sweep_status(plan, runs_root) if s.state in ("pending", "failed")]
+
+
+def run_locally(plan: Plan, runs_root: Path, runs: Sequence[Run], task_args: Sequence[str], jobs: int,
+                command_line: str, log=print) -> dict[str, list[Run]]:
+    """Train missing transfer sources, record the sweep, then run `runs` `jobs` at a time."""
+    if runs:
+        sources.train_sources(sources.unfinished_sources(plan, runs_root), runs_root, _data_args(task_args), log)
+    plan.write_record(runs_root, command_line)
+    return local.run_local(plan, runs_root, runs, local.task_command(plan, runs_root, task_args), jobs, log)
+
+
+def slurm_script(plan: Plan, runs_root: Path, runs: Sequence[Run], task_args: Sequence[str],
+                 options: slurm.SlurmOptions) -> str:
+    """The sbatch script of one job array over `runs`."""
+    return slurm.render_script([r.index for r in runs], local.task_command(plan, runs_root, task_args),
+                               slurm_dir(plan, runs_root), Path.cwd(), options)
+
+
+def submit(plan: Plan, runs_root: Path, runs: Sequence[Run], task_args: Sequence[str], options: slurm.SlurmOptions,
+           command_line: str) -> str:
+    """Submit one job array over `runs`; returns the job id. Transfer sources must be trained already."""
+    missing = sources.unfinished_sources(plan, runs_root)
+    if missing:
+        raise UserError(f"transfer sources are not trained yet: {', '.join(missing)}; train them first "
+                        f"(cnn-jax train SPEC --runs-root {runs_root}), or launch with the local backend.")
+    script = slurm_script(plan, runs_root, runs, task_args, options)
+    plan.write_record(runs_root, command_line)
+    slurm_dir(plan, runs_root).mkdir(parents=True, exist_ok=True)  # SLURM does not create --output's folder
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return slurm.submit(script, slurm_dir(plan, runs_root) / f"{plan.preset}-{stamp}.sbatch")
+
+
+def slurm_dir(plan: Plan, runs_root: Path) -> Path:
+    return plan.experiment_dir(runs_root) / "slurm"
+
+
+def _data_args(task_args: Sequence[str]) -> list[str]:
+    """The data options among a task's arguments (sources get those, not the sweep's config overrides)."""
+    return [a for a in task_args if not a.startswith("--config.")]
