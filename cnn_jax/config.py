@@ -80,6 +80,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.batch_size = 128
     c.train.eval_batch_size = 1000
     c.train.log_every_steps = 20
+    c.train.skip_nonfinite_updates = False  # True: a step with a non-finite loss or gradient changes nothing (counted)
 
     c.transfer = ml_collections.ConfigDict()  # see cnn_jax/train/transfer.py
     c.transfer.source = ""  # a finished run to start from: its directory, or the experiment FILE.py[:preset] that made it

@@ -166,6 +166,20 @@ def test_divergence_stops_naming_the_step_and_keeps_only_finite_checkpoints(tmp_
         assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(saved.params))
 
 
+def test_skipping_non_finite_updates_finishes_with_finite_weights_and_counts_the_skips(tmp_path, fashion_paths):
+    config = small_config(**{"optimizer.name": "sgd", "optimizer.lr": 1e6, "train.epochs": 1,
+                             "train.log_every_steps": 10, "train.skip_nonfinite_updates": True})
+    result = train(config, tmp_path / "run", fashion_paths, progress=False, log=lambda *_: None)
+    assert result["steps"] == config.dataset.train_subset // config.train.batch_size
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    skipped = records[-1]["skipped_steps"]
+    assert 0 < skipped <= result["steps"]
+    assert all(np.isfinite(r["train_loss"]) for r in records)
+    manager = open_checkpoints(tmp_path / "run", config, read_only=True)
+    saved = checkpoints.restore(manager, result["steps"], {"state": _template(config), "train_totals": empty_metrics()})
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(saved["state"].params))
+
+
 EXPERIMENT_TEMPLATE = """
 from cnn_jax.config import apply_overrides, default_config
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
@@ -24,7 +23,7 @@ from cnn_jax.errors import Diverged, Interrupted
 from cnn_jax.train import transfer
 from cnn_jax.train.setup import DataPaths, RunSetup, build
 from cnn_jax.train.state import run_keys
-from cnn_jax.train.steps import empty_metrics, make_train_step, metric_means
+from cnn_jax.train.steps import all_finite, empty_metrics, make_train_step, metric_means
 
 
 @contextlib.contextmanager
@@ -43,9 +42,7 @@ def _signals_to_flag():
             signal.signal(s, handler)
 
 
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+_all_finite = jax.jit(all_finite)
 
 
 def _save_checked(manager, step: int, state, totals, metrics=None) -> None:
@@ -168,13 +165,16 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
 def _log_record(setup: RunSetup, state, totals, done: int, rate: float, bar, last_good: int | None) -> dict[str, Any]:
     """The metrics.jsonl record of step `done`; at an epoch end with test metrics (and a line on screen)."""
     config, spe = setup.config, setup.steps_per_epoch
-    running = metric_means(jax.device_get(totals))
+    host = jax.device_get(totals)
+    running = metric_means(host)
     if not math.isfinite(running["loss"]):
         raise Diverged(done, "the training loss", last_good)
     bar.update(done - bar.n)  # the bar moves where the host has synced, so its ETA is honest
     bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['accuracy']:.3f}", img_s=f"{rate:.0f}")
     record = {"step": done, "epoch": done / spe, "lr": float(setup.schedule(done - 1)),
               "train_loss": running["loss"], "train_accuracy": running["accuracy"], "images_per_sec": rate}
+    if config.train.skip_nonfinite_updates:
+        record["skipped_steps"] = int(host["skipped"])  # this epoch so far
     if done % spe == 0:
         record.update(setup.test_metrics(state))
         record["train_top5"] = running["top5"]

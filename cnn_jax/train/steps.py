@@ -20,7 +20,7 @@ Metrics = dict[str, jax.Array]  # loss_sum, correct, correct_top5, count
 
 
 def empty_metrics() -> Metrics:
-    return {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "correct_top5", "count")}
+    return {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "correct_top5", "count", "skipped")}
 
 
 def metric_means(totals: dict[str, float]) -> dict[str, float]:
@@ -34,7 +34,7 @@ def _metric_sums(logits, labels, losses, mask) -> Metrics:
     weight = mask.astype(jnp.float32)
     top5 = topk_correct(logits, labels, 5) if logits.shape[-1] > 5 else jnp.ones_like(weight)
     return {"loss_sum": jnp.sum(losses * weight), "correct": jnp.sum(topk_correct(logits, labels, 1) * weight),
-            "correct_top5": jnp.sum(top5 * weight), "count": jnp.sum(weight)}
+            "correct_top5": jnp.sum(top5 * weight), "count": jnp.sum(weight), "skipped": jnp.zeros((), jnp.float32)}
 
 
 def _variables(state: TrainState, params) -> dict:
@@ -47,13 +47,16 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config: 
     """train_step(state, batch, key) -> (state, metric sums); `key` drives augmentation and dropout.
 
     `trainable` ({"params": mask, "batch_stats": mask} of Python bools, transfer learning) keeps the
-    masked-out parameters and batch statistics bit for bit as they were.
+    masked-out parameters and batch statistics bit for bit as they were. With
+    `train.skip_nonfinite_updates`, a step whose loss or gradients are not finite leaves the state as it
+    was (but for the step counter) and counts as 'skipped' instead of adding to the metrics.
 
     The objective adds `loss.aux_weight` times the loss of each auxiliary classifier a model sows as
     'intermediates/aux_logits'; the reported loss is the main classifier's.
     """
     aug = config.dataset.augment
     loss_name, smoothing, aux_weight = config.loss.name, config.loss.label_smoothing, config.loss.aux_weight
+    skip_nonfinite = config.train.skip_nonfinite_updates
 
     def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
         aug_key, dropout_key = jax.random.split(key)
@@ -78,9 +81,20 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config: 
             params = keep_frozen(trainable["params"], state.params, params)
             batch_stats = keep_frozen(trainable["batch_stats"], state.batch_stats, batch_stats)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
-        return new_state, _metric_sums(logits, batch["label"], losses, batch["mask"])
+        sums = _metric_sums(logits, batch["label"], losses, batch["mask"])
+        if not skip_nonfinite:
+            return new_state, sums
+        finite = jnp.isfinite(sums["loss_sum"]) & all_finite(grads)
+        kept = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+        sums = {k: jnp.where(finite, v, 0.0) for k, v in sums.items()}
+        return kept.replace(step=state.step + 1), {**sums, "skipped": 1.0 - finite.astype(jnp.float32)}
 
     return train_step
+
+
+def all_finite(tree) -> jax.Array:
+    """True when every element of every leaf is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
 def make_eval_step(model: nn.Module, mean: jax.Array, std: jax.Array) -> Callable[[TrainState, Batch], Metrics]:
