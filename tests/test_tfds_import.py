@@ -64,3 +64,20 @@ def test_missing_dataset_explains_every_way_to_provide_it(tmp_path):
         catalog.load("cifar100", tmp_path, [tmp_path / "nowhere"])
     with pytest.raises(UserError, match="Did you mean 'fashion_mnist'"):
         catalog.load("fashion_mnis", tmp_path, [])
+
+
+LOAD = "import sys; from pathlib import Path; from cnn_jax.data import catalog\n" \
+       "d = catalog.load('mnist', Path(sys.argv[1]), [Path(sys.argv[2])], log=lambda *a: None)\n" \
+       "print(d.fingerprints['train'])"
+
+
+@pytest.mark.slow
+def test_runs_started_together_import_a_dataset_once_and_both_read_it(tmp_path):
+    source = shared("mnist")
+    loaders = [subprocess.Popen([sys.executable, "-c", LOAD, str(tmp_path / "tfds"), str(source.parent)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in loaders]
+    assert [p.returncode for p in loaders] == [0, 0], outputs
+    fingerprints = [out.split()[-1] for out, _ in outputs]  # TFDS prints its own lines before
+    assert fingerprints[0] == fingerprints[1] and len(fingerprints[0]) == 64
+    assert tfds_store.list_imported(tmp_path / "tfds") == ["mnist"]

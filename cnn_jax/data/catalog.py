@@ -12,6 +12,7 @@ from cnn_jax.data import tfds_store
 from cnn_jax.data.arrays import ArrayDataset, class_counts
 from cnn_jax.data.local_files import read_local
 from cnn_jax.errors import UserError, did_you_mean
+from cnn_jax.files import locked
 
 LOCAL_DATA_ENV = "CNN_JAX_LOCAL_DATA"
 SYSTEM_DATA_ROOT = Path("/usr/share/datasets")  # Debian's dataset-* packages install here
@@ -126,14 +127,17 @@ def load(name: str, data_dir: Path, search_roots: list[Path], log=print) -> Load
         return LoadedDataset(dataset, f"tfds:{name}/{stock.name} in {data_dir}", tfds_store.split_fingerprints(dataset))
     imported = tfds_store.imported_dir(data_dir, name)
     if not imported.exists():
-        local = find_local(name, search_roots)
-        if local is not None:
-            log(f"Importing '{name}' from {local} into {imported.parent.parent} (once; later runs read it from there).")
-            import_dataset(name, local, data_dir)
-        elif name in KNOWN and _tensorflow_installed():
-            return _download_stock(name, data_dir)
-        else:
-            raise _not_found(name, data_dir, search_roots)
+        with locked(imported.parent.parent / f".{name}.lock"):  # runs started together import once
+            if not imported.exists():
+                local = find_local(name, search_roots)
+                if local is not None:
+                    log(f"Importing '{name}' from {local} into {imported.parent.parent} "
+                        "(once; later runs read it from there).")
+                    import_dataset(name, local, data_dir)
+                elif name in KNOWN and _tensorflow_installed():
+                    return _download_stock(name, data_dir)
+                else:
+                    raise _not_found(name, data_dir, search_roots)
     return _read_imported(name, imported)
 
 
