@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(locate)
 
     _add_sweep_parsers(sub)
+    _add_reproduce_parser(sub)
 
     sub.add_parser("models", help="list the registered models")
 
@@ -167,6 +168,27 @@ def _add_sweep_parsers(sub) -> None:
     report.add_argument("path", type=Path, help="runs/<experiment> (or a sweep-<preset>.json file)")
     report.add_argument("--preset", default=None, help="which sweep, when several presets ran in the folder")
     report.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<experiment>/report-<preset>)")
+
+
+def _add_reproduce_parser(sub) -> None:
+    repro = sub.add_parser(
+        "reproduce", help="run the registry of published results (experiments/expected.toml) and compare",
+        description="Runs each entry's seeds (finished runs are skipped, interrupted ones resume), compares the mean "
+                    "with the published value and prints a table, also written to RUNS_ROOT/reproduce.md and .json.",
+        epilog="Exit codes: 0 every entry that ran is within tolerance; 1 one is not (named); 2 a user error.")
+    repro.add_argument("--registry", type=Path, default=Path("experiments/expected.toml"),
+                       help="the registry (default: experiments/expected.toml)")
+    repro.add_argument("--only", nargs="+", metavar="NAME", default=None, help="run only these entries")
+    repro.add_argument("--hardware", choices=("cpu", "gpu", "all"), default="cpu",
+                       help="run the entries for this hardware (default cpu); the others are listed as not run")
+    repro.add_argument("--max-minutes", type=float, default=None,
+                       help="leave out entries whose budget_minutes is larger (a CI time budget)")
+    repro.add_argument("--list", action="store_true", help="print the registry and exit")
+    repro.add_argument("--dry-run", action="store_true", help="print the runs of each entry, their state and command")
+    repro.add_argument("--runs-root", type=Path, default=Path("runs"), help="root of run directories (default: runs)")
+    repro.add_argument("--jobs", type=int, default=None, help="runs at once (default: one per GPU, or 1 without GPUs)")
+    repro.add_argument("--index", type=int, default=None, help=argparse.SUPPRESS)  # a child: one run of one entry
+    _add_data_options(repro)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,6 +329,35 @@ def _print_report(path: Path, preset: str | None, out: Path | None) -> None:
     report = write_report(path, preset, out)
     print(report.markdown)
     print(f"report files in {next(iter(report.paths.values())).parent}")
+
+
+def cmd_reproduce(args: argparse.Namespace, extra: list[str]) -> int:
+    from cnn_jax import reproduce
+
+    entries = reproduce.select(reproduce.load_registry(args.registry), args.only)
+    runs_root = args.runs_root.resolve()
+    if args.index is not None:
+        from cnn_jax.sweep.task import EXIT_HELD
+
+        if len(entries) != 1:
+            raise UserError("--index needs exactly one entry named with --only.")
+        return EXIT_HELD if reproduce.run_task(entries[0], args.index, runs_root, _data_paths(args)) == "held" else 0
+    if args.list:
+        print(reproduce.describe_registry(entries))
+        return 0
+    options = reproduce.Options(runs_root, reproduce.task_command(args.registry, runs_root, _data_args(args)),
+                                args.hardware, args.max_minutes, _jobs(args), _command_line())
+    if args.dry_run:
+        print(reproduce.dry_run(entries, options))
+        return 0
+    outcomes = reproduce.run_entries(entries, options)
+    paths = reproduce.write_outputs(outcomes, args.registry, args.hardware, runs_root)
+    print(reproduce.markdown(outcomes, args.registry, args.hardware))
+    print(f"written to {paths[0]} and {paths[1]}")
+    failed = reproduce.failures(outcomes)
+    if failed:
+        print(f"not within tolerance: {'; '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _command_line() -> str:
@@ -477,7 +528,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 COMMANDS = {"launch": cmd_launch, "sweep": cmd_sweep, "status": cmd_status, "run-task": cmd_run_task,
-            "report": cmd_report, "train": cmd_train, "eval": cmd_eval, "data": cmd_data, "models": cmd_models, "summary": cmd_summary, "filter": cmd_filter,
+            "report": cmd_report, "reproduce": cmd_reproduce, "train": cmd_train, "eval": cmd_eval, "data": cmd_data, "models": cmd_models, "summary": cmd_summary, "filter": cmd_filter,
             "inspect": cmd_inspect, "export": cmd_export, "filters": cmd_filters, "features": cmd_features}
 
 if __name__ == "__main__":
