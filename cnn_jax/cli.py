@@ -226,9 +226,14 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"run id {config_lib.run_id(config)} -> {run_dir}")
         return 0
 
+    from cnn_jax.sweep import claims
     from cnn_jax.train.loop import train
 
-    result = train(config, run_dir, _data_paths(args), force=args.force, progress=not args.no_progress)
+    with claims.claim(run_dir) as held:  # the same lock as sweeps: one process trains a run directory
+        if not held:
+            raise UserError(f"'{run_dir}' is being trained by another process ({claims.holder(run_dir)}); "
+                            "wait for it, or use another --workdir.")
+        result = train(config, run_dir, _data_paths(args), force=args.force, progress=not args.no_progress)
     final, rate = result["final"], result.get("images_per_sec_median")
     speed = f", {rate:.0f} img/s" if rate else ""
     print(f"test accuracy {100 * final['eval_accuracy']:.2f}% (loss {final['eval_loss']:.4f}) after "

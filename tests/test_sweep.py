@@ -218,3 +218,16 @@ def test_a_task_refuses_a_run_whose_config_changed_since_the_launch(tmp_path):
     with pytest.raises(UserError, match="changed since the sweep was launched"):
         run_task(edited, 0, tmp_path / "runs", paths=None)
     assert not (tmp_path / "runs" / "tiny" / edited.runs[0].run_id).exists()
+
+
+def test_train_refuses_a_run_directory_another_process_is_training(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        out = cnn_jax("train", "experiments/fashion_mnist_cnn.py", "--workdir", str(run_dir))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert out.returncode == 2 and "is being trained by another process" in out.stderr
+    assert not (run_dir / "config.json").exists()
