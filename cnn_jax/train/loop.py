@@ -132,6 +132,7 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
                 done = step + 1
                 end_of_epoch = done % spe == 0
                 if done % config.train.log_every_steps == 0 or end_of_epoch:
+                    jax.block_until_ready(totals)  # dispatch is asynchronous: time finished work only
                     now = time.perf_counter()
                     rates.append((done - mark_step) * batch_size / (now - mark))
                     record = _log_record(setup, state, totals, done, rates[-1], bar, manager.latest_step())
