@@ -37,14 +37,16 @@ def save(manager: ocp.CheckpointManager, step: int, tree: Any, metrics: dict[str
     manager.wait_until_finished()
 
 
-def restore(manager: ocp.CheckpointManager, step: int, like: Any) -> Any:
-    """Restore step `step` into the structure, shapes and dtypes of `like`."""
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+def restore(manager: ocp.CheckpointManager, step: int, like: Any, sharding: jax.sharding.Sharding | None = None) -> Any:
+    """Restore step `step` into the structure, shapes and dtypes of `like`, placed by `sharding`
+    (default: the first local device), whatever devices wrote it."""
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), like)
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
 def restore_newest_readable(manager: ocp.CheckpointManager, like: Any, quarantine: Path,
-                            log=print) -> tuple[int, Any | None]:
+                            log=print, sharding: jax.sharding.Sharding | None = None) -> tuple[int, Any | None]:
     """Restore the newest checkpoint that reads back; unreadable newer ones move to `quarantine`.
 
     Returns (0, None) only when there are no checkpoints at all. If none reads back, nothing is
@@ -54,7 +56,7 @@ def restore_newest_readable(manager: ocp.CheckpointManager, like: Any, quarantin
     unreadable = []
     for step in steps:
         try:
-            restored = restore(manager, step, like)
+            restored = restore(manager, step, like, sharding)
         except Exception as exc:  # a truncated or corrupted checkpoint: orbax raises many kinds
             unreadable.append(step)
             log(f"Checkpoint {step} is unreadable ({type(exc).__name__}: {str(exc)[:200]}).")

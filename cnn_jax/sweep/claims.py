@@ -22,8 +22,10 @@ LOCK, HOLDER, FAILURE = ".claim.lock", "claim.json", "failure.json"
 
 @contextlib.contextmanager
 def claim(run_dir: Path) -> Iterator[bool]:
-    """Hold the run for the duration of the block; yields False (holding nothing) if someone else has it."""
+    """Hold the run for the duration of the block; yields False (holding nothing) if someone else has it.
+    Folders the claim had to create are removed again if nothing was written into them."""
     run_dir = Path(run_dir)
+    created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -40,6 +42,18 @@ def claim(run_dir: Path) -> Iterator[bool]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+        _remove_if_unused(run_dir, created)
+
+
+def _remove_if_unused(run_dir: Path, created: list[Path]) -> None:
+    if not created or any(p.name != LOCK for p in run_dir.iterdir()):
+        return
+    (run_dir / LOCK).unlink(missing_ok=True)
+    for folder in created:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:  # another process wrote into it meanwhile
+            return
 
 
 def is_held(run_dir: Path) -> bool:

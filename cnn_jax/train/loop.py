@@ -66,7 +66,7 @@ def make_train_driver(setup: RunSetup):
     batch_size = setup.config.train.batch_size
 
     def drive(state, totals, split, order, index):
-        batch = take_batch(split, order, index, batch_size)
+        batch = setup.devices.split_batch(take_batch(split, order, index, batch_size))
         state, sums = train_step(state, batch, jax.random.fold_in(state.rng, state.step))
         return state, jax.tree_util.tree_map(lambda a, b: a + b, totals, sums)
 
@@ -87,7 +87,7 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
     existed = rundir.open_run_dir(run_dir, config, force=force)
     manager = open_checkpoints(run_dir, config)
     start, payload = checkpoints.restore_newest_readable(manager, setup.payload_structure(),
-                                                         run_dir / "corrupt_checkpoints", log)
+                                                         run_dir / "corrupt_checkpoints", log, setup.devices.replicated)
     if start:
         log(f"Resuming {run_dir} from step {start}.")
     else:
@@ -108,12 +108,13 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
 def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, stop_at_step) -> dict[str, Any] | None:
     config, spe = setup.config, setup.steps_per_epoch
     batch_size = config.train.batch_size
+    payload = setup.on_devices(payload)
     state, totals = payload["state"], payload["train_totals"]
     data_key = run_keys(config.seed)["data"]
     order_fn = jax.jit(epoch_permutation, static_argnums=2)
 
     t0 = time.perf_counter()
-    order = order_fn(data_key, start // spe, setup.train.size)
+    order = setup.devices.replicate(order_fn(data_key, start // spe, setup.train.size))
     step_fn = make_train_driver(setup).lower(state, totals, setup.train, order, 0).compile()
     compile_seconds = time.perf_counter() - t0
     log(f"Compiled the train step in {compile_seconds:.1f} s.")
@@ -127,7 +128,7 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
             for step in range(start, total_steps):
                 epoch, index = divmod(step, spe)
                 if index == 0 and step != start:
-                    order = order_fn(data_key, epoch, setup.train.size)
+                    order = setup.devices.replicate(order_fn(data_key, epoch, setup.train.size))
                 state, totals = step_fn(state, totals, setup.train, order, index)
                 done = step + 1
                 end_of_epoch = done % spe == 0

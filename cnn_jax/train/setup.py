@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ from cnn_jax.data.pipeline import DeviceSplit, channel_stats, slice_batch, to_de
 from cnn_jax.models import build_model
 from cnn_jax.summary import summarize
 from cnn_jax.train import transfer
+from cnn_jax.train.devices import DataMesh, data_mesh
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.state import TrainState, create_train_state
 from cnn_jax.train.steps import empty_metrics, make_eval_step, metric_means
@@ -43,11 +45,16 @@ class RunSetup:
     train: DeviceSplit
     test: DeviceSplit
     model_summary: dict  # params, trainable_params, flops (per image)
+    devices: DataMesh  # the batch is split over these; state and data are replicated
     trainable: dict | None  # transfer learning: masks of what trains ({"params": ..., "batch_stats": ...})
     transfer_source: Path | None  # transfer learning: the run whose weights start this one
 
     def fresh_state(self) -> TrainState:
         return create_train_state(self.model, self.tx, self.data.dataset.image_shape, self.config.seed)
+
+    def on_devices(self, payload: Any) -> Any:
+        """A state (or checkpoint payload) placed as the train step expects it: on every device."""
+        return self.devices.replicate(payload)
 
     def initial_state(self, log=print) -> TrainState:
         """The state at step 0: a fresh init, with the source run's selected weights copied in."""
@@ -84,7 +91,7 @@ class RunSetup:
 
     def test_metrics(self, state: TrainState) -> dict[str, float]:
         """Loss, top-1 and top-5 accuracy on the whole test split, each example counted once."""
-        sums = jax.device_get(self.evaluate(state, self.test))
+        sums = jax.device_get(self.evaluate(self.on_devices(state), self.test))
         if int(sums["count"]) != self.test.size:
             raise RuntimeError(f"evaluation counted {int(sums['count'])} of {self.test.size} test examples")
         metrics = metric_means(sums)
@@ -104,6 +111,7 @@ def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print,
 
     `transfer_source` (a finished run directory) is where `initial_state` copies weights from."""
     config_lib.validate(config)
+    devices = data_mesh(config)
     data = catalog.load(config.dataset.name, paths.data_dir, list(paths.search_roots), log=log)
     train_split, test_split = data.dataset.splits["train"], data.dataset.splits["test"]
     config_lib.validate_against_data(config, len(train_split))
@@ -124,7 +132,8 @@ def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print,
     return RunSetup(
         config=config, data=data, model=model, tx=make_optimizer(config, schedule, labels), schedule=schedule,
         steps_per_epoch=steps_per_epoch, mean=jnp.asarray(mean), std=jnp.asarray(std),
-        train=to_device(train_split), test=to_device(test_split, pad_to_multiple=config.train.eval_batch_size),
+        train=devices.replicate(to_device(train_split)),
+        test=devices.replicate(to_device(test_split, pad_to_multiple=config.train.eval_batch_size)), devices=devices,
         model_summary={"params": summary.total_params, "trainable_params": summary.trainable_params,
                        "flops": summary.flops},
         trainable=trainable, transfer_source=transfer_source,
@@ -138,7 +147,7 @@ def make_evaluate(setup: RunSetup):
 
     def evaluate(state: TrainState, split: DeviceSplit):
         def body(i, totals):
-            sums = eval_step(state, slice_batch(split, i, batch_size))
+            sums = eval_step(state, setup.devices.split_batch(slice_batch(split, i, batch_size)))
             return jax.tree_util.tree_map(jnp.add, totals, sums)
 
         return jax.lax.fori_loop(0, split.num_batches(batch_size), body, empty_metrics())
