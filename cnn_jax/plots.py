@@ -4,6 +4,7 @@ a trained model's filters and feature maps."""
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def learning_curves(accuracy: dict[str, Band], train_loss: dict[str, Band], titl
     top.set_ylabel("test accuracy (%)")
     bottom.set_ylabel("train loss")
     bottom.set_xlabel("epoch")
-    top.set_title(title, fontsize=10)
+    top.set_title(textwrap.fill(title, 90), fontsize=10)
     if accuracy:
         top.legend(fontsize=8, title="mean over seeds, band min..max", title_fontsize=8)
     _write_png(fig, path)
@@ -63,7 +64,7 @@ def intervals(rows: Sequence[tuple[str, float | None, tuple[float, float] | None
     ax.set_yticks(range(len(rows)), [row[0] for row in rows])
     ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)
     ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(textwrap.fill(title, 90), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     _write_png(fig, path)
 
