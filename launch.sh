@@ -12,7 +12,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${CNN_JAX_VENV:-$ROOT/.venv}"
-MAIN_JOB=(experiments/pool_vs_stride.py cpu)
+MAIN_JOB=(experiments/pool_vs_stride.py cpu --jobs 2)  # 2 single-run processes use 2 CPU cores best; --jobs N overrides
 # Offline copies of the datasets beside the checkout (../shared/data) are found without configuration.
 if [ -d "$ROOT/../shared/data" ]; then
   export CNN_JAX_LOCAL_DATA="${CNN_JAX_LOCAL_DATA:+$CNN_JAX_LOCAL_DATA:}$(cd "$ROOT/../shared/data" && pwd)"
