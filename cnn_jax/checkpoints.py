@@ -61,7 +61,7 @@ def restore_newest_readable(manager: ocp.CheckpointManager, like: Any, quarantin
             unreadable.append(step)
             log(f"Checkpoint {step} is unreadable ({type(exc).__name__}: {str(exc)[:200]}).")
             continue
-        for bad in unreadable:
+        for bad in unreadable if jax.process_index() == 0 else ():  # one process moves them
             target = Path(quarantine) / str(bad)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(Path(manager.directory) / str(bad)), target)

@@ -20,6 +20,19 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                              "repeatable; also read from $CNN_JAX_LOCAL_DATA (path list) and /usr/share/datasets")
 
 
+def _add_process_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("several processes (hosts) training one run; under `srun` SLURM sets these")
+    group.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="address of process 0")
+    group.add_argument("--num-processes", type=int, default=None, metavar="N", help="how many processes")
+    group.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0..N-1")
+
+
+def _join_processes(args: argparse.Namespace) -> None:
+    from cnn_jax.train import hosts
+
+    hosts.initialize(args.coordinator, args.num_processes, args.process_id)
+
+
 def _data_paths(args: argparse.Namespace):
     from cnn_jax.data import catalog
     from cnn_jax.train.setup import DataPaths
@@ -44,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and its run id, then exit")
     _add_data_options(train)
+    _add_process_options(train)
 
     evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint on the test split")
     evaluate.add_argument("run_dir", type=Path)
@@ -156,6 +170,8 @@ def _add_sweep_parsers(sub) -> None:
         parser.add_argument("--time", help="slurm: time limit per run, e.g. 02:00:00 (runs checkpoint 2 min before)")
         parser.add_argument("--mem", help="slurm: memory per run, e.g. 16G")
         parser.add_argument("--max-parallel", type=int, default=None, help="slurm: at most this many runs at once")
+        parser.add_argument("--tasks-per-run", type=int, default=1,
+                            help="slurm: processes per run (srun tasks, e.g. one per node), data parallel together")
         _add_data_options(parser)
     status = sub.add_parser("status", help="done / running / failed / pending, per run of a sweep", epilog=config_epilog)
     _add_experiment_argument(status)
@@ -163,6 +179,7 @@ def _add_sweep_parsers(sub) -> None:
     task.add_argument("experiment", help="FILE:PRESET")
     task.add_argument("--index", type=int, required=True, help="the run's index in the sweep")
     task.add_argument("--runs-root", type=Path, default=Path("runs"))
+    _add_process_options(task)
     _add_data_options(task)
     report = sub.add_parser("report", help="tables (Markdown, CSV, LaTeX), plots and statistics of a sweep's runs")
     report.add_argument("path", type=Path, help="runs/<experiment> (or a sweep-<preset>.json file)")
@@ -227,13 +244,17 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         return 0
 
     from cnn_jax.sweep import claims
+    from cnn_jax.train import hosts
     from cnn_jax.train.loop import train
 
-    with claims.claim(run_dir) as held:  # the same lock as sweeps: one process trains a run directory
+    _join_processes(args)
+    with claims.claim_as_primary(run_dir) as held:  # the same lock as sweeps: one job trains a run directory
         if not held:
             raise UserError(f"'{run_dir}' is being trained by another process ({claims.holder(run_dir)}); "
                             "wait for it, or use another --workdir.")
         result = train(config, run_dir, _data_paths(args), force=args.force, progress=not args.no_progress)
+    if not hosts.is_primary():
+        return 0
     final, rate = result["final"], result.get("images_per_sec_median")
     speed = f", {rate:.0f} img/s" if rate else ""
     print(f"test accuracy {100 * final['eval_accuracy']:.2f}% (loss {final['eval_loss']:.4f}) after "
@@ -296,7 +317,10 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"{plan.question}\n{plan.spec}: {len(plan.runs)} runs, {len(plan.runs) - len(todo)} done or running elsewhere")
     options = slurm.SlurmOptions(partition=args.partition, gpus_per_task=args.gpus, cpus_per_task=args.cpus,
                                  time=args.time, mem=args.mem, max_parallel=args.max_parallel,
-                                 job_name=f"cnn_jax-{plan.experiment}")
+                                 tasks_per_run=args.tasks_per_run, job_name=f"cnn_jax-{plan.experiment}")
+    if args.tasks_per_run != 1 and args.backend != "slurm":
+        raise UserError("--tasks-per-run applies to --backend slurm; locally one process uses all of a machine's "
+                        "devices (or start the processes yourself: cnn-jax train --coordinator ...).")
     if args.dry_run:
         print(status_table(sweep_status(plan, runs_root)))
         for spec, run_dir in (sources.unfinished_sources(plan, runs_root) if todo else {}).items():
@@ -396,6 +420,7 @@ def cmd_run_task(args: argparse.Namespace, extra: list[str]) -> int:
     from cnn_jax.sweep.task import EXIT_HELD, run_task
 
     plan = load_plan(args.experiment, _config_overrides(extra))
+    _join_processes(args)
     outcome = run_task(plan, args.index, args.runs_root.resolve(), _data_paths(args))
     return EXIT_HELD if outcome == "held" else 0
 

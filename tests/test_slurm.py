@@ -127,6 +127,16 @@ def test_optional_flags_only_when_set(tmp_path):
     assert full["--signal"] == "B:TERM@120"  # B: the batch shell (which runs the task) gets the signal
 
 
+def test_several_tasks_per_run_become_one_srun_step(tmp_path):
+    script = render_script([0], ["python", "task"], tmp_path, tmp_path, SlurmOptions(gpus_per_task=1, tasks_per_run=4))
+    options = sbatch_lines(script)
+    assert options["--ntasks"] == "4" and options["--gpus-per-task"] == "1" and "--gres" not in options
+    assert 'srun --ntasks=4 --kill-on-bad-exit=1 python task --index "$SLURM_ARRAY_TASK_ID" &' in script
+    assert "srun" not in render_script([0], ["python"], tmp_path, tmp_path, SlurmOptions())
+    with pytest.raises(UserError, match="tasks per run must be >= 1, got 0"):
+        render_script([0], ["python"], tmp_path, tmp_path, SlurmOptions(tasks_per_run=0))
+
+
 def test_signal_lead_is_at_most_half_the_time_limit(tmp_path):
     """Else a short limit would stop every attempt before it makes progress, and requeue it forever."""
     options = sbatch_lines(render_script([0], ["python"], tmp_path, tmp_path, SlurmOptions(time="2")))

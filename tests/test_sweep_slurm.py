@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -47,3 +48,35 @@ def test_a_sweep_submitted_to_slurm_runs_every_run_once_with_the_local_numbers(
         assert remote[run_id]["final"] == local[run_id]["final"]
     again = cnn_jax("sweep", str(path), "--runs-root", str(runs_root), "--backend", "slurm", data_dir=fashion_data_dir)
     assert again.returncode == 0 and "nothing to submit" in again.stdout
+
+
+@pytest.mark.slow
+def test_one_run_spans_two_srun_tasks(slurm_cluster, finished_sweep, fashion_data_dir, tmp_path, monkeypatch):
+    """--tasks-per-run 2: the run is one srun step of two processes (one CPU device each) training together."""
+    for key, value in slurm_cluster.env.items():
+        monkeypatch.setenv(key, value)
+    _, local_root, _ = finished_sweep
+    one_run = "return Sweep(axes=(field_axis('downsample', 'model.downsample', ('max',)),), seeds=(0,))"
+    path, runs_root = experiment(tmp_path, one_run), tmp_path / "runs"
+    out = cnn_jax("sweep", str(path), "--runs-root", str(runs_root), "--backend", "slurm", "--cpus", "1",
+                  "--tasks-per-run", "2", data_dir=fashion_data_dir)
+    assert out.returncode == 0, out.stderr
+    job_id = re.search(r"submitted job array (\d+) \(1 runs\)", out.stdout).group(1)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        states = task_states(job_id)
+        if states and all(s in ("COMPLETED", "FAILED", "CANCELLED") for s in states.values()):
+            break
+        time.sleep(2)
+    logs = "\n".join(p.read_text() for p in (runs_root / "tiny" / "slurm").glob("*.out"))
+    assert states == {0: "COMPLETED"}, f"{states}\n{logs[-3000:]}\n{slurm_cluster.log_tail()}"
+    script = next((runs_root / "tiny" / "slurm").glob("*.sbatch")).read_text()
+    assert "#SBATCH --ntasks=2" in script and "srun --ntasks=2" in script
+    (run_id, remote), = results(runs_root).items()
+    manifest = json.loads((runs_root / "tiny" / run_id / "manifest.json").read_text())
+    assert (manifest["processes"], manifest["devices"]) == (2, 2)
+    local = results(local_root)[run_id]  # the same run on one device, from the local sweep
+    assert abs(remote["final"]["eval_loss"] - local["final"]["eval_loss"]) < 1e-4
+    assert abs(remote["final"]["eval_accuracy"] - local["final"]["eval_accuracy"]) <= 1e-4  # one test image
+    metrics = (runs_root / "tiny" / run_id / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == len({json.loads(m)["step"] for m in metrics})  # process 0 alone logged

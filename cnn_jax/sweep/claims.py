@@ -45,6 +45,18 @@ def claim(run_dir: Path) -> Iterator[bool]:
         _remove_if_unused(run_dir, created)
 
 
+@contextlib.contextmanager
+def claim_as_primary(run_dir: Path) -> Iterator[bool]:
+    """`claim` for a run trained by several processes: process 0 holds the lock, all learn whether it got it."""
+    from cnn_jax.train import hosts
+
+    if hosts.is_primary():
+        with claim(run_dir) as held:
+            yield hosts.primary_says(held)
+    else:
+        yield hosts.primary_says(False)
+
+
 def _remove_if_unused(run_dir: Path, created: list[Path]) -> None:
     if not created or any(p.name != LOCK for p in run_dir.iterdir()):
         return

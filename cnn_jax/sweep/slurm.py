@@ -27,6 +27,7 @@ class SlurmOptions:
     time: str | None = None  # SLURM format: "MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS"
     mem: str | None = None  # e.g. "16G"
     max_parallel: int | None = None  # at most this many tasks run at once (the array's %K)
+    tasks_per_run: int = 1  # > 1: each run is one `srun` step of this many processes (multi-host data parallel)
     job_name: str = "cnn-jax"
 
 
@@ -74,6 +75,7 @@ def render_script(indices: Sequence[int], task_command: Sequence[str], log_dir: 
                   options: SlurmOptions) -> str:
     """The sbatch script of one job array: array task I runs `task_command --index I` in `workdir`.
 
+    With `tasks_per_run` > 1 the run is an `srun` step of that many processes (see train/hosts.py).
     Exit 143/130 (stopped by a signal after a checkpoint) while the job still runs requeues the task,
     which resumes later; exit 75 (the run is held by another live process) counts as success.
     SLURM does not create `log_dir`: it must exist when the first task starts."""
@@ -81,17 +83,20 @@ def render_script(indices: Sequence[int], task_command: Sequence[str], log_dir: 
         raise UserError("nothing to submit: the list of runs to launch is empty")
     if options.max_parallel is not None and options.max_parallel < 1:
         raise UserError(f"max_parallel must be >= 1, got {options.max_parallel}")
+    if options.tasks_per_run < 1:
+        raise UserError(f"tasks per run must be >= 1, got {options.tasks_per_run}")
+    several = options.tasks_per_run > 1
     workdir = Path(workdir).absolute()
     # %A_%a: array job id and task index; '%%' makes a '%' in the directory name literal
     log = _sbatch_value(str(Path(log_dir).absolute()).replace("%", "%%") + "/%A_%a.out")
     array = compress_indices(indices) + (f"%{options.max_parallel}" if options.max_parallel else "")
     sbatch = [f"--job-name={_sbatch_value(options.job_name)}", f"--array={array}",
               f"--output={log}", f"--error={log}", "--open-mode=append",
-              f"--chdir={_sbatch_value(str(workdir))}", "--requeue", "--ntasks=1"]
+              f"--chdir={_sbatch_value(str(workdir))}", "--requeue", f"--ntasks={options.tasks_per_run}"]
     if options.partition:
         sbatch.append(f"--partition={options.partition}")
-    if options.gpus_per_task:
-        sbatch.append(f"--gres=gpu:{options.gpus_per_task}")  # one task per job: per node = per task
+    if options.gpus_per_task:  # with one task per job, per node = per task
+        sbatch.append(f"--gpus-per-task={options.gpus_per_task}" if several else f"--gres=gpu:{options.gpus_per_task}")
     if options.cpus_per_task:
         sbatch.append(f"--cpus-per-task={options.cpus_per_task}")
     if options.mem:
@@ -102,7 +107,9 @@ def render_script(indices: Sequence[int], task_command: Sequence[str], log_dir: 
         if limit:  # B: the batch shell gets the signal; the trap below passes it on to the run
             sbatch.append(f"--signal=B:TERM@{min(SIGNAL_LEAD_S, limit // 2)}")
     header = "\n".join(f"#SBATCH {option}" for option in sbatch)
-    command = shlex.join(str(part) for part in task_command)
+    # Several tasks: srun starts one process per task; they find each other through SLURM's environment.
+    launcher = f"srun --ntasks={options.tasks_per_run} --kill-on-bad-exit=1 " if several else ""
+    command = launcher + shlex.join(str(part) for part in task_command)
     return f"""\
 #!/bin/bash
 # Job array written by cnn_jax: array task I runs run number I of the sweep.

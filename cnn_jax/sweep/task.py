@@ -9,6 +9,7 @@ from cnn_jax import rundir
 from cnn_jax.errors import Diverged, Interrupted, UserError
 from cnn_jax.sweep import claims
 from cnn_jax.sweep.plan import Plan
+from cnn_jax.train import hosts
 
 EXIT_HELD = 75  # another live process holds the run (sysexits' EX_TEMPFAIL): nothing to do here
 
@@ -22,24 +23,27 @@ def run_task(plan: Plan, index: int, runs_root: Path, paths, log=print) -> str:
     run = plan.runs[index]
     _check_unchanged(plan, runs_root, run)
     run_dir = plan.run_dir(runs_root, run)
-    with claims.claim(run_dir) as held:
+    with claims.claim_as_primary(run_dir) as held:
         if not held:
             log(f"{run.name}: held by another process ({claims.holder(run_dir) or 'unknown'}); skipping.")
             return "held"
-        if rundir.read_result(run_dir):
+        if hosts.primary_says(bool(rundir.read_result(run_dir))):
             log(f"{run.name}: already finished -> {run_dir}")
             return "finished"
-        claims.clear_failure(run_dir)
+        if hosts.is_primary():
+            claims.clear_failure(run_dir)
         log(f"{run.name}: training in {run_dir}")
         try:
             train(run.config, run_dir, paths, progress=False, log=log)
         except Interrupted:
             raise  # a checkpoint of this step is saved: the run is resumable, not failed
         except (UserError, Diverged) as exc:
-            claims.record_failure(run_dir, 2 if isinstance(exc, UserError) else 3, str(exc))
+            if hosts.is_primary():
+                claims.record_failure(run_dir, 2 if isinstance(exc, UserError) else 3, str(exc))
             raise
         except BaseException as exc:
-            claims.record_failure(run_dir, 1, f"{type(exc).__name__}: {exc}")
+            if hosts.is_primary():
+                claims.record_failure(run_dir, 1, f"{type(exc).__name__}: {exc}")
             raise
     return "trained"
 

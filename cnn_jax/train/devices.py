@@ -1,7 +1,9 @@
-"""Data parallelism over this process's devices: a 1-D mesh 'data'; batches split, state replicated.
+"""Data parallelism over every device of the run: a 1-D mesh 'data'; batches split, state replicated.
 
 The config's batch sizes are global; each device takes an equal slice of every batch and XLA inserts
-the gradient all-reduce. With one device nothing is annotated, so single-device programs are unchanged.
+the gradient all-reduce. In a multi-process run the mesh spans all processes' devices and each device
+gathers only its own slice of a batch from the (replicated, uint8) dataset. With one device nothing is
+annotated, so single-device programs are unchanged.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ class DataMesh:
         return NamedSharding(self.mesh, PartitionSpec())
 
     def replicate(self, tree: Any) -> Any:
-        """Put a copy of `tree` on every device (a no-op with one device)."""
+        """Put a copy of `tree` on every device (a no-op with one device); every process passes the same tree."""
         if self.size == 1:
             return tree
+        if jax.process_count() > 1:  # from host memory: device_put of single-device arrays across processes can
+            tree = jax.device_get(tree)  # produce arrays Orbax cannot save (seen with one device per process)
         return jax.device_put(tree, self.replicated)
 
     def split_batch(self, batch: Any) -> Any:
@@ -46,12 +50,13 @@ class DataMesh:
 
 
 def data_mesh(config: ml_collections.ConfigDict, devices: list | None = None) -> DataMesh:
-    """A mesh over `devices` (default: all of this process's); batch sizes must divide across them."""
-    devices = list(devices if devices is not None else jax.local_devices())
+    """A mesh over `devices` (default: all devices of all processes); batch sizes must divide across them."""
+    devices = list(devices if devices is not None else jax.devices())
     for field in ("batch_size", "eval_batch_size"):
         size = config.train[field]
         if size % len(devices):
+            where = f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""
             raise UserError(f"config field 'train.{field}' = {size} does not divide across the {len(devices)} "
-                            f"{devices[0].platform} devices; use a multiple of {len(devices)}, e.g. "
+                            f"{devices[0].platform} devices{where}; use a multiple of {len(devices)}, e.g. "
                             f"{size - size % len(devices) or len(devices)}.")
     return DataMesh(Mesh(np.array(devices), ("data",)))

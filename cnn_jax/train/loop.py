@@ -20,7 +20,7 @@ from cnn_jax import checkpoints, provenance, rundir
 from cnn_jax import config as config_lib
 from cnn_jax.data.pipeline import epoch_permutation, take_batch
 from cnn_jax.errors import Diverged, Interrupted
-from cnn_jax.train import transfer
+from cnn_jax.train import hosts, transfer
 from cnn_jax.train.setup import DataPaths, RunSetup, build
 from cnn_jax.train.state import run_keys
 from cnn_jax.train.steps import all_finite, empty_metrics, make_train_step, metric_means
@@ -79,12 +79,16 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
 
     `stop_at_step` ends the process's work after that step without a final checkpoint, as a crash
     would (returns None); re-running resumes from the last checkpoint saved before it.
+    In a multi-process run every process calls this; only process 0 logs and writes `run_dir`.
     """
     run_dir = Path(run_dir)
+    primary = hosts.is_primary()
+    if not primary:
+        log, progress = _silent, False
     config_lib.validate(config)
     source = transfer.resolve_source(config, run_dir.parent.parent) if config.transfer.source else None
     setup = build(config, paths, log=log, transfer_source=source)
-    existed = rundir.open_run_dir(run_dir, config, force=force)
+    existed = rundir.open_run_dir(run_dir, config, force=force) if primary else True
     manager = open_checkpoints(run_dir, config)
     start, payload = checkpoints.restore_newest_readable(manager, setup.payload_structure(),
                                                          run_dir / "corrupt_checkpoints", log, setup.devices.replicated)
@@ -94,18 +98,32 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
         payload = {"state": setup.initial_state(log), "train_totals": empty_metrics()}
     total_steps = config.train.epochs * setup.steps_per_epoch
     if start >= total_steps:
-        result = rundir.read_result(run_dir) or _finish(setup, run_dir, manager, payload["state"], {})
+        result = rundir.read_result(run_dir) or _finish(setup, run_dir, manager, payload["state"], {}, primary)
         log(f"Already complete: {run_dir}")
         return result
-    if existed:
-        rundir.truncate_metrics(run_dir, start)
-    rundir.record_start(run_dir, {**provenance.manifest(), "run_id": config_lib.run_id(config),
-                                  "data": setup.data_manifest(), "transfer": setup.transfer_manifest()},
-                        resumed_from=start if existed else None)
-    return _run(setup, run_dir, manager, payload, start, total_steps, log, progress, stop_at_step)
+    if primary:
+        if existed:
+            rundir.truncate_metrics(run_dir, start)
+        rundir.record_start(run_dir, {**provenance.manifest(), "run_id": config_lib.run_id(config),
+                                      "data": setup.data_manifest(), "transfer": setup.transfer_manifest(),
+                                      "processes": jax.process_count(), "devices": setup.devices.size},
+                            resumed_from=start if existed else None)
+    return _run(setup, run_dir, manager, payload, start, total_steps, log, progress, stop_at_step, primary)
 
 
-def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, stop_at_step) -> dict[str, Any] | None:
+def _silent(*args, **kwargs) -> None:
+    """The log of processes other than 0."""
+
+
+def _stop_requested(received: list[int], done: int, every: int) -> bool:
+    """A signal arrived: every step with one process; with several, all decide together every `every` steps."""
+    if jax.process_count() == 1:
+        return bool(received)
+    return done % every == 0 and hosts.any_process(bool(received))
+
+
+def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, stop_at_step,
+         primary) -> dict[str, Any] | None:
     config, spe = setup.config, setup.steps_per_epoch
     batch_size = config.train.batch_size
     payload = setup.on_devices(payload)
@@ -120,7 +138,8 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
     log(f"Compiled the train step in {compile_seconds:.1f} s.")
 
     # On a restart, TensorBoard drops events after the restored step instead of showing them twice.
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if (run_dir / "tensorboard").exists() else None)
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if (run_dir / "tensorboard").exists() else None,
+                           write_to_disk=primary)
     bar = tqdm(total=total_steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True)
     rates, mark, mark_step = [], time.perf_counter(), start
     try:
@@ -138,21 +157,22 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
                     rates.append((done - mark_step) * batch_size / (now - mark))
                     record = _log_record(setup, state, totals, done, rates[-1], bar, manager.latest_step())
                     mark, mark_step = now, done
-                    rundir.append_metrics(run_dir, record)
+                    if primary:
+                        rundir.append_metrics(run_dir, record)
                     for key, value in record.items():
                         if key != "step":
                             writer.add_scalar(key.replace("_", "/", 1), value, done)
                     if end_of_epoch:  # the next epoch starts its sums from zero, in the checkpoint too
-                        totals = empty_metrics()
+                        totals = setup.on_devices(empty_metrics())
                         _save_checked(manager, done, state, totals,
                                       {k: record[k] for k in ("eval_loss", "eval_accuracy", "eval_top5")})
                         mark = time.perf_counter()  # evaluation and saving are not training throughput
                 if done % config.checkpoint.every_steps == 0 and not end_of_epoch:
                     _save_checked(manager, done, state, totals)
                     mark = time.perf_counter()
-                if received:
+                if _stop_requested(received, done, config.train.log_every_steps):
                     _save_checked(manager, done, state, totals)
-                    raise Interrupted(received[0], done)
+                    raise Interrupted(received[0] if received else signal.SIGTERM, done)
                 if done == stop_at_step:
                     return None
     finally:
@@ -161,7 +181,7 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
     loop_seconds = time.perf_counter() - t0 - compile_seconds  # steps, evaluation and checkpoints
     timing = {"compile_seconds": compile_seconds, "loop_seconds": loop_seconds,
               "images_per_sec_median": statistics.median(rates) if rates else None, "first_step": start}
-    return _finish(setup, run_dir, manager, state, timing)
+    return _finish(setup, run_dir, manager, state, timing, primary)
 
 
 def _log_record(setup: RunSetup, state, totals, done: int, rate: float, bar, last_good: int | None) -> dict[str, Any]:
@@ -185,7 +205,7 @@ def _log_record(setup: RunSetup, state, totals, done: int, rate: float, bar, las
     return record
 
 
-def _finish(setup, run_dir, manager, state, timing) -> dict[str, Any]:
+def _finish(setup, run_dir, manager, state, timing, primary: bool) -> dict[str, Any]:
     config = setup.config
     # The last step ends an epoch, so its checkpoint already carries the final test metrics.
     final = manager.metrics(int(state.step)) or setup.test_metrics(state)
@@ -197,5 +217,6 @@ def _finish(setup, run_dir, manager, state, timing) -> dict[str, Any]:
         "best": {"step": best_step, **(manager.metrics(best_step) or {})} if best_step is not None else None,
         "data_fingerprints": setup.data.fingerprints, "model_summary": setup.model_summary, **timing,
     }
-    rundir.write_result(run_dir, result)
+    if primary:
+        rundir.write_result(run_dir, result)
     return result
