@@ -170,6 +170,8 @@ def _add_sweep_parsers(sub) -> None:
         parser.add_argument("--time", help="slurm: time limit per run, e.g. 02:00:00 (runs checkpoint 2 min before)")
         parser.add_argument("--mem", help="slurm: memory per run, e.g. 16G")
         parser.add_argument("--max-parallel", type=int, default=None, help="slurm: at most this many runs at once")
+        parser.add_argument("--vmap-seeds", type=int, default=1, metavar="K",
+                            help="train up to K runs that differ only by seed in one compiled program (vmap)")
         parser.add_argument("--tasks-per-run", type=int, default=1,
                             help="slurm: processes per run (srun tasks, e.g. one per node), data parallel together")
         _add_data_options(parser)
@@ -179,6 +181,7 @@ def _add_sweep_parsers(sub) -> None:
     task.add_argument("experiment", help="FILE:PRESET")
     task.add_argument("--index", type=int, required=True, help="the run's index in the sweep")
     task.add_argument("--runs-root", type=Path, default=Path("runs"))
+    task.add_argument("--vmap-seeds", type=int, default=1, metavar="K", help="--index names a group of K seeds")
     _add_process_options(task)
     _add_data_options(task)
     report = sub.add_parser("report", help="tables (Markdown, CSV, LaTeX), plots and statistics of a sweep's runs")
@@ -312,9 +315,13 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     from cnn_jax.sweep.status import status_table, sweep_status
 
     plan = _plan(args, extra)
-    runs_root, task_args = args.runs_root.resolve(), _data_args(args) + extra
-    todo = launch.todo(plan, runs_root)
-    print(f"{plan.question}\n{plan.spec}: {len(plan.runs)} runs, {len(plan.runs) - len(todo)} done or running elsewhere")
+    runs_root, task_args, k = args.runs_root.resolve(), _data_args(args) + extra, args.vmap_seeds
+    if k < 1:
+        raise UserError(f"--vmap-seeds must be >= 1, got {k}.")
+    left = len(launch.todo(plan, runs_root))
+    todo = launch.todo(plan, runs_root, k)  # with k > 1: the first run of each group of seeds to train
+    what = f"{len(todo)} tasks of up to {k} seeds each" if k > 1 else f"{len(todo)} runs"
+    print(f"{plan.question}\n{plan.spec}: {len(plan.runs)} runs, {len(plan.runs) - left} done or running elsewhere")
     options = slurm.SlurmOptions(partition=args.partition, gpus_per_task=args.gpus, cpus_per_task=args.cpus,
                                  time=args.time, mem=args.mem, max_parallel=args.max_parallel,
                                  tasks_per_run=args.tasks_per_run, job_name=f"cnn_jax-{plan.experiment}")
@@ -326,21 +333,21 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
         for spec, run_dir in (sources.unfinished_sources(plan, runs_root) if todo else {}).items():
             print(f"would first train the transfer source {spec} -> {run_dir}")
         if args.backend == "slurm" and todo:
-            print(f"would submit one job array of {len(todo)} tasks with this script:\n"
-                  f"{launch.slurm_script(plan, runs_root, todo, task_args, options)}")
+            print(f"would submit one job array of {what} with this script:\n"
+                  f"{launch.slurm_script(plan, runs_root, todo, task_args, options, k)}")
         elif todo:
-            command = shlex.join(local.task_command(plan, runs_root, task_args))
-            print(f"would run {len(todo)} runs, {_jobs(args)} at a time, each as:\n  {command} --index I")
+            command = shlex.join(local.task_command(plan, runs_root, task_args, k))
+            print(f"would run {what}, {_jobs(args)} at a time, each as:\n  {command} --index I")
         return 0
     if args.backend == "slurm":
         if not todo:
             print("nothing to submit: every run is done or running")
             return 0
-        job_id = launch.submit(plan, runs_root, todo, task_args, options, _command_line())
-        print(f"submitted job array {job_id} ({len(todo)} runs); logs in {launch.slurm_dir(plan, runs_root)}; "
+        job_id = launch.submit(plan, runs_root, todo, task_args, options, _command_line(), k)
+        print(f"submitted job array {job_id} ({what}); logs in {launch.slurm_dir(plan, runs_root)}; "
               f"watch with: cnn-jax status {plan.spec} --runs-root {runs_root}")
         return 0
-    failed = launch.run_locally(plan, runs_root, todo, task_args, _jobs(args), _command_line())["failed"]
+    failed = launch.run_locally(plan, runs_root, todo, task_args, _jobs(args), _command_line(), vmap_seeds=k)["failed"]
     if failed:
         print(f"{len(failed)} runs failed: {', '.join(r.name for r in failed)}; `cnn-jax status` shows why; "
               "rerunning the command retries them", file=sys.stderr)
@@ -421,7 +428,7 @@ def cmd_run_task(args: argparse.Namespace, extra: list[str]) -> int:
 
     plan = load_plan(args.experiment, _config_overrides(extra))
     _join_processes(args)
-    outcome = run_task(plan, args.index, args.runs_root.resolve(), _data_paths(args))
+    outcome = run_task(plan, args.index, args.runs_root.resolve(), _data_paths(args), vmap_seeds=args.vmap_seeds)
     return EXIT_HELD if outcome == "held" else 0
 
 

@@ -30,7 +30,7 @@ def fashion_data_dir(tmp_path_factory) -> Path:
     return data_dir
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fashion_paths(fashion_data_dir):
     from cnn_jax.train.setup import DataPaths
 

@@ -12,35 +12,39 @@ from cnn_jax.sweep.plan import Plan, Run
 from cnn_jax.sweep.status import sweep_status
 
 
-def todo(plan: Plan, runs_root: Path) -> list[Run]:
-    """Runs that are neither finished nor held by a live process (failed ones are retried)."""
-    return [s.run for s in sweep_status(plan, runs_root) if s.state in ("pending", "failed")]
+def todo(plan: Plan, runs_root: Path, vmap_seeds: int = 1) -> list[Run]:
+    """Runs that are neither finished nor held by a live process (failed ones are retried); with
+    `vmap_seeds` > 1 the first run of each seed group that has such a run (the task trains the group)."""
+    left = {s.run.index for s in sweep_status(plan, runs_root) if s.state in ("pending", "failed")}
+    if vmap_seeds > 1:
+        return [group[0] for group in plan.seed_groups(vmap_seeds) if left & {r.index for r in group}]
+    return [run for run in plan.runs if run.index in left]
 
 
 def run_locally(plan: Plan, runs_root: Path, runs: Sequence[Run], task_args: Sequence[str], jobs: int,
-                command_line: str, log=print) -> dict[str, list[Run]]:
+                command_line: str, log=print, vmap_seeds: int = 1) -> dict[str, list[Run]]:
     """Train missing transfer sources, record the sweep, then run `runs` `jobs` at a time."""
     if runs:
         sources.train_sources(sources.unfinished_sources(plan, runs_root), runs_root, _data_args(task_args), log)
     plan.write_record(runs_root, command_line)
-    return local.run_local(plan, runs_root, runs, local.task_command(plan, runs_root, task_args), jobs, log)
+    return local.run_local(plan, runs_root, runs, local.task_command(plan, runs_root, task_args, vmap_seeds), jobs, log)
 
 
 def slurm_script(plan: Plan, runs_root: Path, runs: Sequence[Run], task_args: Sequence[str],
-                 options: slurm.SlurmOptions) -> str:
-    """The sbatch script of one job array over `runs`."""
-    return slurm.render_script([r.index for r in runs], local.task_command(plan, runs_root, task_args),
+                 options: slurm.SlurmOptions, vmap_seeds: int = 1) -> str:
+    """The sbatch script of one job array over `runs` (first runs of seed groups with `vmap_seeds` > 1)."""
+    return slurm.render_script([r.index for r in runs], local.task_command(plan, runs_root, task_args, vmap_seeds),
                                slurm_dir(plan, runs_root), Path.cwd(), options)
 
 
 def submit(plan: Plan, runs_root: Path, runs: Sequence[Run], task_args: Sequence[str], options: slurm.SlurmOptions,
-           command_line: str) -> str:
+           command_line: str, vmap_seeds: int = 1) -> str:
     """Submit one job array over `runs`; returns the job id. Transfer sources must be trained already."""
     missing = sources.unfinished_sources(plan, runs_root)
     if missing:
         raise UserError(f"transfer sources are not trained yet: {', '.join(missing)}; train them first "
                         f"(cnn-jax train SPEC --runs-root {runs_root}), or launch with the local backend.")
-    script = slurm_script(plan, runs_root, runs, task_args, options)
+    script = slurm_script(plan, runs_root, runs, task_args, options, vmap_seeds)
     plan.write_record(runs_root, command_line)
     slurm_dir(plan, runs_root).mkdir(parents=True, exist_ok=True)  # SLURM does not create --output's folder
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

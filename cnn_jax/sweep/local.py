@@ -25,9 +25,11 @@ POLL_SECONDS = 0.5
 LOG = "train.log"
 
 
-def task_command(plan: Plan, runs_root: Path, extra_args: Sequence[str]) -> list[str]:
-    """The argv that runs one run of `plan` (the caller appends `--index I`)."""
-    return [sys.executable, "-m", "cnn_jax.cli", "run-task", plan.spec, "--runs-root", str(runs_root), *extra_args]
+def task_command(plan: Plan, runs_root: Path, extra_args: Sequence[str], vmap_seeds: int = 1) -> list[str]:
+    """The argv that runs one run of `plan`, or one group of `vmap_seeds` seeds (the caller appends `--index I`)."""
+    group = ["--vmap-seeds", str(vmap_seeds)] if vmap_seeds > 1 else []
+    return [sys.executable, "-m", "cnn_jax.cli", "run-task", plan.spec, "--runs-root", str(runs_root), *group,
+            *extra_args]
 
 
 def gpu_ids() -> list[str]:

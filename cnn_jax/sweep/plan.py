@@ -97,6 +97,21 @@ class Plan:
                       "run_id": r.run_id} for r in self.runs],
         }
 
+    def seed_groups(self, size: int) -> list[tuple[Run, ...]]:
+        """Runs that differ only by seed, in chunks of at most `size`; a group is named by its first run."""
+        by_variant: dict[str, list[Run]] = {}
+        for run in self.runs:
+            by_variant.setdefault(run.variant, []).append(run)
+        return [tuple(runs[i:i + size]) for runs in by_variant.values() for i in range(0, len(runs), size)]
+
+    def seed_group(self, index: int, size: int) -> tuple[Run, ...]:
+        """The group of `seed_groups(size)` whose first run is run `index`."""
+        for group in self.seed_groups(size):
+            if group[0].index == index:
+                return group
+        leaders = [g[0].index for g in self.seed_groups(size)]
+        raise UserError(f"--index {index} starts no group of {size} seeds in {self.spec}; groups start at {leaders}.")
+
     def write_record(self, runs_root: Path, command: str) -> Path:
         path = self.record_path(runs_root)
         path.parent.mkdir(parents=True, exist_ok=True)

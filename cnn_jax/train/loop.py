@@ -8,6 +8,7 @@ import signal
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from cnn_jax.train.steps import all_finite, empty_metrics, make_train_step, metr
 
 
 @contextlib.contextmanager
-def _signals_to_flag():
+def signals_to_flag():
     """Turn SIGTERM / SIGINT into an entry in the yielded list, checked by the loop between steps."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -45,7 +46,7 @@ def _signals_to_flag():
 _all_finite = jax.jit(all_finite)
 
 
-def _save_checked(manager, step: int, state, totals, metrics=None) -> None:
+def save_checked(manager, step: int, state, totals, metrics=None) -> None:
     """Save a checkpoint only of a finite state, so a divergence never overwrites the last good one."""
     if not math.isfinite(float(totals["loss_sum"])):
         raise Diverged(step, "the training loss", manager.latest_step())
@@ -60,8 +61,8 @@ def open_checkpoints(run_dir: Path, config: ml_collections.ConfigDict, read_only
                                     best_mode=c.best_mode, read_only=read_only)
 
 
-def make_train_driver(setup: RunSetup):
-    """jitted (state, totals, split, order, index) -> (state, totals): gather a batch, step, add metrics."""
+def make_drive(setup: RunSetup):
+    """drive(state, totals, split, order, index) -> (state, totals): gather a batch, step, add metrics."""
     train_step = make_train_step(setup.model, setup.tx, setup.config, setup.mean, setup.std, setup.trainable)
     batch_size = setup.config.train.batch_size
 
@@ -70,7 +71,12 @@ def make_train_driver(setup: RunSetup):
         state, sums = train_step(state, batch, jax.random.fold_in(state.rng, state.step))
         return state, jax.tree_util.tree_map(lambda a, b: a + b, totals, sums)
 
-    return jax.jit(drive, donate_argnums=(0, 1))
+    return drive
+
+
+def make_train_driver(setup: RunSetup):
+    """`make_drive`, jitted, with the state and the metric sums donated."""
+    return jax.jit(make_drive(setup), donate_argnums=(0, 1))
 
 
 def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *, force: bool = False,
@@ -84,7 +90,7 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
     run_dir = Path(run_dir)
     primary = hosts.is_primary()
     if not primary:
-        log, progress = _silent, False
+        log, progress = silent, False
     config_lib.validate(config)
     source = transfer.resolve_source(config, run_dir.parent.parent) if config.transfer.source else None
     setup = build(config, paths, log=log, transfer_source=source)
@@ -98,7 +104,7 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
         payload = {"state": setup.initial_state(log), "train_totals": empty_metrics()}
     total_steps = config.train.epochs * setup.steps_per_epoch
     if start >= total_steps:
-        result = rundir.read_result(run_dir) or _finish(setup, run_dir, manager, payload["state"], {}, primary)
+        result = rundir.read_result(run_dir) or finish(setup, run_dir, manager, payload["state"], {}, primary)
         log(f"Already complete: {run_dir}")
         return result
     if primary:
@@ -111,11 +117,11 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
     return _run(setup, run_dir, manager, payload, start, total_steps, log, progress, stop_at_step, primary)
 
 
-def _silent(*args, **kwargs) -> None:
+def silent(*args, **kwargs) -> None:
     """The log of processes other than 0."""
 
 
-def _stop_requested(received: list[int], done: int, every: int) -> bool:
+def stop_requested(received: list[int], done: int, every: int) -> bool:
     """A signal arrived: every step with one process; with several, all decide together every `every` steps."""
     if jax.process_count() == 1:
         return bool(received)
@@ -143,7 +149,7 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
     bar = tqdm(total=total_steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True)
     rates, mark, mark_step = [], time.perf_counter(), start
     try:
-        with _signals_to_flag() as received:
+        with signals_to_flag() as received:
             for step in range(start, total_steps):
                 epoch, index = divmod(step, spe)
                 if index == 0 and step != start:
@@ -155,7 +161,8 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
                     jax.block_until_ready(totals)  # dispatch is asynchronous: time finished work only
                     now = time.perf_counter()
                     rates.append((done - mark_step) * batch_size / (now - mark))
-                    record = _log_record(setup, state, totals, done, rates[-1], bar, manager.latest_step())
+                    record = log_record(setup, jax.device_get(totals), done, rates[-1], manager.latest_step(),
+                                        lambda: setup.test_metrics(state), bar)
                     mark, mark_step = now, done
                     if primary:
                         rundir.append_metrics(run_dir, record)
@@ -164,14 +171,14 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
                             writer.add_scalar(key.replace("_", "/", 1), value, done)
                     if end_of_epoch:  # the next epoch starts its sums from zero, in the checkpoint too
                         totals = setup.on_devices(empty_metrics())
-                        _save_checked(manager, done, state, totals,
+                        save_checked(manager, done, state, totals,
                                       {k: record[k] for k in ("eval_loss", "eval_accuracy", "eval_top5")})
                         mark = time.perf_counter()  # evaluation and saving are not training throughput
                 if done % config.checkpoint.every_steps == 0 and not end_of_epoch:
-                    _save_checked(manager, done, state, totals)
+                    save_checked(manager, done, state, totals)
                     mark = time.perf_counter()
-                if _stop_requested(received, done, config.train.log_every_steps):
-                    _save_checked(manager, done, state, totals)
+                if stop_requested(received, done, config.train.log_every_steps):
+                    save_checked(manager, done, state, totals)
                     raise Interrupted(received[0] if received else signal.SIGTERM, done)
                 if done == stop_at_step:
                     return None
@@ -181,31 +188,35 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
     loop_seconds = time.perf_counter() - t0 - compile_seconds  # steps, evaluation and checkpoints
     timing = {"compile_seconds": compile_seconds, "loop_seconds": loop_seconds,
               "images_per_sec_median": statistics.median(rates) if rates else None, "first_step": start}
-    return _finish(setup, run_dir, manager, state, timing, primary)
+    return finish(setup, run_dir, manager, state, timing, primary)
 
 
-def _log_record(setup: RunSetup, state, totals, done: int, rate: float, bar, last_good: int | None) -> dict[str, Any]:
-    """The metrics.jsonl record of step `done`; at an epoch end with test metrics (and a line on screen)."""
+def log_record(setup: RunSetup, host: dict, done: int, rate: float, last_good: int | None,
+               test_metrics: Callable[[], dict[str, float]], bar=None) -> dict[str, Any]:
+    """The metrics.jsonl record of step `done` from the metric sums `host`; at an epoch end with
+    `test_metrics()` (and a line under the progress `bar`, if any)."""
     config, spe = setup.config, setup.steps_per_epoch
-    host = jax.device_get(totals)
     running = metric_means(host)
     if not math.isfinite(running["loss"]):
         raise Diverged(done, "the training loss", last_good)
-    bar.update(done - bar.n)  # the bar moves where the host has synced, so its ETA is honest
-    bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['accuracy']:.3f}", img_s=f"{rate:.0f}")
+    if bar is not None:
+        bar.update(done - bar.n)  # the bar moves where the host has synced, so its ETA is honest
+        bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['accuracy']:.3f}", img_s=f"{rate:.0f}")
     record = {"step": done, "epoch": done / spe, "lr": float(setup.schedule(done - 1)),
               "train_loss": running["loss"], "train_accuracy": running["accuracy"], "images_per_sec": rate}
     if config.train.skip_nonfinite_updates:
         record["skipped_steps"] = int(host["skipped"])  # this epoch so far
     if done % spe == 0:
-        record.update(setup.test_metrics(state))
+        record.update(test_metrics())
         record["train_top5"] = running["top5"]
-        bar.write(f"epoch {done // spe}/{config.train.epochs}: train loss {running['loss']:.4f} "
-                  f"acc {running['accuracy']:.4f} | test loss {record['eval_loss']:.4f} acc {record['eval_accuracy']:.4f}")
+        if bar is not None:
+            bar.write(f"epoch {done // spe}/{config.train.epochs}: train loss {running['loss']:.4f} "
+                      f"acc {running['accuracy']:.4f} | test loss {record['eval_loss']:.4f} "
+                      f"acc {record['eval_accuracy']:.4f}")
     return record
 
 
-def _finish(setup, run_dir, manager, state, timing, primary: bool) -> dict[str, Any]:
+def finish(setup, run_dir, manager, state, timing, primary: bool) -> dict[str, Any]:
     config = setup.config
     # The last step ends an epoch, so its checkpoint already carries the final test metrics.
     final = manager.metrics(int(state.step)) or setup.test_metrics(state)
