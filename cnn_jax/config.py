@@ -24,6 +24,7 @@ SCHEDULES = ("constant", "cosine", "step")
 LOSSES = ("cross_entropy", "mse")
 BEST_MODES = ("max", "min")
 EVAL_METRICS = ("eval_accuracy", "eval_loss", "eval_top5")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -81,6 +82,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.eval_batch_size = 1000
     c.train.log_every_steps = 20
     c.train.skip_nonfinite_updates = False  # True: a step with a non-finite loss or gradient changes nothing (counted)
+    # float32 | bfloat16: dtype of activations and of the parameter copies used in the forward/backward pass;
+    # parameters, optimizer state, batch-norm statistics and the loss stay float32
+    c.train.compute_dtype = "float32"
 
     c.transfer = ml_collections.ConfigDict()  # see cnn_jax/train/transfer.py
     c.transfer.source = ""  # a finished run to start from: its directory, or the experiment FILE.py[:preset] that made it
@@ -264,6 +268,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice("loss.name", config.loss.name, LOSSES)
     _choice("checkpoint.best_metric", config.checkpoint.best_metric, EVAL_METRICS)
     _choice("checkpoint.best_mode", config.checkpoint.best_mode, BEST_MODES)
+    _choice("train.compute_dtype", config.train.compute_dtype, COMPUTE_DTYPES)
     _positive("optimizer.lr", config.optimizer.lr)
     for field in ("train.epochs", "train.batch_size", "train.eval_batch_size",
                   "train.log_every_steps", "checkpoint.every_steps", "checkpoint.keep"):

@@ -12,7 +12,8 @@ offline; label such results "CIFAR-10 (JPEG copy)".
 Presets:
   cpu   a CPU-sized rehearsal, not the paper's result: ResNet-20 vs ResNet-32, 10,000 training
         images, 2 epochs, 3 seeds; about 15 minutes on a 2-core CPU.
-  full  the paper's schedule for all five depths, 5 seeds: for a GPU/TPU.
+  full  the paper's schedule for all five depths, 5 seeds: for a GPU/TPU, computing in bfloat16
+        (float32 parameters and loss; train.compute_dtype).
 """
 
 from cnn_jax.config import default_config
@@ -38,11 +39,13 @@ def get_config(preset: str = "cpu"):
     config.schedule.decay_factor = 0.1
     config.train.batch_size = 128
     config.train.epochs = 164
+    config.train.compute_dtype = "bfloat16"
     if preset == "cpu":
         config.dataset.train_subset = 10_000
         config.train.epochs = 2
         config.schedule.name = "cosine"
         config.schedule.warmup_epochs = 0.3
+        config.train.compute_dtype = "float32"
     return config
 
 

@@ -46,10 +46,16 @@ def alone(tmp_path_factory, fashion_paths):
     return root, results
 
 
-def test_each_seed_of_a_group_trains_like_that_seed_alone(alone, tmp_path, fashion_paths):
+@pytest.fixture(scope="module")
+def group(tmp_path_factory, fashion_paths):
+    root = tmp_path_factory.mktemp("group")
+    return root, train_seed_group(configs(), [root / str(s) for s in SEEDS], fashion_paths, progress=False,
+                                  log=lambda *a: None)
+
+
+def test_each_seed_of_a_group_trains_like_that_seed_alone(alone, group):
     alone_root, alone_results = alone
-    dirs = [tmp_path / str(s) for s in SEEDS]
-    results = train_seed_group(configs(), dirs, fashion_paths, progress=False, log=lambda *a: None)
+    tmp_path, results = group
     assert [r["seed"] for r in results] == list(SEEDS) and all(r["seeds_in_program"] == 2 for r in results)
     for seed, result, reference in zip(SEEDS, results, alone_results):
         assert result["run_id"] == reference["run_id"]  # the same config: the same run
@@ -68,9 +74,8 @@ def test_each_seed_of_a_group_trains_like_that_seed_alone(alone, tmp_path, fashi
     assert any(not np.allclose(a[k], b[k]) for k in a)
 
 
-def test_an_interrupted_group_resumes_to_the_unbroken_numbers(tmp_path, fashion_paths):
-    unbroken = train_seed_group(configs(), [tmp_path / "a" / str(s) for s in SEEDS], fashion_paths,
-                                progress=False, log=lambda *a: None)
+def test_an_interrupted_group_resumes_to_the_unbroken_numbers(group, tmp_path, fashion_paths):
+    _, unbroken = group
     dirs = [tmp_path / "b" / str(s) for s in SEEDS]
     assert train_seed_group(configs(), dirs, fashion_paths, progress=False, log=lambda *a: None,
                             stop_at_step=12) is None  # as a crash after step 12: checkpoints at 5 and 10

@@ -9,10 +9,12 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
@@ -20,7 +22,7 @@ from tqdm import tqdm
 from cnn_jax import checkpoints, provenance, rundir
 from cnn_jax import config as config_lib
 from cnn_jax.data.pipeline import epoch_permutation, take_batch
-from cnn_jax.errors import Diverged, Interrupted
+from cnn_jax.errors import Diverged, Interrupted, UserError
 from cnn_jax.train import hosts, transfer
 from cnn_jax.train.setup import DataPaths, RunSetup, build
 from cnn_jax.train.state import run_keys
@@ -87,14 +89,41 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
     would (returns None); re-running resumes from the last checkpoint saved before it.
     In a multi-process run every process calls this; only process 0 logs and writes `run_dir`.
     """
-    run_dir = Path(run_dir)
-    primary = hosts.is_primary()
-    if not primary:
+    if not hosts.is_primary():
         log, progress = silent, False
     config_lib.validate(config)
-    source = transfer.resolve_source(config, run_dir.parent.parent) if config.transfer.source else None
-    setup = build(config, paths, log=log, transfer_source=source)
-    existed = rundir.open_run_dir(run_dir, config, force=force) if primary else True
+    setup = build(config, paths, log=log, transfer_source=transfer_source(config, run_dir))
+    member = open_member(setup, run_dir, log, force)
+    results = run_members(setup, [member], start_of([member]), log, progress, stop_at_step, batched=False)
+    return results[0] if results else None
+
+
+def transfer_source(config: ml_collections.ConfigDict, run_dir: Path) -> Path | None:
+    """The finished run whose weights start this one (transfer learning), or None."""
+    return transfer.resolve_source(config, Path(run_dir).parent.parent) if config.transfer.source else None
+
+
+def silent(*args, **kwargs) -> None:
+    """The log of processes other than 0."""
+
+
+@dataclass
+class Member:
+    """One run of a training program: its setup (with its config), directory, checkpoints and payload."""
+
+    setup: RunSetup
+    run_dir: Path
+    manager: Any
+    existed: bool
+    start: int
+    payload: dict
+
+
+def open_member(setup: RunSetup, run_dir: Path, log, force: bool = False) -> Member:
+    """Open (or create) the run directory of `setup.config` and restore its newest readable checkpoint."""
+    run_dir = Path(run_dir)
+    config = setup.config
+    existed = rundir.open_run_dir(run_dir, config, force=force) if hosts.is_primary() else True
     manager = open_checkpoints(run_dir, config)
     start, payload = checkpoints.restore_newest_readable(manager, setup.payload_structure(),
                                                          run_dir / "corrupt_checkpoints", log, setup.devices.replicated)
@@ -102,23 +131,17 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
         log(f"Resuming {run_dir} from step {start}.")
     else:
         payload = {"state": setup.initial_state(log), "train_totals": empty_metrics()}
-    total_steps = config.train.epochs * setup.steps_per_epoch
-    if start >= total_steps:
-        result = rundir.read_result(run_dir) or finish(setup, run_dir, manager, payload["state"], {}, primary)
-        log(f"Already complete: {run_dir}")
-        return result
-    if primary:
-        if existed:
-            rundir.truncate_metrics(run_dir, start)
-        rundir.record_start(run_dir, {**provenance.manifest(), "run_id": config_lib.run_id(config),
-                                      "data": setup.data_manifest(), "transfer": setup.transfer_manifest(),
-                                      "processes": jax.process_count(), "devices": setup.devices.size},
-                            resumed_from=start if existed else None)
-    return _run(setup, run_dir, manager, payload, start, total_steps, log, progress, stop_at_step, primary)
+    return Member(setup, run_dir, manager, existed, start, payload)
 
 
-def silent(*args, **kwargs) -> None:
-    """The log of processes other than 0."""
+def start_of(members: list[Member]) -> int:
+    """The step every member resumes from; members saved at different steps cannot train together."""
+    starts = {m.start for m in members}
+    if len(starts) > 1:
+        raise UserError("the runs of this seed group stopped at different steps ("
+                        + ", ".join(f"seed {m.setup.config.seed}: {m.start}" for m in members)
+                        + "); finish them one at a time (without --vmap-seeds).")
+    return starts.pop()
 
 
 def stop_requested(received: list[int], done: int, every: int) -> bool:
@@ -128,24 +151,71 @@ def stop_requested(received: list[int], done: int, every: int) -> bool:
     return done % every == 0 and hosts.any_process(bool(received))
 
 
-def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, stop_at_step,
-         primary) -> dict[str, Any] | None:
+def _stack(trees: list[Any]) -> Any:
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+@dataclass(frozen=True)
+class _Program:
+    """The compiled pieces of a training program: one run, or several seeds vmapped together."""
+
+    order_fn: Callable  # (data key(s), epoch, n) -> order(s)
+    drive: Callable  # jitted (state, totals, split, order, index) -> (state, totals)
+    evaluate: Callable  # jitted (state, split) -> metric sums
+    member: Callable  # (tree, i) -> the tree of member i
+    stack: Callable  # [tree of each member] -> the program's tree
+
+
+def _program(setup: RunSetup, batched: bool) -> _Program:
+    if not batched:
+        return _Program(jax.jit(epoch_permutation, static_argnums=2), make_train_driver(setup), setup.evaluate,
+                        lambda tree, i: tree, lambda trees: trees[0])
+    return _Program(jax.jit(jax.vmap(epoch_permutation, in_axes=(0, None, None)), static_argnums=2),
+                    jax.jit(jax.vmap(make_drive(setup), in_axes=(0, 0, None, 0, None)), donate_argnums=(0, 1)),
+                    jax.jit(jax.vmap(setup.evaluate, in_axes=(0, None))),
+                    lambda tree, i: jax.tree_util.tree_map(lambda x: x[i], tree), _stack)
+
+
+def run_members(setup: RunSetup, members: list[Member], start: int, log, progress: bool, stop_at_step: int | None,
+                batched: bool) -> list[dict[str, Any]] | None:
+    """Train `members` from step `start` to the end: one run (`batched` False), or several seeds of one
+    config as one vmapped program; returns their results (None after `stop_at_step`)."""
+    config = setup.config
+    total_steps = config.train.epochs * setup.steps_per_epoch
+    primary = hosts.is_primary()
+    if start >= total_steps:
+        log(f"Already complete: {', '.join(str(m.run_dir) for m in members)}")
+        return [rundir.read_result(m.run_dir) or finish(m, m.payload["state"], {}) for m in members]
+    for m in members:
+        if primary:
+            if m.existed:
+                rundir.truncate_metrics(m.run_dir, start)
+            rundir.record_start(m.run_dir, {**provenance.manifest(), "run_id": config_lib.run_id(m.setup.config),
+                                            "data": setup.data_manifest(), "transfer": m.setup.transfer_manifest(),
+                                            "processes": jax.process_count(), "devices": setup.devices.size,
+                                            **({"seed_group": [n.setup.config.seed for n in members]} if batched else {})},
+                                resumed_from=start if m.existed else None)
+    return _run(setup, members, _program(setup, batched), start, total_steps, log, progress, stop_at_step, primary)
+
+
+def _run(setup: RunSetup, members: list[Member], program: _Program, start, total_steps, log, progress, stop_at_step,
+         primary) -> list[dict[str, Any]] | None:
     config, spe = setup.config, setup.steps_per_epoch
     batch_size = config.train.batch_size
-    payload = setup.on_devices(payload)
+    payload = setup.on_devices(program.stack([m.payload for m in members]))
     state, totals = payload["state"], payload["train_totals"]
-    data_key = run_keys(config.seed)["data"]
-    order_fn = jax.jit(epoch_permutation, static_argnums=2)
+    data_key = program.stack([run_keys(m.setup.config.seed)["data"] for m in members])
 
     t0 = time.perf_counter()
-    order = setup.devices.replicate(order_fn(data_key, start // spe, setup.train.size))
-    step_fn = make_train_driver(setup).lower(state, totals, setup.train, order, 0).compile()
+    order = setup.devices.replicate(program.order_fn(data_key, start // spe, setup.train.size))
+    step_fn = program.drive.lower(state, totals, setup.train, order, 0).compile()
     compile_seconds = time.perf_counter() - t0
-    log(f"Compiled the train step in {compile_seconds:.1f} s.")
+    seeds = f" of {len(members)} seeds" if len(members) > 1 else ""
+    log(f"Compiled the train step{seeds} in {compile_seconds:.1f} s.")
 
     # On a restart, TensorBoard drops events after the restored step instead of showing them twice.
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if (run_dir / "tensorboard").exists() else None,
-                           write_to_disk=primary)
+    writers = [SummaryWriter(str(m.run_dir / "tensorboard"), write_to_disk=primary,
+                             purge_step=start + 1 if (m.run_dir / "tensorboard").exists() else None) for m in members]
     bar = tqdm(total=total_steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True)
     rates, mark, mark_step = [], time.perf_counter(), start
     try:
@@ -153,42 +223,63 @@ def _run(setup, run_dir, manager, payload, start, total_steps, log, progress, st
             for step in range(start, total_steps):
                 epoch, index = divmod(step, spe)
                 if index == 0 and step != start:
-                    order = setup.devices.replicate(order_fn(data_key, epoch, setup.train.size))
+                    order = setup.devices.replicate(program.order_fn(data_key, epoch, setup.train.size))
                 state, totals = step_fn(state, totals, setup.train, order, index)
                 done = step + 1
                 end_of_epoch = done % spe == 0
                 if done % config.train.log_every_steps == 0 or end_of_epoch:
-                    jax.block_until_ready(totals)  # dispatch is asynchronous: time finished work only
+                    host = jax.device_get(totals)  # dispatch is asynchronous: this waits for the finished steps
                     now = time.perf_counter()
-                    rates.append((done - mark_step) * batch_size / (now - mark))
-                    record = log_record(setup, jax.device_get(totals), done, rates[-1], manager.latest_step(),
-                                        lambda: setup.test_metrics(state), bar)
+                    rates.append((done - mark_step) * batch_size / (now - mark))  # per run
+                    tests = _test_metrics(setup, program, state, len(members)) if end_of_epoch else None
+                    records = [log_record(m.setup, program.member(host, i), done, rates[-1], m.manager.latest_step(),
+                                          lambda i=i: tests[i], bar if i == 0 else None) for i, m in enumerate(members)]
                     mark, mark_step = now, done
-                    if primary:
-                        rundir.append_metrics(run_dir, record)
-                    for key, value in record.items():
-                        if key != "step":
-                            writer.add_scalar(key.replace("_", "/", 1), value, done)
+                    for m, writer, record in zip(members, writers, records):
+                        if primary:
+                            rundir.append_metrics(m.run_dir, record)
+                        for key, value in record.items():
+                            if key != "step":
+                                writer.add_scalar(key.replace("_", "/", 1), value, done)
                     if end_of_epoch:  # the next epoch starts its sums from zero, in the checkpoint too
-                        totals = setup.on_devices(empty_metrics())
-                        save_checked(manager, done, state, totals,
-                                      {k: record[k] for k in ("eval_loss", "eval_accuracy", "eval_top5")})
+                        totals = setup.on_devices(program.stack([empty_metrics()] * len(members)))
+                        _save_all(members, program, done, state, totals, records)
                         mark = time.perf_counter()  # evaluation and saving are not training throughput
                 if done % config.checkpoint.every_steps == 0 and not end_of_epoch:
-                    save_checked(manager, done, state, totals)
+                    _save_all(members, program, done, state, totals)
                     mark = time.perf_counter()
                 if stop_requested(received, done, config.train.log_every_steps):
-                    save_checked(manager, done, state, totals)
+                    _save_all(members, program, done, state, totals)
                     raise Interrupted(received[0] if received else signal.SIGTERM, done)
                 if done == stop_at_step:
                     return None
     finally:
         bar.close()
-        writer.close()
+        for writer in writers:
+            writer.close()
     loop_seconds = time.perf_counter() - t0 - compile_seconds  # steps, evaluation and checkpoints
     timing = {"compile_seconds": compile_seconds, "loop_seconds": loop_seconds,
-              "images_per_sec_median": statistics.median(rates) if rates else None, "first_step": start}
-    return finish(setup, run_dir, manager, state, timing, primary)
+              "images_per_sec_median": statistics.median(rates) if rates else None, "first_step": start,
+              **({"seeds_in_program": len(members)} if len(members) > 1 else {})}
+    return [finish(m, program.member(state, i), timing) for i, m in enumerate(members)]
+
+
+def _test_metrics(setup: RunSetup, program: _Program, state, count: int) -> list[dict[str, float]]:
+    """Test loss, top-1 and top-5 accuracy of each member on the whole test split, each example once."""
+    sums = jax.device_get(program.evaluate(setup.on_devices(state), setup.test))
+    out = []
+    for i in range(count):
+        metrics = metric_means(program.member(sums, i))
+        if int(program.member(sums, i)["count"]) != setup.test.size:
+            raise RuntimeError(f"evaluation counted {program.member(sums, i)['count']} of {setup.test.size} test examples")
+        out.append({"eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"], "eval_top5": metrics["top5"]})
+    return out
+
+
+def _save_all(members: list[Member], program: _Program, done: int, state, totals, records=None) -> None:
+    for i, m in enumerate(members):
+        metrics = {k: records[i][k] for k in ("eval_loss", "eval_accuracy", "eval_top5")} if records else None
+        save_checked(m.manager, done, program.member(state, i), program.member(totals, i), metrics)
 
 
 def log_record(setup: RunSetup, host: dict, done: int, rate: float, last_good: int | None,
@@ -216,8 +307,9 @@ def log_record(setup: RunSetup, host: dict, done: int, rate: float, last_good: i
     return record
 
 
-def finish(setup, run_dir, manager, state, timing, primary: bool) -> dict[str, Any]:
-    config = setup.config
+def finish(member: Member, state, timing: dict) -> dict[str, Any]:
+    """The result record of a member (written by process 0)."""
+    setup, config, manager = member.setup, member.setup.config, member.manager
     # The last step ends an epoch, so its checkpoint already carries the final test metrics.
     final = manager.metrics(int(state.step)) or setup.test_metrics(state)
     best_step = manager.best_step()
@@ -228,6 +320,6 @@ def finish(setup, run_dir, manager, state, timing, primary: bool) -> dict[str, A
         "best": {"step": best_step, **(manager.metrics(best_step) or {})} if best_step is not None else None,
         "data_fingerprints": setup.data.fingerprints, "model_summary": setup.model_summary, **timing,
     }
-    if primary:
-        rundir.write_result(run_dir, result)
+    if hosts.is_primary():
+        rundir.write_result(member.run_dir, result)
     return result

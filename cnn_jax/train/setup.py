@@ -142,7 +142,7 @@ def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print,
 
 def make_evaluate(setup: RunSetup):
     """jitted evaluate(state, split) -> metric sums over every real example of the split, once."""
-    eval_step = make_eval_step(setup.model, setup.mean, setup.std)
+    eval_step = make_eval_step(setup.model, setup.mean, setup.std, compute_dtype=setup.config.train.compute_dtype)
     batch_size = setup.config.train.eval_batch_size
 
     def evaluate(state: TrainState, split: DeviceSplit):

@@ -41,6 +41,18 @@ def _variables(state: TrainState, params) -> dict:
     return {"params": params, "batch_stats": state.batch_stats} if state.batch_stats else {"params": params}
 
 
+def cast_floating(tree, dtype):
+    """The pytree with its floating-point leaves cast to `dtype`; other leaves unchanged."""
+    return jax.tree_util.tree_map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def _precision_casts(compute_dtype: str) -> tuple[Callable, Callable]:
+    """(to_compute, to_float32): the casts into and out of the forward pass; identities for float32."""
+    if compute_dtype == "float32":
+        return (lambda tree: tree), (lambda tree: tree)
+    return (lambda tree: cast_floating(tree, compute_dtype)), (lambda tree: cast_floating(tree, jnp.float32))
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
                     mean: jax.Array, std: jax.Array, trainable: dict | None = None,
                     ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
@@ -53,22 +65,28 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config: 
 
     The objective adds `loss.aux_weight` times the loss of each auxiliary classifier a model sows as
     'intermediates/aux_logits'; the reported loss is the main classifier's.
+
+    With `train.compute_dtype` bfloat16 the forward and backward pass run on bfloat16 copies of the
+    images and parameters, cast inside the differentiated function so the gradients reach the float32
+    parameters as float32; logits are cast back to float32 for the loss and the metrics.
     """
     aug = config.dataset.augment
     loss_name, smoothing, aux_weight = config.loss.name, config.loss.label_smoothing, config.loss.aux_weight
     skip_nonfinite = config.train.skip_nonfinite_updates
+    to_compute, to_float32 = _precision_casts(config.train.compute_dtype)
 
     def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
         aug_key, dropout_key = jax.random.split(key)
         images = augment(batch["image"], aug_key, crop_padding=aug.random_crop_padding,
                          translate=aug.translate, horizontal_flip=aug.horizontal_flip)
-        images = normalize(images, mean, std)
+        images = to_compute(normalize(images, mean, std))
 
         def loss_fn(params):
-            logits, updates = model.apply(_variables(state, params), images, train=True,
+            logits, updates = model.apply(_variables(state, to_compute(params)), images, train=True,
                                           rngs={"dropout": dropout_key}, mutable=["batch_stats", "intermediates"])
+            logits = to_float32(logits)
             losses = per_example_loss(loss_name, logits, batch["label"], smoothing)
-            aux_logits = updates.get("intermediates", {}).get("aux_logits", ())  # sown by models with aux heads
+            aux_logits = to_float32(updates.get("intermediates", {}).get("aux_logits", ()))  # sown by aux heads
             objective = losses + sum(aux_weight * per_example_loss(loss_name, aux, batch["label"], smoothing)
                                      for aux in aux_logits)
             return jnp.mean(objective), (logits, losses, updates)
@@ -97,11 +115,17 @@ def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
-def make_eval_step(model: nn.Module, mean: jax.Array, std: jax.Array) -> Callable[[TrainState, Batch], Metrics]:
-    """eval_step(state, batch) -> metric sums over the batch's real (unmasked) examples; plain cross-entropy."""
+def make_eval_step(model: nn.Module, mean: jax.Array, std: jax.Array, *, compute_dtype: str = "float32",
+                   ) -> Callable[[TrainState, Batch], Metrics]:
+    """eval_step(state, batch) -> metric sums over the batch's real (unmasked) examples; plain cross-entropy.
+
+    The forward pass runs in `compute_dtype` (see make_train_step); logits, loss and metrics in float32.
+    """
+    to_compute, to_float32 = _precision_casts(compute_dtype)
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
-        logits = model.apply(_variables(state, state.params), normalize(batch["image"], mean, std), train=False)
+        images = to_compute(normalize(batch["image"], mean, std))
+        logits = to_float32(model.apply(_variables(state, to_compute(state.params)), images, train=False))
         losses = per_example_loss("cross_entropy", logits, batch["label"])
         return _metric_sums(logits, batch["label"], losses, batch["mask"])
 
