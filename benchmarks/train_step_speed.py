@@ -1,0 +1,587 @@
+"""Train-step speed on this CPU: cnn_jax's float32 step vs PyTorch eager and Keras 3 (JAX backend).
+
+    python benchmarks/train_step_speed.py [--models seed_cnn,resnet20,allcnn_all_c] [--impls project,torch,keras]
+        [--steps 10] [--repeats 5] [--warmup 2] [--batch-size 128] [--epoch-images 12800] [--variant default]
+        [--out benchmarks/results/train_step_speed.json]
+
+Needs the `bench` extra (pip install -e '.[bench]'); a missing framework is reported and skipped.
+For each model (seed_cnn on 28x28x1, CIFAR ResNet-20 and All-CNN-C on 32x32x3, 10 classes) and each
+implementation, built with the same layers, padding, initialization and parameter count:
+
+  project  cnn_jax's own train step (`make_train_step`, SGD momentum 0.9 via `make_optimizer`, no
+           augmentation), jitted with the state donated, on one fixed device-resident batch;
+  torch    PyTorch eager, NCHW, model.train(), SGD momentum 0.9, cross-entropy, all CPU threads;
+  keras    Keras 3 on the JAX backend, compiled with SGD momentum 0.9, timed inside `model.fit` on
+           in-memory numpy arrays (its own batching and host-to-device copies included) by a
+           callback that waits for the batch and timestamps it; `keras_train_on_batch` (optional)
+           times a `train_on_batch` loop instead.
+
+Every implementation gets uint8 images and standardizes them inside its step. Reported: first step
+(compile included) in seconds, steady-state train and eval (forward only, no gradient) images/s as
+the median of --repeats windows of --steps steps after --warmup steps, peak resident memory
+(ru_maxrss) above the worker's own after its imports and data, and the fraction of this CPU's
+float32 matmul rate (a jitted 2048x2048 jnp.matmul) that the training step reaches at 3 x the
+forward FLOPs of `cnn_jax.summary` (which counts a multiply-add as 2 FLOPs, convs and dense layers
+only). For the project it also times one epoch of `make_drive` (the gather from a device-resident
+split plus the step) against the steady step, as the input-pipeline overhead. Each measurement runs
+in its own process (`--worker`), so peaks are separate. Data are random: speed only, no learning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+INPUT_SHAPES = {"seed_cnn": (28, 28, 1), "resnet20": (32, 32, 3), "allcnn_all_c": (32, 32, 3)}
+NUM_CLASSES = 10
+LEARNING_RATE, MOMENTUM = 0.05, 0.9
+TRAIN_FLOPS_FACTOR = 3  # a training step ~ forward + backward (2 x forward) FLOPs
+IMPL_PACKAGES = {"project": "jax", "torch": "torch", "keras": "keras", "keras_train_on_batch": "keras"}
+NOT_INSTALLED = "not installed (pip install -e '.[bench]')"
+RESULT_PREFIX = "RESULT "
+VERSION_PACKAGES = ("cnn_jax", "jax", "jaxlib", "flax", "optax", "numpy", "torch", "keras")
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+def random_data(n: int, input_shape: tuple[int, int, int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n random uint8 NHWC images and int32 labels (speed only)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *input_shape), dtype=np.uint8), rng.integers(0, NUM_CLASSES, n, dtype=np.int32)
+
+
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of the images scaled to [0, 1], for the standardization in every step."""
+    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return pixels.mean(0).astype(np.float32), pixels.std(0).astype(np.float32)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def window_rates(run: Callable[[int], None], steps: int, repeats: int, batch_size: int) -> list[float]:
+    """Images/s of `repeats` windows, each `run(steps)` (which returns once its work has finished)."""
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(steps)
+        rates.append(steps * batch_size / (time.perf_counter() - t0))
+    return rates
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in VERSION_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ----------------------------------------------------------------------------- project variants
+
+@dataclass(frozen=True)
+class ProjectProgram:
+    """What the timing needs from one project variant: un-jitted step functions and a fresh state."""
+
+    train_step: Callable  # (state, batch, key) -> (state, metric sums), as make_train_step returns
+    eval_step: Callable  # (state, batch) -> metric sums
+    drive: Callable  # (state, totals, split, order, index) -> (state, totals), as make_drive returns
+    init_state: Callable[[], object]  # () -> TrainState
+
+
+def project_config(model_name: str, batch_size: int):
+    """default_config() with the model, SGD momentum 0.9 at a constant lr 0.05, no augmentation."""
+    from cnn_jax.config import default_config, validate
+
+    config = default_config()
+    config.model.name = model_name
+    config.optimizer.name, config.optimizer.lr, config.optimizer.momentum = "sgd", LEARNING_RATE, MOMENTUM
+    config.schedule.name = "constant"
+    config.train.batch_size = batch_size
+    config.train.eval_batch_size = batch_size
+    validate(config)
+    return config
+
+
+def library_variant(config, input_shape, mean, std) -> ProjectProgram:
+    """'default': the library's model, optimizer, train and eval steps and drive, as `cnn-jax train` builds them."""
+    import jax.numpy as jnp
+
+    from cnn_jax.models import build_model
+    from cnn_jax.train.devices import data_mesh
+    from cnn_jax.train.loop import make_drive
+    from cnn_jax.train.optim import make_optimizer, make_schedule
+    from cnn_jax.train.state import create_train_state
+    from cnn_jax.train.steps import make_eval_step, make_train_step
+
+    model = build_model(config.model, num_classes=NUM_CLASSES, input_shape=input_shape)
+    tx = make_optimizer(config, make_schedule(config, steps_per_epoch=1))
+    mean, std = jnp.asarray(mean), jnp.asarray(std)
+    # make_drive reads only these fields of a RunSetup (which would also load a real dataset).
+    setup = SimpleNamespace(config=config, model=model, tx=tx, mean=mean, std=std, trainable=None,
+                            devices=data_mesh(config))
+    return ProjectProgram(train_step=make_train_step(model, tx, config, mean, std),
+                          eval_step=make_eval_step(model, mean, std), drive=make_drive(setup),
+                          init_state=lambda: create_train_state(model, tx, input_shape, config.seed))
+
+
+def im2col_variant(min_channels: int) -> Callable[..., ProjectProgram]:
+    """The library's program with each conv of >= `min_channels` input channels computed as shifted
+    slices + one matmul (benchmarks/conv_formulations.py), the others by XLA's convolution."""
+    def build(config, input_shape, mean, std) -> ProjectProgram:
+        from conv_formulations import im2col_from, traced_with
+
+        conv, program = im2col_from(min_channels), library_variant(config, input_shape, mean, std)
+        return ProjectProgram(train_step=traced_with(conv, program.train_step),
+                              eval_step=traced_with(conv, program.eval_step),
+                              drive=traced_with(conv, program.drive), init_state=program.init_state)
+    return build
+
+
+# name -> builder(config, input_shape, mean, std) -> ProjectProgram. Add a variant (another pooling
+# formulation, a different step) here and pass --variant default,NAME to get one row for each.
+PROJECT_VARIANTS: dict[str, Callable[..., ProjectProgram]] = {
+    "default": library_variant,
+    "im2col": im2col_variant(1),  # every conv
+    "im2col64": im2col_variant(64),  # only convs with >= 64 input channels
+}
+
+
+# ----------------------------------------------------------------------------- workers
+
+def project_worker(model_name: str, variant: str, opts) -> dict:
+    """Time the project's jitted step (compile, train, eval) and one epoch of its drive."""
+    import jax
+
+    shape, batch_size = INPUT_SHAPES[model_name], opts.batch_size
+    images, labels = random_data(batch_size, shape)
+    mean, std = channel_stats(images)
+    batch = jax.device_put({"image": images, "label": labels, "mask": np.ones(batch_size, bool)})
+    baseline = peak_rss_mb()
+    program = PROJECT_VARIANTS[variant](project_config(model_name, batch_size), shape, mean, std)
+    state = program.init_state()
+
+    def step(state, batch):
+        return program.train_step(state, batch, jax.random.fold_in(state.rng, state.step))
+
+    t0 = time.perf_counter()
+    train = jax.jit(step, donate_argnums=(0,)).lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    state, sums = train(state, batch)
+    jax.block_until_ready(sums)
+    first_step_s = time.perf_counter() - t0
+
+    def run_train(n):
+        nonlocal state
+        for _ in range(n):
+            state, _ = train(state, batch)
+        jax.block_until_ready(state)
+
+    run_train(opts.warmup)
+    rates = window_rates(run_train, opts.steps, opts.repeats, batch_size)
+    evaluate = jax.jit(program.eval_step)
+
+    def run_eval(n):
+        jax.block_until_ready([evaluate(state, batch) for _ in range(n)])
+
+    run_eval(1)
+    eval_rates = window_rates(run_eval, opts.steps, opts.repeats, batch_size)
+    peak = peak_rss_mb()
+    params = {"trainable": tree_size(state.params), "non_trainable": tree_size(state.batch_stats)}
+    overhead = epoch_overhead(program, model_name, opts, statistics.median(rates)) if opts.epoch_images else None
+    return {"params": params, "compile_s": compile_s, "first_step_s": first_step_s, "train_rates": rates,
+            "eval_rates": eval_rates, "peak_mb": peak - baseline, "baseline_mb": baseline, "overhead": overhead,
+            "method": f"jit(make_train_step) with the state donated, variant '{variant}', one fixed batch on device"}
+
+
+def tree_size(tree) -> int:
+    import jax
+
+    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def epoch_overhead(program: ProjectProgram, model_name: str, opts, step_rate: float) -> dict:
+    """One epoch of make_drive over a device-resident random split vs steps x the steady step."""
+    import jax
+
+    from cnn_jax.data.arrays import Split
+    from cnn_jax.data.pipeline import epoch_permutation, to_device
+    from cnn_jax.train.steps import empty_metrics
+
+    images, labels = random_data(opts.epoch_images, INPUT_SHAPES[model_name], seed=1)
+    split = to_device(Split(images, labels))
+    steps = split.num_batches(opts.batch_size)
+    state, totals = program.init_state(), empty_metrics()
+    order_fn = jax.jit(epoch_permutation, static_argnums=2)
+    data_key = jax.random.PRNGKey(0)
+    order = order_fn(data_key, 0, split.size)
+    drive = jax.jit(program.drive, donate_argnums=(0, 1)).lower(state, totals, split, order, 0).compile()
+    state, totals = drive(state, totals, split, order, 0)  # warm-up
+    jax.block_until_ready(totals)
+    t0 = time.perf_counter()
+    order = order_fn(data_key, 1, split.size)
+    for index in range(steps):
+        state, totals = drive(state, totals, split, order, index)
+    jax.block_until_ready(totals)
+    epoch_s = time.perf_counter() - t0
+    steady_s = steps * opts.batch_size / step_rate
+    return {"images": split.size, "steps": steps, "epoch_s": epoch_s, "steady_steps_s": steady_s,
+            "overhead_pct": 100.0 * (epoch_s / steady_s - 1.0)}
+
+
+def torch_worker(model_name: str, opts) -> dict:
+    """Time PyTorch eager: first step, train steps, eval forward passes."""
+    import torch
+    import torch.nn.functional as F
+
+    import torch_models
+
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+    shape, batch_size = INPUT_SHAPES[model_name], opts.batch_size
+    images, labels = random_data(batch_size, shape)
+    mean, std = (torch.from_numpy(a).view(1, -1, 1, 1) for a in channel_stats(images))
+    x_u8 = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    y = torch.from_numpy(labels).long()
+    baseline = peak_rss_mb()
+    model = torch_models.build(model_name, shape[-1], NUM_CLASSES).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+
+    def forward():
+        """(loss, correct): standardize the uint8 batch, logits, cross-entropy, and the accuracy the others compute."""
+        logits = model((x_u8.float() / 255.0 - mean) / std)
+        return F.cross_entropy(logits, y), (logits.detach().argmax(1) == y).sum()
+
+    def run_train(n):
+        for _ in range(n):
+            optimizer.zero_grad(set_to_none=True)
+            loss, _ = forward()
+            loss.backward()
+            optimizer.step()
+
+    def run_eval(n):
+        with torch.no_grad():
+            for _ in range(n):
+                forward()
+
+    t0 = time.perf_counter()
+    run_train(1)
+    first_step_s = time.perf_counter() - t0
+    run_train(opts.warmup)
+    rates = window_rates(run_train, opts.steps, opts.repeats, batch_size)
+    model.eval()
+    run_eval(1)
+    eval_rates = window_rates(run_eval, opts.steps, opts.repeats, batch_size)
+    model.train()
+    return {"params": torch_models.parameter_counts(model), "first_step_s": first_step_s, "train_rates": rates,
+            "eval_rates": eval_rates, "peak_mb": peak_rss_mb() - baseline, "baseline_mb": baseline,
+            "threads": torch.get_num_threads(),
+            "method": "eager, NCHW, model.train(), SGD(momentum=0.9), F.cross_entropy; eval under torch.no_grad()"}
+
+
+def keras_setup(model_name: str, n: int, opts):
+    """(keras module, compiled model, images, labels, baseline MB) for n random examples."""
+    os.environ["KERAS_BACKEND"] = "jax"
+    import keras
+
+    import keras_models
+
+    keras.utils.set_random_seed(0)
+    images, labels = random_data(n, INPUT_SHAPES[model_name])
+    mean, std = channel_stats(images[:opts.batch_size])
+    baseline = peak_rss_mb()
+    model = keras_models.build(model_name, INPUT_SHAPES[model_name], NUM_CLASSES, mean, std)
+    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return keras, model, images, labels, baseline
+
+
+def keras_worker(model_name: str, opts) -> dict:
+    """Time Keras `model.fit` (batches timestamped by a callback) and `model.evaluate`."""
+    import jax
+
+    b, steps, warmup = opts.batch_size, opts.steps, max(opts.warmup, 1)
+    batches = warmup + steps * opts.repeats
+    keras, model, images, labels, baseline = keras_setup(model_name, batches * b, opts)
+    marks = [0] + [warmup - 1 + k * steps for k in range(opts.repeats + 1)]
+
+    class BatchClock(keras.callbacks.Callback):
+        """Waits for chosen batches to finish (JAX dispatch is asynchronous) and timestamps them."""
+
+        def __init__(self):
+            super().__init__()
+            self.times = {}
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch in marks:
+                jax.block_until_ready(logs)
+                self.times[batch] = time.perf_counter()
+
+    clock = BatchClock()
+    t0 = time.perf_counter()
+    model.fit(images, labels, batch_size=b, epochs=1, shuffle=True, verbose=0, callbacks=[clock])
+    rates = [steps * b / (clock.times[marks[k + 1]] - clock.times[marks[k]]) for k in range(1, len(marks) - 1)]
+    eval_x, eval_y = images[:steps * b], labels[:steps * b]
+    model.evaluate(eval_x[:b], eval_y[:b], batch_size=b, verbose=0)  # compiles the test step
+
+    def run_eval(n):
+        model.evaluate(eval_x[:n * b], eval_y[:n * b], batch_size=b, verbose=0)
+
+    eval_rates = window_rates(run_eval, steps, opts.repeats, b)
+    return {"params": keras_parameter_counts(model), "first_step_s": clock.times[0] - t0, "train_rates": rates,
+            "eval_rates": eval_rates, "peak_mb": peak_rss_mb() - baseline, "baseline_mb": baseline,
+            "method": f"model.fit(numpy uint8, shuffle=True), one epoch of {batches} batches, the first {warmup} "
+                      "(compile included) untimed; eval with model.evaluate"}
+
+
+def keras_train_on_batch_worker(model_name: str, opts) -> dict:
+    """Time a Keras `train_on_batch` loop over consecutive numpy batches, and a `test_on_batch` loop."""
+    b = opts.batch_size
+    keras, model, images, labels, baseline = keras_setup(model_name, opts.steps * b, opts)
+
+    def run(fn, n):
+        for i in range(n):
+            j = i % opts.steps
+            fn(images[j * b:(j + 1) * b], labels[j * b:(j + 1) * b])  # returns Python floats: synced
+
+    t0 = time.perf_counter()
+    run(model.train_on_batch, 1)
+    first_step_s = time.perf_counter() - t0
+    run(model.train_on_batch, opts.warmup)
+    rates = window_rates(lambda n: run(model.train_on_batch, n), opts.steps, opts.repeats, b)
+    run(model.test_on_batch, 1)
+    eval_rates = window_rates(lambda n: run(model.test_on_batch, n), opts.steps, opts.repeats, b)
+    return {"params": keras_parameter_counts(model), "first_step_s": first_step_s, "train_rates": rates,
+            "eval_rates": eval_rates, "peak_mb": peak_rss_mb() - baseline, "baseline_mb": baseline,
+            "method": "model.train_on_batch / test_on_batch loops over numpy uint8 batches"}
+
+
+def keras_parameter_counts(model) -> dict[str, int]:
+    import keras_models
+
+    return keras_models.parameter_counts(model)
+
+
+def matmul_worker(opts) -> dict:
+    """float32 FLOP/s of a jitted n x n jnp.matmul: the median of repeated calls after a warm-up."""
+    import jax
+    import jax.numpy as jnp
+
+    n = opts.matmul_size
+    a, b = (jax.random.normal(jax.random.PRNGKey(i), (n, n), jnp.float32) for i in (0, 1))
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, b).block_until_ready()
+    times = []
+    for _ in range(max(5, opts.repeats)):
+        t0 = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    seconds = statistics.median(times)
+    return {"n": n, "median_s": seconds, "flops_per_s": 2.0 * n ** 3 / seconds}
+
+
+def run_worker(impl: str, model_name: str, opts) -> dict:
+    """Dispatch one --worker measurement; `impl` is project[:VARIANT], torch, keras, keras_train_on_batch or matmul."""
+    if impl == "matmul":
+        return matmul_worker(opts)
+    if impl.startswith("project"):
+        return project_worker(model_name, impl.partition(":")[2] or "default", opts)
+    return {"torch": torch_worker, "keras": keras_worker,
+            "keras_train_on_batch": keras_train_on_batch_worker}[impl](model_name, opts)
+
+
+# ----------------------------------------------------------------------------- driver
+
+def spawn(impl: str, model_name: str, opts) -> dict:
+    """Run one measurement in a fresh process; its result, or {'error': ...}."""
+    command = [sys.executable, __file__, "--worker", impl, model_name, "--steps", str(opts.steps),
+               "--repeats", str(opts.repeats), "--warmup", str(opts.warmup), "--batch-size", str(opts.batch_size),
+               "--epoch-images", str(opts.epoch_images), "--matmul-size", str(opts.matmul_size)]
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    results = [line[len(RESULT_PREFIX):] for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if done.returncode != 0 or not results:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"worker failed (exit {done.returncode}): {tail}"}
+    return json.loads(results[-1])
+
+
+def impl_rows(impls: list[str], variants: list[str]) -> list[str]:
+    """Worker names in table order: one project row per variant."""
+    rows = []
+    for impl in impls:
+        rows += [f"project:{v}" for v in variants] if impl == "project" else [impl]
+    return rows
+
+
+def label(impl: str) -> str:
+    return "project" if impl == "project:default" else impl
+
+
+def measure_model(model_name: str, impls: list[str], opts, peak_flops: float | None) -> dict:
+    """All implementations of one model; checks that their parameter counts equal the project's."""
+    from cnn_jax.models import build_model
+    from cnn_jax.summary import summarize
+
+    shape = INPUT_SHAPES[model_name]
+    summary = summarize(build_model(model_name, num_classes=NUM_CLASSES, input_shape=shape), shape)
+    expected = {"trainable": summary.trainable_params, "non_trainable": summary.non_trainable_params}
+    rows = {}
+    for impl in impls:
+        if importlib.util.find_spec(IMPL_PACKAGES[impl.partition(":")[0]]) is None:
+            rows[impl] = {"error": NOT_INSTALLED}
+            continue
+        result = spawn(impl, model_name, opts)
+        rows[impl] = finish_row(result, summary.flops, peak_flops)
+        if "params" in result:
+            assert result["params"] == expected, (
+                f"{model_name} {impl}: parameters {result['params']} != cnn_jax's {expected}")
+        print(f"  {model_name} {label(impl)}: {describe(rows[impl])}", flush=True)
+    return {"input_shape": list(shape), "forward_flops_per_image": summary.flops,
+            "train_flops_per_image": TRAIN_FLOPS_FACTOR * summary.flops, "params": expected, "rows": rows}
+
+
+def finish_row(result: dict, forward_flops: int, peak_flops: float | None) -> dict:
+    """Add medians and the fraction of the matmul peak to a worker's result."""
+    if "error" in result:
+        return result
+    train = statistics.median(result["train_rates"])
+    achieved = train * TRAIN_FLOPS_FACTOR * forward_flops
+    return {**result, "train_img_s": train, "eval_img_s": statistics.median(result["eval_rates"]),
+            "train_flops_per_s": achieved, "pct_of_matmul_peak": 100.0 * achieved / peak_flops if peak_flops else None}
+
+
+def describe(row: dict) -> str:
+    if "error" in row:
+        return row["error"]
+    return f"{row['train_img_s']:.0f} img/s train, {row['eval_img_s']:.0f} img/s eval, first step {row['first_step_s']:.1f} s"
+
+
+def markdown_table(model_name: str, result: dict) -> str:
+    """The model's Markdown table (a row per implementation) and its input-pipeline line."""
+    torch_rate = result["rows"].get("torch", {}).get("train_img_s")
+    lines = ["| implementation | params (trainable + BN stats) | compile / first step s | train img/s | "
+             "ratio to PyTorch | eval img/s | peak MB | % of matmul peak |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for impl, row in result["rows"].items():
+        if "error" in row:
+            lines.append(f"| {label(impl)} | {row['error']} | | | | | | |")
+            continue
+        ratio = f"{row['train_img_s'] / torch_rate:.2f}x" if torch_rate else "-"
+        pct = f"{row['pct_of_matmul_peak']:.1f}%" if row["pct_of_matmul_peak"] is not None else "-"
+        params = f"{row['params']['trainable']:,} + {row['params']['non_trainable']:,}"
+        lines.append(f"| {label(impl)} | {params} | {row['first_step_s']:.2f} | {row['train_img_s']:.0f} | {ratio} | "
+                     f"{row['eval_img_s']:.0f} | {row['peak_mb']:.0f} | {pct} |")
+    shape = "x".join(map(str, result["input_shape"]))
+    head = (f"### {model_name} on {shape} ({result['forward_flops_per_image'] / 1e6:.1f} MFLOPs forward per image, "
+            f"x{TRAIN_FLOPS_FACTOR} for a training step)")
+    return "\n".join([head, "", *lines, "", overhead_line(result)])
+
+
+def overhead_line(result: dict) -> str:
+    for impl, row in result["rows"].items():
+        o = row.get("overhead")
+        if o:
+            return (f"Input pipeline ({label(impl)}): one epoch of make_drive over {o['images']:,} device-resident "
+                    f"images ({o['steps']} steps) took {o['epoch_s']:.2f} s vs {o['steps']} x the steady step = "
+                    f"{o['steady_steps_s']:.2f} s: overhead {o['overhead_pct']:+.1f}%.")
+    return "Input pipeline: not measured (project not run, or --epoch-images 0)."
+
+
+def provenance_info() -> dict:
+    info = {"versions": versions(), "cpu_count": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()}
+    try:
+        from cnn_jax import provenance
+
+        info["manifest"] = provenance.manifest()
+    except Exception as exc:  # provenance is a courtesy; the measurement stands without it
+        info["manifest_error"] = f"{type(exc).__name__}: {exc}"
+    return info
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(INPUT_SHAPES), help=f"comma-separated, of {', '.join(INPUT_SHAPES)}")
+    parser.add_argument("--impls", default="project,torch,keras",
+                        help=f"comma-separated, of {', '.join(IMPL_PACKAGES)}")
+    parser.add_argument("--variant", default="default",
+                        help=f"project variants, comma-separated, of {', '.join(PROJECT_VARIANTS)}")
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed window")
+    parser.add_argument("--repeats", type=int, default=5, help="timed windows; the median is reported")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first one")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epoch-images", type=int, default=12_800,
+                        help="images in the project's input-pipeline epoch; 0 skips it")
+    parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_step_speed.json"))
+    parser.add_argument("--worker", nargs=2, metavar=("IMPL", "MODEL"), default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for flag, value, allowed in (("--models", args.models, INPUT_SHAPES), ("--impls", args.impls, IMPL_PACKAGES),
+                                 ("--variant", args.variant, PROJECT_VARIANTS)):
+        unknown = [x for x in value.split(",") if x not in allowed]
+        if unknown:
+            parser.error(f"{flag}: unknown {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    if min(args.steps, args.repeats, args.batch_size) < 1 or args.warmup < 0 or args.epoch_images < 0:
+        parser.error("--steps, --repeats and --batch-size must be >= 1; --warmup and --epoch-images >= 0")
+    if 0 < args.epoch_images < args.batch_size:
+        parser.error("--epoch-images must be 0 or at least --batch-size")
+    return args
+
+
+def main(argv=None) -> None:
+    opts = parse_args(argv)
+    if opts.worker:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # torch_models, keras_models
+        print(RESULT_PREFIX + json.dumps(run_worker(*opts.worker, opts)), flush=True)
+        return
+    print(f"{os.cpu_count()} CPU cores ({cpu_model()}), batch {opts.batch_size}, {opts.repeats} windows of "
+          f"{opts.steps} steps after {opts.warmup} warm-up steps; random uint8 data (speed only)", flush=True)
+    matmul = spawn("matmul", "-", opts)
+    peak = matmul.get("flops_per_s")
+    print(f"float32 matmul peak ({opts.matmul_size}^2, jitted jnp.matmul): "
+          + (f"{peak / 1e9:.1f} GFLOP/s" if peak else matmul["error"]), flush=True)
+    impls = impl_rows(opts.impls.split(","), opts.variant.split(","))
+    models = {name: measure_model(name, impls, opts, peak) for name in opts.models.split(",")}
+    print()
+    for name, result in models.items():
+        print(markdown_table(name, result) + "\n")
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k != "worker"}
+    opts.out.write_text(json.dumps({
+        "settings": settings, "data": "random uint8 images and labels: speed only",
+        "train_flops_factor": TRAIN_FLOPS_FACTOR,
+        "flops_convention": "cnn_jax.summary: a multiply-add counts 2 FLOPs; convs and dense layers only",
+        "matmul": matmul, "models": models, "provenance": provenance_info()}, indent=1))
+    print(f"written: {opts.out}")
+
+
+if __name__ == "__main__":
+    main()
