@@ -154,16 +154,17 @@ def library_variant(config, input_shape, mean, std) -> ProjectProgram:
                           init_state=lambda: create_train_state(model, tx, input_shape, config.seed))
 
 
-def im2col_variant(min_channels: int) -> Callable[..., ProjectProgram]:
-    """The library's program with each conv of >= `min_channels` input channels computed as shifted
-    slices + one matmul (benchmarks/conv_formulations.py), the others by XLA's convolution."""
+def conv_variant(formulation: str, min_channels: int) -> Callable[..., ProjectProgram]:
+    """The library's program with each conv of >= `min_channels` input channels computed by `formulation`
+    of benchmarks/conv_formulations.py, the others by XLA's convolution."""
     def build(config, input_shape, mean, std) -> ProjectProgram:
-        from conv_formulations import im2col_from, traced_with
+        import conv_formulations as formulations
 
-        conv, program = im2col_from(min_channels), library_variant(config, input_shape, mean, std)
-        return ProjectProgram(train_step=traced_with(conv, program.train_step),
-                              eval_step=traced_with(conv, program.eval_step),
-                              drive=traced_with(conv, program.drive), init_state=program.init_state)
+        conv = formulations.from_channels(getattr(formulations, formulation), min_channels)
+        program = library_variant(config, input_shape, mean, std)
+        return ProjectProgram(train_step=formulations.traced_with(conv, program.train_step),
+                              eval_step=formulations.traced_with(conv, program.eval_step),
+                              drive=formulations.traced_with(conv, program.drive), init_state=program.init_state)
     return build
 
 
@@ -171,8 +172,9 @@ def im2col_variant(min_channels: int) -> Callable[..., ProjectProgram]:
 # formulation, a different step) here and pass --variant default,NAME to get one row for each.
 PROJECT_VARIANTS: dict[str, Callable[..., ProjectProgram]] = {
     "default": library_variant,
-    "im2col": im2col_variant(1),  # every conv
-    "im2col64": im2col_variant(64),  # only convs with >= 64 input channels
+    "im2col": conv_variant("im2col_conv", 1),  # every conv as shifted slices + one matmul
+    "im2col64": conv_variant("im2col_conv", 64),  # only convs with >= 64 input channels
+    "wgrad_matmul": conv_variant("wgrad_matmul_conv", 1),  # only the kernel gradient as that matmul
 }
 
 
