@@ -30,7 +30,6 @@ in its own process (`--worker`), so peaks are separate. Data are random: speed o
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -84,16 +83,6 @@ def window_rates(run: Callable[[int], None], steps: int, repeats: int, batch_siz
         run(steps)
         rates.append(steps * batch_size / (time.perf_counter() - t0))
     return rates
-
-
-def versions() -> dict[str, str]:
-    out = {}
-    for name in VERSION_PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def cpu_model() -> str:
@@ -519,14 +508,10 @@ def overhead_line(result: dict) -> str:
 
 
 def provenance_info() -> dict:
-    info = {"versions": versions(), "cpu_count": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()}
-    try:
-        from cnn_jax import provenance
+    from cnn_jax import provenance
 
-        info["manifest"] = provenance.manifest()
-    except Exception as exc:  # provenance is a courtesy; the measurement stands without it
-        info["manifest_error"] = f"{type(exc).__name__}: {exc}"
-    return info
+    return {"versions": provenance.package_versions(VERSION_PACKAGES), "cpu_count": os.cpu_count(),
+            "cpu": cpu_model(), "python": platform.python_version(), "manifest": provenance.manifest()}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

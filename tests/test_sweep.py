@@ -177,7 +177,8 @@ def test_sigterm_stops_the_sweep_with_checkpoints_and_a_rerun_finishes_it_identi
     states = [s.state for s in sweep_status(plan, runs_root)]
     assert states == ["pending"] * 4
     assert "resumes from step" in cnn_jax("status", str(path), "--runs-root", str(runs_root)).stdout
-    rerun = cnn_jax("sweep", str(path), "--runs-root", str(runs_root), "--no-report", data_dir=fashion_data_dir)
+    rerun = cnn_jax("sweep", str(path), "--runs-root", str(runs_root), "--no-report", "--jobs", "2",
+                    data_dir=fashion_data_dir)
     assert rerun.returncode == 0, rerun.stderr
     resumed, unbroken = results(runs_root), results(unbroken_root)
     for run_id in unbroken:

