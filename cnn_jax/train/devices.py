@@ -35,12 +35,20 @@ class DataMesh:
         return NamedSharding(self.mesh, PartitionSpec())
 
     def replicate(self, tree: Any) -> Any:
-        """Put a copy of `tree` on every device (a no-op with one device); every process passes the same tree."""
+        """Put a copy of `tree` on every device (a no-op with one device, and for arrays already placed so);
+        every process passes the same tree."""
         if self.size == 1:
             return tree
-        if jax.process_count() > 1:  # from host memory: device_put of single-device arrays across processes can
-            tree = jax.device_get(tree)  # produce arrays Orbax cannot save (seen with one device per process)
-        return jax.device_put(tree, self.replicated)
+        target = self.replicated
+
+        def place(x):
+            if isinstance(x, jax.Array) and x.sharding == target:
+                return x
+            if jax.process_count() > 1:  # from host memory: device_put of single-device arrays across processes
+                x = jax.device_get(x)  # can produce arrays Orbax cannot save (seen with one device per process)
+            return jax.device_put(x, target)
+
+        return jax.tree_util.tree_map(place, tree)
 
     def split_batch(self, batch: Any) -> Any:
         """Inside jit: lay the batch's leading axis across the devices (a no-op with one device)."""

@@ -24,7 +24,7 @@ from cnn_jax import config as config_lib
 from cnn_jax.data.pipeline import epoch_permutation, take_batch
 from cnn_jax.errors import Diverged, Interrupted, UserError
 from cnn_jax.train import hosts, transfer
-from cnn_jax.train.setup import DataPaths, RunSetup, build
+from cnn_jax.train.setup import DataPaths, RunSetup, build, test_metrics_of
 from cnn_jax.train.state import run_keys
 from cnn_jax.train.steps import all_finite, empty_metrics, make_train_step, metric_means
 
@@ -267,13 +267,7 @@ def _run(setup: RunSetup, members: list[Member], program: _Program, start, total
 def _test_metrics(setup: RunSetup, program: _Program, state, count: int) -> list[dict[str, float]]:
     """Test loss, top-1 and top-5 accuracy of each member on the whole test split, each example once."""
     sums = jax.device_get(program.evaluate(setup.on_devices(state), setup.test))
-    out = []
-    for i in range(count):
-        metrics = metric_means(program.member(sums, i))
-        if int(program.member(sums, i)["count"]) != setup.test.size:
-            raise RuntimeError(f"evaluation counted {program.member(sums, i)['count']} of {setup.test.size} test examples")
-        out.append({"eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"], "eval_top5": metrics["top5"]})
-    return out
+    return [test_metrics_of(program.member(sums, i), setup.test.size) for i in range(count)]
 
 
 def _save_all(members: list[Member], program: _Program, done: int, state, totals, records=None) -> None:

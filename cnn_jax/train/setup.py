@@ -91,11 +91,7 @@ class RunSetup:
 
     def test_metrics(self, state: TrainState) -> dict[str, float]:
         """Loss, top-1 and top-5 accuracy on the whole test split, each example counted once."""
-        sums = jax.device_get(self.evaluate(self.on_devices(state), self.test))
-        if int(sums["count"]) != self.test.size:
-            raise RuntimeError(f"evaluation counted {int(sums['count'])} of {self.test.size} test examples")
-        metrics = metric_means(sums)
-        return {"eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"], "eval_top5": metrics["top5"]}
+        return test_metrics_of(jax.device_get(self.evaluate(self.on_devices(state), self.test)), self.test.size)
 
     def data_manifest(self) -> dict:
         dataset = self.data.dataset
@@ -103,6 +99,14 @@ class RunSetup:
                 "sizes": {s: len(d) for s, d in dataset.splits.items()}, "train_examples_used": self.train.size, "image_shape": list(dataset.image_shape),
                 "classes": list(dataset.class_names),
                 "normalization": {"mean": self.mean.tolist(), "std": self.std.tolist()}}
+
+
+def test_metrics_of(sums: dict, size: int) -> dict[str, float]:
+    """Test loss, top-1 and top-5 accuracy from evaluation sums that must count all `size` examples once."""
+    if int(sums["count"]) != size:
+        raise RuntimeError(f"evaluation counted {int(sums['count'])} of {size} test examples")
+    metrics = metric_means(sums)
+    return {"eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"], "eval_top5": metrics["top5"]}
 
 
 def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print,
