@@ -1,7 +1,7 @@
 """Train-step speed on this CPU: cnn_jax's float32 step vs PyTorch eager and Keras 3 (JAX backend).
 
     python benchmarks/train_step_speed.py [--models seed_cnn,resnet20,allcnn_all_c] [--impls project,torch,keras]
-        [--steps 10] [--repeats 5] [--warmup 2] [--batch-size 128] [--epoch-images 12800] [--variant default]
+        [--steps 10] [--repeats 5] [--warmup 2] [--batch-size 128] [--epoch-images 12800] [--variant default,plain]
         [--out benchmarks/results/train_step_speed.json]
 
 Needs the `bench` extra (pip install -e '.[bench]'); a missing framework is reported and skipped.
@@ -9,7 +9,9 @@ For each model (seed_cnn on 28x28x1, CIFAR ResNet-20 and All-CNN-C on 32x32x3, 1
 implementation, built with the same layers, padding, initialization and parameter count:
 
   project  cnn_jax's own train step (`make_train_step`, SGD momentum 0.9 via `make_optimizer`, no
-           augmentation), jitted with the state donated, on one fixed device-resident batch;
+           augmentation), jitted with the state donated, on one fixed device-resident batch; the
+           variant 'plain' runs it with CNN_JAX_PLAIN=1 (XLA's CPU defaults, `nn.max_pool`: the
+           formulation before cnn_jax/tuning.py), the others are levers of conv_formulations.py;
   torch    PyTorch eager, NCHW, model.train(), SGD momentum 0.9, cross-entropy, all CPU threads;
   keras    Keras 3 on the JAX backend, compiled with SGD momentum 0.9, timed inside `model.fit` on
            in-memory numpy arrays (its own batching and host-to-device copies included) by a
@@ -54,6 +56,10 @@ IMPL_PACKAGES = {"project": "jax", "torch": "torch", "keras": "keras", "keras_tr
 NOT_INSTALLED = "not installed (pip install -e '.[bench]')"
 RESULT_PREFIX = "RESULT "
 VERSION_PACKAGES = ("cnn_jax", "jax", "jaxlib", "flax", "optax", "numpy", "torch", "keras")
+# Every worker starts from the XLA_FLAGS the benchmark was started with (importing cnn_jax here adds its
+# own flag to os.environ, which must not reach the Keras workers); a variant may add environment.
+USER_XLA_FLAGS = os.environ.get("XLA_FLAGS")
+VARIANT_ENV = {"plain": {"CNN_JAX_PLAIN": "1"}}  # XLA's own CPU defaults and nn.max_pool (cnn_jax/tuning.py)
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -161,6 +167,7 @@ def conv_variant(formulation: str, min_channels: int) -> Callable[..., ProjectPr
 # formulation, a different step) here and pass --variant default,NAME to get one row for each.
 PROJECT_VARIANTS: dict[str, Callable[..., ProjectProgram]] = {
     "default": library_variant,
+    "plain": library_variant,  # with VARIANT_ENV["plain"]: the formulation before cnn_jax/tuning.py
     "im2col": conv_variant("im2col_conv", 1),  # every conv as shifted slices + one matmul
     "im2col64": conv_variant("im2col_conv", 64),  # only convs with >= 64 input channels
     "wgrad_matmul": conv_variant("wgrad_matmul_conv", 1),  # only the kernel gradient as that matmul
@@ -171,6 +178,7 @@ PROJECT_VARIANTS: dict[str, Callable[..., ProjectProgram]] = {
 
 def project_worker(model_name: str, variant: str, opts) -> dict:
     """Time the project's jitted step (compile, train, eval) and one epoch of its drive."""
+    from cnn_jax import tuning  # first: importing cnn_jax sets its XLA flags before JAX starts a backend
     import jax
 
     shape, batch_size = INPUT_SHAPES[model_name], opts.batch_size
@@ -211,6 +219,7 @@ def project_worker(model_name: str, variant: str, opts) -> dict:
     overhead = epoch_overhead(program, model_name, opts, statistics.median(rates)) if opts.epoch_images else None
     return {"params": params, "compile_s": compile_s, "first_step_s": first_step_s, "train_rates": rates,
             "eval_rates": eval_rates, "peak_mb": peak - baseline, "baseline_mb": baseline, "overhead": overhead,
+            "tuning": tuning.describe(),
             "method": f"jit(make_train_step) with the state donated, variant '{variant}', one fixed batch on device"}
 
 
@@ -403,11 +412,13 @@ def matmul_worker(opts) -> dict:
 def run_worker(impl: str, model_name: str, opts) -> dict:
     """Dispatch one --worker measurement; `impl` is project[:VARIANT], torch, keras, keras_train_on_batch or matmul."""
     if impl == "matmul":
-        return matmul_worker(opts)
-    if impl.startswith("project"):
-        return project_worker(model_name, impl.partition(":")[2] or "default", opts)
-    return {"torch": torch_worker, "keras": keras_worker,
-            "keras_train_on_batch": keras_train_on_batch_worker}[impl](model_name, opts)
+        result = matmul_worker(opts)
+    elif impl.startswith("project"):
+        result = project_worker(model_name, impl.partition(":")[2] or "default", opts)
+    else:
+        result = {"torch": torch_worker, "keras": keras_worker,
+                  "keras_train_on_batch": keras_train_on_batch_worker}[impl](model_name, opts)
+    return {**result, "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -417,7 +428,10 @@ def spawn(impl: str, model_name: str, opts) -> dict:
     command = [sys.executable, __file__, "--worker", impl, model_name, "--steps", str(opts.steps),
                "--repeats", str(opts.repeats), "--warmup", str(opts.warmup), "--batch-size", str(opts.batch_size),
                "--epoch-images", str(opts.epoch_images), "--matmul-size", str(opts.matmul_size)]
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update({"KERAS_BACKEND": "jax", **VARIANT_ENV.get(impl.partition(":")[2], {})})
+    if USER_XLA_FLAGS is not None:
+        env["XLA_FLAGS"] = USER_XLA_FLAGS
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     results = [line[len(RESULT_PREFIX):] for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if done.returncode != 0 or not results:
@@ -519,7 +533,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--models", default=",".join(INPUT_SHAPES), help=f"comma-separated, of {', '.join(INPUT_SHAPES)}")
     parser.add_argument("--impls", default="project,torch,keras",
                         help=f"comma-separated, of {', '.join(IMPL_PACKAGES)}")
-    parser.add_argument("--variant", default="default",
+    parser.add_argument("--variant", default="default,plain",
                         help=f"project variants, comma-separated, of {', '.join(PROJECT_VARIANTS)}")
     parser.add_argument("--steps", type=int, default=10, help="steps per timed window")
     parser.add_argument("--repeats", type=int, default=5, help="timed windows; the median is reported")

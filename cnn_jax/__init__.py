@@ -1,6 +1,10 @@
 """cnn_jax: careful CNN ablations in functional JAX."""
 
+from cnn_jax import tuning
+
 __version__ = "0.1.0"
+
+tuning.apply_xla_flags()  # before JAX starts a backend; see cnn_jax/tuning.py
 
 _LAZY = {"load_model": "cnn_jax.loading", "data_info": "cnn_jax.loading"}  # imported on first use: JAX is slow to import
 __all__ = sorted(_LAZY)

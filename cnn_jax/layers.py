@@ -6,11 +6,14 @@ or an int (that many zeros on each side).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+from cnn_jax import tuning
 
 ACTIVATIONS = {
     "relu": nn.relu,
@@ -30,18 +33,56 @@ def flax_padding(padding: str | int):
 
 
 def max_pool(x: jax.Array, window: int = 2, stride: int | None = None) -> jax.Array:
-    """VALID max pooling over H and W of an NHWC batch.
+    """VALID max pooling over H and W of an NHWC batch, equal to `nn.max_pool` in value and gradient.
 
-    Non-overlapping windows (window == stride) use a crop + reshape + max, which
-    equals `nn.max_pool` in value and gradient and is faster to differentiate on CPU.
+    Non-overlapping windows (window == stride) use a crop + reshape + max with a hand-written
+    gradient (`_tiled_max_pool`), about 10% of a small CNN's CPU step faster to differentiate;
+    CNN_JAX_PLAIN=1 (cnn_jax/tuning.py) or overlapping windows use `nn.max_pool` itself.
     """
     stride = window if stride is None else stride
-    if window != stride:
+    if window != stride or tuning.plain():
         return nn.max_pool(x, (window, window), strides=(stride, stride), padding="VALID")
+    return _tiled_max_pool(x, window)
+
+
+def _tiles(x: jax.Array, window: int) -> jax.Array:
+    """(B, H, W, C) -> (B, H//window, window, W//window, window, C), the rows and columns left over cropped."""
     b, h, w, c = x.shape
     hh, ww = h // window, w // window
-    x = x[:, : hh * window, : ww * window, :]
-    return x.reshape(b, hh, window, ww, window, c).max(axis=(2, 4))
+    return x[:, : hh * window, : ww * window, :].reshape(b, hh, window, ww, window, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _tiled_max_pool(x: jax.Array, window: int) -> jax.Array:
+    return _tiles(x, window).max(axis=(2, 4))
+
+
+def _tiled_max_pool_forward(x: jax.Array, window: int):
+    pooled = _tiled_max_pool(x, window)
+    return pooled, (x, pooled)
+
+
+def _tiled_max_pool_backward(window: int, saved, grad):
+    """Each window's gradient goes to its first maximum in row-major order, as XLA's select-and-scatter
+    (the gradient of `nn.max_pool`) does; the cropped rows and columns get zero."""
+    x, pooled = saved
+    tiles = _tiles(x, window)
+    unclaimed = jnp.ones(pooled.shape, bool)
+    rows = []
+    for i in range(window):
+        columns = []
+        for j in range(window):
+            first = unclaimed & (tiles[:, :, i, :, j, :] == pooled)
+            unclaimed &= ~first
+            columns.append(jnp.where(first, grad, jnp.zeros_like(grad)))
+        rows.append(jnp.stack(columns, axis=3))
+    b, hh, ww, c = pooled.shape
+    dx = jnp.stack(rows, axis=2).reshape(b, hh * window, ww * window, c)
+    crop = ((0, 0), (0, x.shape[1] - hh * window), (0, x.shape[2] - ww * window), (0, 0))
+    return (jnp.pad(dx, crop),)
+
+
+_tiled_max_pool.defvjp(_tiled_max_pool_forward, _tiled_max_pool_backward)
 
 
 class ConvUnit(nn.Module):

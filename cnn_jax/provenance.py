@@ -10,6 +10,8 @@ from pathlib import Path
 
 import jax
 
+from cnn_jax import tuning
+
 PACKAGES = ("cnn_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy", "ml_collections")
 
 
@@ -46,4 +48,4 @@ def device_info() -> dict[str, object]:
 def manifest(command: list[str] | None = None) -> dict[str, object]:
     """Everything needed to say which code, on what, ran a command."""
     return {"packages": package_versions(), "git": git_state(), "device": device_info(),
-            "command": list(sys.argv if command is None else command)}
+            "command": list(sys.argv if command is None else command), "tuning": tuning.describe()}

@@ -29,17 +29,54 @@ def test_registry_lists_seed_cnn_and_rejects_unknown_names_with_a_suggestion():
         build_model("seed-cnn", num_classes=10, input_shape=(28, 28, 1))
 
 
+def _pool_value_and_grad(pool, x, weights):
+    return pool(x), jax.grad(lambda v: jnp.sum(pool(v).astype(jnp.float32) * weights))(x)
+
+
+def _with_ties(x, window):
+    """ReLU zeros, the first window all zeros, and the second diagonal window's maximum repeated twice."""
+    x = jnp.maximum(x, 0).at[..., :window, :window, :].set(0.0)
+    top = x[..., window:2 * window, window:2 * window, :].max(axis=(-3, -2))
+    return x.at[..., window + 1, window, :].set(top).at[..., window + 1, window + 1, :].set(top)
+
+
+@pytest.mark.parametrize("window", [2, 3])
 @pytest.mark.parametrize("shape", [(2, 26, 26, 3), (2, 11, 11, 4), (1, 7, 9, 2)])
-def test_reshape_max_pool_equals_flax_max_pool_in_value_and_gradient(shape):
+@pytest.mark.parametrize("ties", [False, True])
+def test_tiled_max_pool_equals_flax_max_pool_in_value_and_gradient(shape, window, ties):
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
-    ours = max_pool(x, 2)
-    reference = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-    assert ours.shape == reference.shape
-    np.testing.assert_array_equal(ours, reference)
-    weights = jax.random.normal(jax.random.PRNGKey(1), reference.shape)
-    g_ours = jax.grad(lambda v: jnp.sum(max_pool(v, 2) * weights))(x)
-    g_ref = jax.grad(lambda v: jnp.sum(nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID") * weights))(x)
+    x = _with_ties(x, window) if ties else x
+    def reference(v):
+        return nn.max_pool(v, (window, window), strides=(window, window), padding="VALID")
+    weights = jax.random.normal(jax.random.PRNGKey(1), reference(x).shape)
+    ours, g_ours = _pool_value_and_grad(lambda v: max_pool(v, window), x, weights)
+    theirs, g_ref = _pool_value_and_grad(reference, x, weights)
+    assert ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours, theirs)
     np.testing.assert_array_equal(g_ours, g_ref)
+    if ties:  # a window of equal maxima sends its whole gradient to one element, as select-and-scatter does
+        assert int(jnp.sum(g_ours[:, :window, :window, :] != 0)) == shape[0] * shape[3]
+
+
+def test_tiled_max_pool_gradient_under_vmap_and_in_bfloat16():
+    x = _with_ties(jax.random.normal(jax.random.PRNGKey(2), (3, 2, 10, 10, 4)), 2).astype(jnp.bfloat16)
+    def reference(v):
+        return nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID")
+    weights = jax.random.normal(jax.random.PRNGKey(3), (2, 5, 5, 4))
+    ours = jax.vmap(lambda v: _pool_value_and_grad(lambda u: max_pool(u, 2), v, weights))(x)
+    theirs = jax.vmap(lambda v: _pool_value_and_grad(reference, v, weights))(x)
+    assert ours[1].dtype == jnp.bfloat16
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_plain_switch_uses_flax_max_pool(monkeypatch):
+    x = jax.random.normal(jax.random.PRNGKey(0), (1, 8, 8, 2))
+    tiled = str(jax.make_jaxpr(jax.grad(lambda v: max_pool(v, 2).sum()))(x))
+    monkeypatch.setenv("CNN_JAX_PLAIN", "1")
+    plain = str(jax.make_jaxpr(jax.grad(lambda v: max_pool(v, 2).sum()))(x))
+    assert "custom_vjp" in tiled and "reduce_window" not in tiled
+    assert "custom_vjp" not in plain and "reduce_window" in plain
 
 
 def test_overlapping_max_pool_falls_back_to_reduce_window():
