@@ -58,25 +58,25 @@ def _tiled_max_pool(x: jax.Array, window: int) -> jax.Array:
 
 
 def _tiled_max_pool_forward(x: jax.Array, window: int):
-    pooled = _tiled_max_pool(x, window)
-    return pooled, (x, pooled)
+    return _tiled_max_pool(x, window), x
 
 
-def _tiled_max_pool_backward(window: int, saved, grad):
+def _tiled_max_pool_backward(window: int, x, grad):
     """Each window's gradient goes to its first maximum in row-major order, as XLA's select-and-scatter
-    (the gradient of `nn.max_pool`) does; the cropped rows and columns get zero."""
-    x, pooled = saved
+    (the gradient of `nn.max_pool`) does; the cropped rows and columns get zero. The maximum is found
+    again by a running comparison of the window's own elements, never by equality with the forward's
+    output, so a recomputed input that XLA rounds differently cannot lose a window's gradient."""
     tiles = _tiles(x, window)
-    unclaimed = jnp.ones(pooled.shape, bool)
-    rows = []
-    for i in range(window):
-        columns = []
-        for j in range(window):
-            first = unclaimed & (tiles[:, :, i, :, j, :] == pooled)
-            unclaimed &= ~first
-            columns.append(jnp.where(first, grad, jnp.zeros_like(grad)))
-        rows.append(jnp.stack(columns, axis=3))
-    b, hh, ww, c = pooled.shape
+    positions = [(i, j) for i in range(window) for j in range(window)]
+    best, winner = tiles[:, :, 0, :, 0, :], jnp.zeros(grad.shape, jnp.int32)
+    for k, (i, j) in enumerate(positions[1:], start=1):
+        larger = tiles[:, :, i, :, j, :] > best
+        best = jnp.where(larger, tiles[:, :, i, :, j, :], best)
+        winner = jnp.where(larger, k, winner)
+    zero = jnp.zeros_like(grad)
+    share = [jnp.where(winner == k, grad, zero) for k in range(len(positions))]
+    rows = [jnp.stack(share[i * window:(i + 1) * window], axis=3) for i in range(window)]
+    b, hh, ww, c = grad.shape
     dx = jnp.stack(rows, axis=2).reshape(b, hh * window, ww * window, c)
     crop = ((0, 0), (0, x.shape[1] - hh * window), (0, x.shape[2] - ww * window), (0, 0))
     return (jnp.pad(dx, crop),)

@@ -207,7 +207,7 @@ def _provenance(sweep: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict[s
     return {"command": sweep.get("command"), "experiment_file": sweep.get("experiment_file"),
             "overrides": sweep.get("overrides", {}),
             "code": _distinct(segments, _code), "device": _distinct(segments, _device),
-            "data": _distinct(segments, _data),
+            "formulation": _distinct(segments, _formulation), "data": _distinct(segments, _data),
             "packages": {n: _distinct(segments, lambda m, n=n: m.get("packages", {}).get(n, "?")) for n in names}}
 
 
@@ -230,6 +230,15 @@ def _device(manifest: dict[str, Any]) -> str:
     d = manifest.get("device") or {}
     return (f"{d.get('backend', '?')} ×{d.get('count', '?')} ({d.get('kind', '?')}) on {d.get('host', '?')}"
             + (f", Python {d['python']}" if d.get("python") else ""))
+
+
+def _formulation(manifest: dict[str, Any]) -> str:
+    """cnn_jax/tuning.py's record: tuned or plain, and the XLA flags the process started with."""
+    t = manifest.get("tuning")
+    if t is None:
+        return "not recorded (runs before cnn_jax/tuning.py: XLA defaults, reshape max pooling)"
+    late = f"; not in effect: {' '.join(t['xla_flags_not_in_effect'])}" if t.get("xla_flags_not_in_effect") else ""
+    return f"{t['formulation']}, XLA_FLAGS '{t.get('xla_flags', '')}'{late}"
 
 
 def _data(manifest: dict[str, Any]) -> str:
@@ -369,6 +378,7 @@ def _reproduce(prov: dict[str, Any]) -> str:
     return (f"```\n{prov['command'] or DASH}\n```\n\n"
             f"- Experiment file: `{prov['experiment_file'] or DASH}`; preset overrides: {overrides}\n"
             f"- Code: {_one(prov['code'])}\n- Packages: {packages or DASH}\n- Device: {_one(prov['device'])}\n"
+            f"- Formulation: {_one(prov['formulation'])}\n"
             f"- Data: {_one(prov['data'])}\n")
 
 

@@ -261,3 +261,18 @@ def test_finding_the_sweep_file(tmp_path):
         report.load_sweep(exp, "gpux")
     assert report.load_sweep(exp, "gpu")["preset"] == "gpu"
     assert report.load_sweep(exp / "sweep-cpu.json")["preset"] == "cpu"
+
+
+def test_formulation_of_each_run_is_in_the_provenance(tmp_path):
+    exp = tmp_path / "e"
+    write_sweep(exp, {("max", 0): 0.9, ("avg", 0): 0.92})
+    manifests = sorted(exp.rglob("manifest.json"))
+    assert len(manifests) == 2
+    for path, formulation in zip(manifests, ("tuned", "plain")):
+        info = json.loads(path.read_text())
+        info["tuning"] = {"formulation": formulation, "xla_flags": "--x=1" if formulation == "tuned" else "",
+                          "xla_flags_not_in_effect": []}
+        path.write_text(json.dumps(info))
+    data = build(exp)
+    assert sorted(data["provenance"]["formulation"]) == ["plain, XLA_FLAGS ''", "tuned, XLA_FLAGS '--x=1'"]
+    assert "**runs differ:** " in report.render_markdown(data).split("- Formulation:")[1].splitlines()[0]
