@@ -1,6 +1,6 @@
 """The library's speed defaults, and the switch back to the plain formulation.
 
-Two choices make the float32 training step about 2x faster on CPUs (benchmarks/train_step_speed.py):
+Two choices make the float32 training step 1.4-2.8x faster on a 2-core CPU (benchmarks/train_step_speed.py):
 
 * XLA's CPU compiler (jaxlib 0.10) hands convolutions to YNNPACK, which runs them on one thread; the
   flag below keeps YNNPACK for reductions, dots and elementwise work but sends convolutions to

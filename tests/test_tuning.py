@@ -74,7 +74,12 @@ def test_tuned_step_keeps_convolutions_out_of_ynnpack_and_plain_does_not(probes)
 
 
 def test_tuned_and_plain_training_agree_to_float_rounding(probes):
-    """8 steps of seed_cnn on real Fashion-MNIST: same loss curve and weights up to float32 rounding."""
+    """8 SGD steps of seed_cnn on real Fashion-MNIST: the same falling loss curve, and weights whose
+    difference is float32 rounding (measured: 7e-4 of how far the steps moved them; bound 1e-2)."""
     tuned, plain = probes["tuned"], probes["plain"]
+    assert tuned["losses"][-1] < tuned["losses"][0] - 0.3  # it learns
     np.testing.assert_allclose(tuned["losses"], plain["losses"], rtol=1e-5)
-    np.testing.assert_allclose(tuned["conv2_kernel"], plain["conv2_kernel"], rtol=1e-4, atol=1e-6)
+    final, initial = np.array(tuned["conv2_kernel"]), np.array(tuned["conv2_kernel_initial"])
+    moved = np.abs(final - initial).max()
+    assert np.array_equal(initial, plain["conv2_kernel_initial"]) and moved > 1e-3
+    assert np.abs(final - np.array(plain["conv2_kernel"])).max() < 1e-2 * moved

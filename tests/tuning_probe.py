@@ -15,6 +15,7 @@ import numpy as np
 
 from cnn_jax import config as config_lib
 from cnn_jax.data.local_files import read_idx_dir
+from cnn_jax.data.pipeline import channel_stats
 from cnn_jax.models import build_model
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.state import create_train_state
@@ -49,17 +50,22 @@ def main(fashion_dir: str) -> None:
     model = build_model(config.model, num_classes=10, input_shape=(28, 28, 1))
     tx = make_optimizer(config, make_schedule(config, STEPS))
     state = create_train_state(model, tx, (28, 28, 1), seed=0)
-    step = jax.jit(make_train_step(model, tx, config, jnp.full(1, 72.9), jnp.full(1, 90.0)))
-    losses = []
-    for i in range(STEPS):
-        rows = slice(i * BATCH, (i + 1) * BATCH)
-        batch = {"image": jnp.asarray(images[rows]), "label": jnp.asarray(labels[rows]), "mask": jnp.ones(BATCH, bool)}
-        if i == 0:
-            placement = convolutions(step.lower(state, batch, jax.random.PRNGKey(0)).compile().as_text())
-        state, sums = step(state, batch, jax.random.PRNGKey(i))
+    mean, std = channel_stats(train)
+    batches = [{"image": jnp.asarray(images[i * BATCH:(i + 1) * BATCH]), "mask": jnp.ones(BATCH, bool),
+                "label": jnp.asarray(labels[i * BATCH:(i + 1) * BATCH])} for i in range(STEPS)]
+    key = jax.random.PRNGKey(0)
+    step = jax.jit(make_train_step(model, tx, config, jnp.asarray(mean), jnp.asarray(std)))
+    step = step.lower(state, batches[0], key).compile()
+    placement = convolutions(step.as_text())
+    def conv2_kernel(state) -> list[float]:
+        return np.asarray(state.params["conv2"]["Conv_0"]["kernel"]).ravel()[:64].tolist()
+
+    initial, losses = conv2_kernel(state), []
+    for batch in batches:
+        state, sums = step(state, batch, key)
         losses.append(float(sums["loss_sum"] / sums["count"]))
-    kernel = np.asarray(state.params["conv2"]["Conv_0"]["kernel"]).ravel()[:64].tolist()
-    print(json.dumps({"losses": losses, "conv2_kernel": kernel, "convolutions": placement}))
+    print(json.dumps({"losses": losses, "conv2_kernel": conv2_kernel(state), "conv2_kernel_initial": initial,
+                      "convolutions": placement}))
 
 
 if __name__ == "__main__":
