@@ -4,7 +4,7 @@
 concatenates the kh*kw shifted (strided) slices of the padded input along channels and multiplies by
 the reshaped kernel once. `wgrad_matmul_conv` keeps XLA's convolution for the forward pass and the
 input gradient and computes only the kernel gradient as that matmul. `with_conv(fn)` makes every flax
-`nn.Conv` that `cnn_jax.layers` builds use `fn` while the models are traced.
+`nn.Conv` that `cnn_jax.models.layers` builds use `fn` while the models are traced.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
-from cnn_jax import layers
+from cnn_jax.models import layers
 
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -100,7 +100,7 @@ def from_channels(conv: Callable, min_channels: int) -> Callable:
 
 @contextlib.contextmanager
 def with_conv(fn: Callable) -> Iterator[None]:
-    """Within the block, the `nn.Conv` of cnn_jax.layers computes with `fn`."""
+    """Within the block, the `nn.Conv` of cnn_jax.models.layers computes with `fn`."""
     original = layers.nn
     shim = type("FlaxWithConv", (), {k: getattr(nn, k) for k in dir(nn) if not k.startswith("__")})
     shim.Conv = lambda *args, **kwargs: nn.Conv(*args, conv_general_dilated=fn, **kwargs)

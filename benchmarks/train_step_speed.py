@@ -23,7 +23,7 @@ Every implementation gets uint8 images and standardizes them inside its step. Re
 the median of --repeats windows of --steps steps after --warmup steps, peak resident memory
 (ru_maxrss) above the worker's own after its imports and data, and the fraction of this CPU's
 float32 matmul rate (a jitted 2048x2048 jnp.matmul) that the training step reaches at 3 x the
-forward FLOPs of `cnn_jax.summary` (which counts a multiply-add as 2 FLOPs, convs and dense layers
+forward FLOPs of `cnn_jax.models.summary` (which counts a multiply-add as 2 FLOPs, convs and dense layers
 only). For the project it also times one epoch of `make_drive` (the gather from a device-resident
 split plus the step) against the steady step, as the input-pipeline overhead. Each measurement runs
 in its own process (`--worker`), so peaks are separate. Data are random: speed only, no learning.
@@ -138,7 +138,7 @@ def library_variant(config, input_shape, mean, std) -> ProjectProgram:
     from cnn_jax.train.state import create_train_state
     from cnn_jax.train.steps import make_eval_step, make_train_step
 
-    model = build_model(config.model, num_classes=NUM_CLASSES, input_shape=input_shape)
+    model = build_model(config.model, num_classes=NUM_CLASSES)
     tx = make_optimizer(config, make_schedule(config, steps_per_epoch=1))
     mean, std = jnp.asarray(mean), jnp.asarray(std)
     # make_drive reads only these fields of a RunSetup (which would also load a real dataset).
@@ -455,10 +455,10 @@ def label(impl: str) -> str:
 def measure_model(model_name: str, impls: list[str], opts, peak_flops: float | None) -> dict:
     """All implementations of one model; checks that their parameter counts equal the project's."""
     from cnn_jax.models import build_model
-    from cnn_jax.summary import summarize
+    from cnn_jax.models.summary import summarize
 
     shape = INPUT_SHAPES[model_name]
-    summary = summarize(build_model(model_name, num_classes=NUM_CLASSES, input_shape=shape), shape)
+    summary = summarize(build_model(model_name, num_classes=NUM_CLASSES), shape)
     expected = {"trainable": summary.trainable_params, "non_trainable": summary.non_trainable_params}
     rows = {}
     for impl in impls:
@@ -579,7 +579,7 @@ def main(argv=None) -> None:
     opts.out.write_text(json.dumps({
         "settings": settings, "data": "random uint8 images and labels: speed only",
         "train_flops_factor": TRAIN_FLOPS_FACTOR,
-        "flops_convention": "cnn_jax.summary: a multiply-add counts 2 FLOPs; convs and dense layers only",
+        "flops_convention": "cnn_jax.models.summary: a multiply-add counts 2 FLOPs; convs and dense layers only",
         "matmul": matmul, "models": models, "provenance": provenance_info()}, indent=1))
     print(f"written: {opts.out}")
 

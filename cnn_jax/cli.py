@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_parsers(sub)
     _add_reproduce_parser(sub)
 
-    sub.add_parser("models", help="list the registered models")
+    models = sub.add_parser("models", help="list the registered models; with a NAME, its config fields")
+    models.add_argument("name", nargs="?", default=None, help="a model: show its input, classes and config fields")
 
     filt = sub.add_parser("filter", help="apply a classic kernel (seed 001) to an image; write a before/after PNG")
     filt.add_argument("kernel", help="box_blur, gaussian_blur or sharpen")
@@ -91,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     summary = sub.add_parser("summary", help="per-layer table: output shape, parameters, FLOPs, receptive field, jump",
                              epilog="Model switches: --config.model.downsample=stride --config.model.kernel_scheme=3x3x2 ...")
     summary.add_argument("model", help="a registered model name (see `cnn-jax models`)")
-    summary.add_argument("--input", default="28x28x1", help="input shape HxWxC (default 28x28x1)")
-    summary.add_argument("--num-classes", type=int, default=10)
+    summary.add_argument("--input", default=None, help="input shape HxWxC (default: the model's own, e.g. 227x227x3)")
+    summary.add_argument("--num-classes", type=int, default=None, help="classes (default: the model's own)")
     summary.add_argument("--json", action="store_true", help="rows and totals as JSON")
     _add_checkpoint_parsers(sub)
     return parser
@@ -232,14 +233,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from cnn_jax import config as config_lib
-    from cnn_jax import rundir
+    from cnn_jax import rundir, validation
 
     unknown = [a for a in extra if not a.startswith("--config")]
     if unknown:
         raise UserError(f"unrecognized arguments: {' '.join(unknown)} (config fields are set with --config.section.field=value)")
     config = config_lib.load_experiment(args.experiment)
     config = config_lib.apply_overrides(config, dict(config_lib.parse_override(a) for a in extra))
-    config_lib.validate(config)
+    validation.validate(config)
     run_dir = args.workdir or rundir.default_run_dir(config, args.runs_root)
     if args.print_config:
         print(config_lib.to_json(config))
@@ -476,10 +477,18 @@ def _where(name: str, paths) -> str | None:
 
 
 def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
-    from cnn_jax.models import available_models, model_entry
+    from cnn_jax.models import available_models, model_entry, model_fields
 
-    for name in available_models():
-        print(f"{name:22s} {model_entry(name).description}")
+    if args.name is None:
+        for name in available_models():
+            print(f"{name:22s} {model_entry(name).description}")
+        return 0
+    entry, fields = model_entry(args.name), model_fields(args.name)
+    print(f"{args.name}: {entry.description}\ninput {'x'.join(map(str, entry.input_shape))}, "
+          f"{entry.num_classes} classes (as published)")
+    print("config fields (--config.model.FIELD=VALUE):" if fields else "no config fields besides model.name")
+    for field, value in fields.items():
+        print(f"  {field:18s} {value!r}")
     return 0
 
 
@@ -487,16 +496,17 @@ def cmd_summary(args: argparse.Namespace, extra: list[str]) -> int:
     import dataclasses
 
     from cnn_jax import config as config_lib
-    from cnn_jax.models import build_model
-    from cnn_jax.summary import summarize
+    from cnn_jax.models import build_model, model_entry
+    from cnn_jax.models.summary import summarize
 
     overrides = dict(config_lib.parse_override(a) for a in extra)
     if any(not key.startswith("model.") for key in overrides):
         raise UserError("summary takes only model fields: --config.model.FIELD=VALUE")
     config = config_lib.apply_overrides(config_lib.default_config(), {"model.name": args.model, **overrides})
-    config_lib.validate(config)
-    shape = _parse_shape(args.input)
-    result = summarize(build_model(config.model, num_classes=args.num_classes, input_shape=shape), shape, args.model)
+    entry = model_entry(args.model)
+    shape = _parse_shape(args.input) if args.input else entry.input_shape
+    model = build_model(config.model.to_dict(), num_classes=args.num_classes or entry.num_classes)
+    result = summarize(model, shape, args.model)
     print(json.dumps(dataclasses.asdict(result), indent=1) if args.json else result.table())
     return 0
 

@@ -2,7 +2,9 @@
 
 A config is an `ml_collections.ConfigDict` whose keys and types are fixed by
 `default_config()`. Experiment files start from it and change values; the command
-line changes values with `--config.section.field=value`.
+line changes values with `--config.section.field=value`. The model section is open:
+`model.name` and the keyword arguments of that model, which this module does not know;
+`cnn_jax.validation` checks them against the model's own fields.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ml_collections
 
 from cnn_jax.errors import UserError, did_you_mean, unknown_choice
 
+MODEL_SECTION = "model."  # open section: model.name plus the chosen model's own fields
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 LOSSES = ("cross_entropy", "mse")
@@ -42,20 +45,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.dataset.augment.horizontal_flip = False
 
     c.model = ml_collections.ConfigDict()
-    c.model.name = "seed_cnn"
-    # Switches; each model honours those that fit its architecture ("default" = the architecture's own).
-    c.model.downsample = "default"  # max | avg | stride | none
-    c.model.kernel_scheme = "default"  # 3x3 | 5x5 | 7x7 | 3x3x2 | 3x3x3
-    c.model.pool_window = 0  # 0 = the architecture's own; 3 with stride 2 gives overlapping pooling
-    c.model.batch_norm = False
-    c.model.dropout = -1.0  # < 0: the architecture's own rate(s); 0 switches dropout off
-    c.model.aux_heads = False  # GoogLeNet's auxiliary classifiers
-    # ablation_net only: a VGG-style net whose shape is all config.
-    c.model.stages = 3  # resolution halves after each stage
-    c.model.convs_per_stage = 1  # kernel-scheme units per stage
-    c.model.width = 32  # channels of the first stage, doubled at each downsampling
-    c.model.head = "gap"  # gap | mlp
-    c.model.width_multiplier = 1.0  # allcnn_*: scales every hidden conv's channels (rounded); 1 = the paper's
+    c.model.name = "seed_cnn"  # every other model.* key is a field of that model: `cnn-jax models NAME`
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"
@@ -160,6 +150,8 @@ def check_schema(config: Any, schema: ml_collections.ConfigDict | None = None, p
         raise UserError(f"get_config() must return an ml_collections.ConfigDict, got {type(config).__name__}.")
     for key in config.keys():
         field = prefix + key
+        if field.startswith(MODEL_SECTION) and field != "model.name":
+            continue  # a field of the chosen model, checked against it by cnn_jax.validation
         if key not in schema:
             raise UserError(f"unknown config field '{field}'.{did_you_mean(field, [prefix + k for k in schema.keys()])}")
         value, expected = config[key], schema[key]
@@ -198,6 +190,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
     """Set dotted fields; string values are parsed by the type of the field they replace."""
     config = ml_collections.ConfigDict(config.to_dict())
     for dotted, value in overrides.items():
+        if dotted.startswith(MODEL_SECTION) and dotted != "model.name":
+            _set_model_field(config, dotted, value)
+            continue
         *parents, leaf = dotted.split(".")
         node, path = config, ""
         for part in parents + [leaf]:
@@ -214,6 +209,22 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
             raise UserError(f"config field '{dotted}' expects {type(current).__name__}, got {value!r}.")
         node[leaf] = float(new) if isinstance(current, float) else new
     return config
+
+
+def _set_model_field(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+    """Set a field of the model section; its type is the model's, so text is read as a Python literal
+    (a bare word stays a string) and `cnn_jax.validation` checks it against the model."""
+    key = dotted[len(MODEL_SECTION):]
+    if "." in key:
+        raise UserError(f"unknown config field '{dotted}': model fields are not nested; write --config.model.FIELD=VALUE.")
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+    if key in config.model:
+        del config.model[key]  # a new value may have another type (e.g. 0.3 for an int 0)
+    config.model[key] = tuple(value) if isinstance(value, list) else value
 
 
 def parse_value(field: str, text: str, current: Any) -> Any:
@@ -248,21 +259,9 @@ def parse_value(field: str, text: str, current: Any) -> Any:
 
 # ----------------------------------------------------------------------------- validation
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Reject impossible values before any data is read or compiled."""
-    from cnn_jax.models import available_models  # models never import config
-
+def validate_fields(config: ml_collections.ConfigDict) -> None:
+    """Reject impossible values of every field but the model's (see `cnn_jax.validation.validate`)."""
     check_schema(config)
-    _choice("model.name", config.model.name, available_models())
-    from cnn_jax.layers import DOWNSAMPLE_KINDS, KERNEL_SCHEMES
-
-    _choice("model.downsample", config.model.downsample, ("default", *DOWNSAMPLE_KINDS))
-    _choice("model.kernel_scheme", config.model.kernel_scheme, ("default", *KERNEL_SCHEMES))
-    _choice("model.head", config.model.head, ("gap", "mlp"))
-    for field in ("model.stages", "model.convs_per_stage", "model.width", "model.width_multiplier"):
-        _positive(field, _get(config, field))
-    if config.model.pool_window < 0:
-        raise UserError(f"config field 'model.pool_window' = {config.model.pool_window}: must be >= 0 (0 = the model's own).")
     _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
     _choice("schedule.name", config.schedule.name, SCHEDULES)
     _choice("loss.name", config.loss.name, LOSSES)
@@ -273,8 +272,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for field in ("train.epochs", "train.batch_size", "train.eval_batch_size",
                   "train.log_every_steps", "checkpoint.every_steps", "checkpoint.keep"):
         _positive(field, _get(config, field))
-    if not (config.model.dropout == -1.0 or 0.0 <= config.model.dropout < 1.0):
-        raise UserError(f"config field 'model.dropout' = {config.model.dropout}: must be in [0, 1), or -1 for the model's own rate.")
     for field in ("optimizer.momentum", "loss.label_smoothing"):
         value = _get(config, field)
         if not 0.0 <= value < 1.0:

@@ -87,7 +87,7 @@ def load_run(path: Path, step: str | int | None = None) -> LoadedRun:
     run_dir = _run_dir_of(source)
     config = rundir.load_config(run_dir)
     info = data_info(run_dir)
-    model = build_model(config.model, num_classes=len(info.classes), input_shape=info.image_shape)
+    model = build_model(config.model, num_classes=len(info.classes))
     manager = source.manager()
     chosen = source.pick(manager, step, "best")
     saved = inspection.model_variables(inspection.read_checkpoint(source, manager, chosen))

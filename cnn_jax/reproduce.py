@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cnn_jax import config as config_lib, report, stats
+from cnn_jax import config as config_lib, report, stats, validation
 from cnn_jax.errors import UserError, did_you_mean, unknown_choice
 from cnn_jax.files import write_json_atomic, write_text_atomic
 from cnn_jax.sweep import local
@@ -308,7 +308,7 @@ def seed_plan(spec: str, seeds: int) -> Plan:
     runs = []
     for seed in range(seeds):
         config = config_lib.apply_overrides(base, {"seed": seed})
-        config_lib.validate(config)
+        validation.validate(config)
         runs.append(Run(seed, {}, seed, config, config_lib.run_id(config)))
     doc = (module.__doc__ or "").strip()
     return Plan(spec=f"{path}:{preset}", experiment_file=str(path), preset=preset, experiment=base.experiment,

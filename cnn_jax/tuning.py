@@ -5,7 +5,7 @@ Two choices make the float32 training step 1.4-2.8x faster on a 2-core CPU (benc
 * XLA's CPU compiler (jaxlib 0.10) hands convolutions to YNNPACK, which runs them on one thread; the
   flag below keeps YNNPACK for reductions, dots and elementwise work but sends convolutions to
   XLA's multi-threaded Eigen kernels. It is a CPU-compiler flag: GPU and TPU programs are untouched.
-* Non-overlapping max pooling has a hand-written gradient (`cnn_jax.layers.max_pool`) equal to
+* Non-overlapping max pooling has a hand-written gradient (`cnn_jax.models.layers.max_pool`) equal to
   `nn.max_pool`'s, ties included, without the reduce-window scatter.
 
 `CNN_JAX_PLAIN=1` in the environment turns both off (XLA's own defaults, `nn.max_pool`). The XLA flag

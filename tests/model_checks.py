@@ -9,7 +9,7 @@ import numpy as np
 import optax
 
 from cnn_jax.models import build_model
-from cnn_jax.summary import summarize
+from cnn_jax.models.summary import summarize
 
 
 def count_params(name: str, input_shape, num_classes: int = 1000, **options) -> tuple[int, int]:
@@ -23,7 +23,7 @@ def _build(name, input_shape, num_classes, **options):
 
     overrides = {"model.name": name, **{f"model.{k}": v for k, v in options.items()}}
     config = config_lib.apply_overrides(config_lib.default_config(), overrides)
-    return build_model(config.model, num_classes=num_classes, input_shape=tuple(input_shape))
+    return build_model(config.model, num_classes=num_classes)
 
 
 def check_model(name: str, input_shape, num_classes: int = 10, batch: int = 2, **options) -> None:

@@ -23,7 +23,7 @@ from cnn_jax.export import export_run, flat_variables, read_export
 from cnn_jax.features import filter_tiles, plot_features, plot_filters
 from cnn_jax.inspection import flatten, inspect_checkpoint, locate
 from cnn_jax.loading import data_info, load_model, load_run
-from cnn_jax.summary import summarize
+from cnn_jax.models.summary import summarize
 from cnn_jax.train.loop import open_checkpoints, train
 
 FIRST_CONV = "stage1/ConvStack_0/ConvUnit_0/Conv_0"

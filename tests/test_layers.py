@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from cnn_jax.layers import ConvStack, ConvUnit, Downsample, TransposedConv, Upsample
+from cnn_jax.models.layers import ACTIVATIONS, BATCH_NORM, ConvStack, ConvUnit, Downsample, TransposedConv, Upsample
 
 X = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
 
@@ -48,22 +48,29 @@ def test_kernel_schemes_count_their_parameters(scheme, params):
 
 @pytest.mark.parametrize("padding, size", [("SAME", 8), ("VALID", 6), (2, 10), (0, 6)])
 def test_conv_padding_same_valid_and_explicit(padding, size):
-    out, _ = init_apply(ConvUnit(4, 3, padding=padding))
+    out, _ = init_apply(ConvUnit(4, kernel=3, padding=padding))
     assert out.shape == (2, size, size, 4)
 
 
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu", "gelu", "none"])
-def test_conv_unit_activations(activation):
-    out, count = init_apply(ConvUnit(4, 1, activation=activation))
-    assert count == 3 * 4 + 4
-    if activation == "relu":
-        assert float(out.min()) >= 0.0
-    if activation == "none":
-        assert float(out.min()) < 0.0
+@pytest.mark.parametrize("activation, expected", [
+    ("relu", lambda z: np.maximum(z, 0.0)),
+    ("leaky_relu", lambda z: np.where(z >= 0, z, 0.01 * z)),
+    ("elu", lambda z: np.where(z > 0, z, np.expm1(z))),
+    ("gelu", lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))),  # flax's tanh form
+    ("none", lambda z: z),
+])
+def test_conv_unit_applies_its_activation_to_the_conv_output(activation, expected):
+    unit = ConvUnit(4, kernel=1, act=ACTIVATIONS[activation])
+    variables = unit.init(jax.random.PRNGKey(1), X)
+    pre_activation = ConvUnit(4, kernel=1, act=ACTIVATIONS["none"]).apply(variables, X)
+    out = unit.apply(variables, X)
+    assert sum(a.size for a in jax.tree_util.tree_leaves(variables)) == 3 * 4 + 4
+    assert float(np.min(pre_activation)) < 0.0 < float(np.max(pre_activation))  # both branches are exercised
+    np.testing.assert_allclose(out, expected(np.asarray(pre_activation, np.float64)), rtol=1e-5, atol=1e-6)
 
 
 def test_batch_norm_replaces_the_conv_bias_and_keeps_running_statistics():
-    module = ConvUnit(4, 3, batch_norm=True)
+    module = ConvUnit(4, kernel=3, norm=BATCH_NORM)
     variables = module.init(jax.random.PRNGKey(1), X)
     assert "bias" not in variables["params"]["Conv_0"]
     assert set(variables["batch_stats"]["BatchNorm_0"]) == {"mean", "var"}
@@ -92,7 +99,7 @@ def test_conv_output_size_is_w_minus_f_plus_2p_over_s_plus_1(size, kernel, strid
     """Seed 002's formula W2 = (W1 - F + 2P) / S + 1 (floor) against the jitted layer's shape."""
     assume(size + 2 * padding >= kernel)
     x = jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32)
-    out = jax.eval_shape(lambda v: ConvUnit(3, kernel, stride, padding).init_with_output(jax.random.PRNGKey(0), v)[0], x)
+    out = jax.eval_shape(lambda v: ConvUnit(3, kernel=kernel, stride=stride, padding=padding).init_with_output(jax.random.PRNGKey(0), v)[0], x)
     expected = (size - kernel + 2 * padding) // stride + 1
     assert out.shape == (1, expected, expected, 3)
 
@@ -102,6 +109,6 @@ def test_conv_output_size_is_w_minus_f_plus_2p_over_s_plus_1(size, kernel, strid
 def test_pool_output_size_follows_the_same_formula_without_padding(size, window, stride, kind):
     assume(size >= window)
     x = jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32)
-    out = jax.eval_shape(lambda v: Downsample(kind, window, stride).init_with_output(jax.random.PRNGKey(0), v)[0], x)
+    out = jax.eval_shape(lambda v: Downsample(kind, window=window, stride=stride).init_with_output(jax.random.PRNGKey(0), v)[0], x)
     expected = (size - window) // stride + 1
     assert out.shape == (1, expected, expected, 2)

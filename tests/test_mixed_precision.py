@@ -9,6 +9,7 @@ import pytest
 from flax import linen as nn
 
 from cnn_jax import config as config_lib
+from cnn_jax import validation
 from cnn_jax.errors import UserError
 from cnn_jax.models import build_model
 from cnn_jax.train import steps as steps_lib
@@ -33,7 +34,7 @@ def _batch(n: int = 32, seed: int = 0) -> dict:
 
 
 def _setup(config):
-    model = build_model(config.model, num_classes=10, input_shape=(28, 28, 1))
+    model = build_model(config.model, num_classes=10)
     tx = make_optimizer(config, make_schedule(config, 10))
     return model, tx, create_train_state(model, tx, (28, 28, 1), seed=0)
 
@@ -57,8 +58,8 @@ def _dtypes(tree) -> set:
 def test_unknown_compute_dtype_fails_validation():
     config = config_lib.apply_overrides(config_lib.default_config(), {"train.compute_dtype": "float16"})
     with pytest.raises(UserError, match="'train.compute_dtype': unknown value 'float16'.*bfloat16, float32"):
-        config_lib.validate(config)
-    config_lib.validate(_config(**{"train.compute_dtype": "bfloat16"}))
+        validation.validate(config)
+    validation.validate(_config(**{"train.compute_dtype": "bfloat16"}))
 
 
 def test_bfloat16_step_keeps_parameters_optimizer_state_and_batch_statistics_float32(steps):

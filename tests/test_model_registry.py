@@ -6,7 +6,7 @@ import pytest
 from model_checks import check_model
 
 from cnn_jax.models import available_models, build_model, model_entry
-from cnn_jax.summary import summarize
+from cnn_jax.models.summary import summarize
 
 CHECKED_IN_FAMILY_FILES = {
     "seed_cnn", "lenet5", "lenet5_1998", "alexnet", "alexnet_torchvision", "vgg11_bn_cifar", "resnet18",
@@ -60,7 +60,7 @@ def test_summary_table_of_every_model_accounts_for_every_parameter(name, capsys)
     assert cli.main(args) == 0
     table = capsys.readouterr().out
     print(table)
-    summary = summarize(build_model(name, num_classes=classes, input_shape=shape), shape, name)
+    summary = summarize(build_model(name, num_classes=classes), shape, name)
     assert sum(r.params for r in summary.rows) == summary.trainable_params
     assert sum(r.non_trainable for r in summary.rows) == summary.non_trainable_params
     assert f"total params: {summary.total_params:,}" in table and summary.flops > 0

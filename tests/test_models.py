@@ -9,12 +9,12 @@ import pytest
 from flax import linen as nn
 
 from cnn_jax.errors import UserError
-from cnn_jax.layers import max_pool
+from cnn_jax.models.layers import max_pool
 from cnn_jax.models import available_models, build_model
 
 
 def test_seed_cnn_has_exactly_the_keras_parameter_counts_of_seed_002():
-    model = build_model("seed_cnn", num_classes=10, input_shape=(28, 28, 1))
+    model = build_model("seed_cnn", num_classes=10)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
     per_layer = {name: sum(x.size for x in jax.tree_util.tree_leaves(p)) for name, p in params.items()}
     assert per_layer == {"conv1": 640, "conv2": 73_856, "conv3": 295_168, "dense": 2_570}
@@ -26,7 +26,7 @@ def test_seed_cnn_has_exactly_the_keras_parameter_counts_of_seed_002():
 def test_registry_lists_seed_cnn_and_rejects_unknown_names_with_a_suggestion():
     assert "seed_cnn" in available_models()
     with pytest.raises(UserError, match="Did you mean 'seed_cnn'"):
-        build_model("seed-cnn", num_classes=10, input_shape=(28, 28, 1))
+        build_model("seed-cnn", num_classes=10)
 
 
 def _pool_value_and_grad(pool, x, weights):

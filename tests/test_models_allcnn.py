@@ -9,7 +9,7 @@ from model_checks import check_model, count_params
 from cnn_jax.config import apply_overrides, default_config
 from cnn_jax.errors import UserError
 from cnn_jax.models import build_model
-from cnn_jax.summary import summarize
+from cnn_jax.models.summary import summarize
 
 CIFAR = (32, 32, 3)
 
@@ -37,17 +37,17 @@ def test_allcnn_parameter_counts_are_exact(name, expected, paper_table_3):
 
 @pytest.mark.parametrize("name", ["allcnn_model_c", "allcnn_strided_c", "allcnn_convpool_c", "allcnn_all_c"])
 def test_allcnn_geometry_matches_the_paper_32_16_8_then_global_average_over_6x6(name):
-    rows = summarize(build_model(name, num_classes=10, input_shape=CIFAR), CIFAR).rows
+    rows = summarize(build_model(name, num_classes=10), CIFAR).rows
     spatial = [r.output_shape[:2] for r in rows if len(r.output_shape) == 3]
     assert spatial[0] == (32, 32) and (16, 16) in spatial and (8, 8) in spatial
     assert rows[-2].output_shape == (6, 6, 10) and rows[-1].output_shape == (10,)
 
 
 def test_allcnn_dropout_is_the_papers_unless_overridden():
-    default = build_model("allcnn_all_c", num_classes=10, input_shape=CIFAR)
+    default = build_model("allcnn_all_c", num_classes=10)
     assert default.dropout == 0.5
     config = apply_overrides(default_config(), {"model.name": "allcnn_all_c", "model.dropout": 0.3})
-    assert build_model(config.model, num_classes=10, input_shape=CIFAR).dropout == 0.3
+    assert build_model(config.model, num_classes=10).dropout == 0.3
 
 
 @pytest.mark.parametrize("name", ["allcnn_model_c", "allcnn_strided_c", "allcnn_convpool_c", "allcnn_all_c"])
@@ -61,7 +61,7 @@ SMALL = dict(width=8, stages=2)
 
 def build_model_with(**options):
     overrides = {"model.name": "ablation_net", **{f"model.{k}": v for k, v in {**SMALL, **options}.items()}}
-    return build_model(apply_overrides(default_config(), overrides).model, num_classes=10, input_shape=(28, 28, 1))
+    return build_model(apply_overrides(default_config(), overrides).model, num_classes=10)
 
 
 @pytest.mark.parametrize("options, expected", [

@@ -15,7 +15,7 @@ from model_checks import check_model, count_params
 from cnn_jax import config as config_lib
 from cnn_jax.models import build_model
 from cnn_jax.models.lenet import C3_INPUTS, PartialConv, RBFOutput
-from cnn_jax.summary import summarize
+from cnn_jax.models.summary import summarize
 
 IMAGENET = (224, 224, 3)
 CIFAR = (32, 32, 3)
@@ -41,7 +41,7 @@ TABLE_I = (
 def build(name: str, input_shape, num_classes: int = 10, **options) -> nn.Module:
     overrides = {"model.name": name, **{f"model.{k}": v for k, v in options.items()}}
     config = config_lib.apply_overrides(config_lib.default_config(), overrides)
-    return build_model(config.model, num_classes=num_classes, input_shape=input_shape)
+    return build_model(config.model, num_classes=num_classes)
 
 
 def abstract_variables(model: nn.Module, input_shape) -> dict:

@@ -12,12 +12,12 @@ import pytest
 from model_checks import check_model, count_params
 
 from cnn_jax import config as config_lib
-from cnn_jax.blocks import AdaptiveAvgPool, BasicBlock, Bottleneck, InceptionV1, Shortcut
+from cnn_jax.models.blocks import AdaptiveAvgPool, BasicBlock, Bottleneck, InceptionV1, Shortcut
 from cnn_jax.errors import UserError
 from cnn_jax.models import build_model
 from cnn_jax.models.googlenet import INCEPTIONS, GoogLeNet
 from cnn_jax.models.resnet import CifarResNet
-from cnn_jax.summary import summarize
+from cnn_jax.models.summary import summarize
 
 # torchvision.models documentation, "num_params" of the IMAGENET1K_V1 weights (1000 classes).
 TORCHVISION_COUNTS = {
@@ -83,7 +83,7 @@ def test_googlenet_dropout_switch_replaces_torchvisions_rate():
     def dropout_of(**options) -> float:
         overrides = {"model.name": "googlenet", **{f"model.{k}": v for k, v in options.items()}}
         model_options = config_lib.apply_overrides(config_lib.default_config(), overrides).model
-        return build_model(model_options, num_classes=10, input_shape=(32, 32, 3)).dropout
+        return build_model(model_options, num_classes=10).dropout
 
     assert dropout_of() == 0.2  # torchvision
     assert dropout_of(dropout=0.4) == 0.4  # the paper
@@ -94,7 +94,7 @@ def test_resnet_stem_pool_follows_the_downsample_switch():
     assert count_params("resnet18", (64, 64, 3), 1000, downsample="avg")[0] == base
     assert count_params("resnet18", (64, 64, 3), 1000, downsample="none")[0] == base
     assert count_params("resnet18", (64, 64, 3), 1000, downsample="stride")[0] == base + 3 * 3 * 64 * 64 + 2 * 64
-    with pytest.raises(UserError, match="does not use"):
+    with pytest.raises(UserError, match="has no field 'model.downsample'"):
         count_params("resnet20", (32, 32, 3), 10, downsample="max")
 
 

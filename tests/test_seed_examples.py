@@ -10,7 +10,7 @@ from PIL import Image
 
 from cnn_jax import cli
 from cnn_jax.kernels import CLASSIC_KERNELS, apply_kernel
-from cnn_jax.layers import ConvUnit, Downsample
+from cnn_jax.models.layers import ConvUnit, Downsample, identity
 
 
 def run(module, x, params=None):
@@ -40,7 +40,7 @@ def test_seed_002_three_channel_convolution_with_bias():
     per_channel = [float(jnp.sum(jnp.pad(image[0, :2, :2, c], ((1, 0), (1, 0))) * kernel[:, :, c, 0]))
                    for c in range(3)]
     assert per_channel == [308, -498, 164]
-    conv = ConvUnit(1, 3, padding=1, activation="none")  # zero padding of one pixel, as on the slide
+    conv = ConvUnit(1, 3, padding=1, act=identity)  # zero padding of one pixel, as on the slide
     out = run(conv, image, {"Conv_0": {"kernel": kernel, "bias": jnp.ones(1)}})
     assert out[0, 0, 0, 0] == 308 - 498 + 164 + 1 == -25
 
@@ -49,21 +49,21 @@ def test_seed_002_three_channel_convolution_with_bias():
 def test_seed_002_output_size_formula_for_conv(size, kernel, stride, padding):
     expected = (size - kernel + 2 * padding) // stride + 1
     x = jnp.zeros((1, size, size, 1))
-    assert run(ConvUnit(2, kernel, stride, padding), x).shape == (1, expected, expected, 2)
+    assert run(ConvUnit(2, kernel=kernel, stride=stride, padding=padding), x).shape == (1, expected, expected, 2)
 
 
 @pytest.mark.parametrize("size, window, stride", [(55, 3, 2), (27, 3, 2), (26, 2, 2), (11, 2, 2)])
 def test_seed_002_output_size_formula_for_pooling(size, window, stride):
     expected = (size - window) // stride + 1
     x = jnp.zeros((1, size, size, 1))
-    assert run(Downsample("max", window, stride), x).shape == (1, expected, expected, 1)
+    assert run(Downsample("max", window=window, stride=stride), x).shape == (1, expected, expected, 1)
 
 
 def test_seed_003_binary_image_valid_convolution():
     image = np.array([[0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 1, 0, 0], [0, 1, 0, 1, 0, 0, 0],
                       [0, 1, 1, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]], np.float32)
     kernel = np.array([[0, 0, 0], [0, 1, 1], [0, 1, 0]], np.float32)
-    conv = ConvUnit(1, 3, padding="VALID", activation="none", use_bias=False)
+    conv = ConvUnit(1, 3, padding="VALID", act=identity, use_bias=False)
     out = run(conv, jnp.asarray(image)[None, :, :, None], {"Conv_0": {"kernel": jnp.asarray(kernel)[:, :, None, None]}})
     assert out[0, :, :, 0].astype(int).tolist() == [[3, 2, 2, 3, 1], [2, 0, 2, 1, 0], [2, 2, 1, 0, 0],
                                                     [3, 1, 0, 0, 0], [1, 0, 0, 0, 0]]
@@ -74,7 +74,7 @@ def test_seed_003_per_channel_2x2_example_sums_to_475():
     filters = [[[0, 1], [1, 0]], [[0, 1], [1, 1]], [[0, 0], [1, 1]]]  # the blue filter is implied: 475-178-180
     image = jnp.stack([jnp.array(c, jnp.float32) for c in (red, green, blue)], -1)[None]
     kernel = jnp.stack([jnp.array(f, jnp.float32) for f in filters], -1)[..., None]
-    conv = ConvUnit(1, 2, padding="VALID", activation="none", use_bias=False)
+    conv = ConvUnit(1, 2, padding="VALID", act=identity, use_bias=False)
     out = run(conv, image, {"Conv_0": {"kernel": kernel}})
     assert [float(jnp.sum(image[0, :, :, c] * kernel[:, :, c, 0])) for c in range(3)] == [178, 180, 117]
     assert out[0, 0, 0, 0] == 475
@@ -82,7 +82,7 @@ def test_seed_003_per_channel_2x2_example_sums_to_475():
 
 def test_seed_003_same_padded_conv_then_pool_gives_320x320x32():
     x = jnp.zeros((1, 640, 640, 1))
-    features = jax.eval_shape(lambda v: ConvUnit(32, 3).init_with_output(jax.random.PRNGKey(0), v)[0], x)
+    features = jax.eval_shape(lambda v: ConvUnit(32, kernel=3).init_with_output(jax.random.PRNGKey(0), v)[0], x)
     assert features.shape == (1, 640, 640, 32)
     pooled = jax.eval_shape(lambda v: Downsample("max").init_with_output(jax.random.PRNGKey(0), v)[0], features)
     assert pooled.shape == (1, 320, 320, 32)

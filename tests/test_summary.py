@@ -1,4 +1,4 @@
-"""cnn_jax.summary through real models: receptive field and jump, per-layer shapes, parameters and FLOPs,
+"""cnn_jax.models.summary through real models: receptive field and jump, per-layer shapes, parameters and FLOPs,
 geometry errors before any compute, the text table, and the `summary` command."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from cnn_jax import cli
 from cnn_jax.config import apply_overrides, default_config
 from cnn_jax.errors import UserError
 from cnn_jax.models import build_model
-from cnn_jax.summary import Summary, summarize
+from cnn_jax.models.summary import Summary, summarize
 
 
 def ablation_model(input_shape=(28, 28, 1), **options):
     overrides = {"model.name": "ablation_net", **{f"model.{k}": v for k, v in options.items()}}
-    return build_model(apply_overrides(default_config(), overrides).model, num_classes=10, input_shape=input_shape)
+    return build_model(apply_overrides(default_config(), overrides).model, num_classes=10)
 
 
 def ablation_summary(input_shape=(28, 28, 1), **options) -> Summary:
@@ -52,7 +52,7 @@ def test_downsample_none_keeps_the_jump_at_1():
 
 
 def test_seed_cnn_rows_shapes_and_parameters():
-    summary = summarize(build_model("seed_cnn", num_classes=10, input_shape=(28, 28, 1)), (28, 28, 1), "seed_cnn")
+    summary = summarize(build_model("seed_cnn", num_classes=10), (28, 28, 1), "seed_cnn")
     assert [r.output_shape for r in summary.rows] == [
         (26, 26, 64), (13, 13, 64), (11, 11, 128), (5, 5, 128), (3, 3, 256), (256,), (10,)]
     assert [r.params for r in summary.rows] == [640, 0, 73_856, 0, 295_168, 0, 2_570]
@@ -61,7 +61,7 @@ def test_seed_cnn_rows_shapes_and_parameters():
 
 
 @pytest.mark.parametrize("build, shape, layer, where", [
-    (lambda: build_model("seed_cnn", num_classes=10, input_shape=(14, 14, 1)), (14, 14, 1),
+    (lambda: build_model("seed_cnn", num_classes=10), (14, 14, 1),
      "conv3/Conv_0", "2x2 input (shape (2, 2, 128))"),  # VALID 3x3 on 2x2: 14 -> 12 -> 6 -> 4 -> 2
     (lambda: ablation_model(stages=5, width=4), (28, 28, 1),
      "stage5/Downsample_0/Pool_0", "1x1 input (shape (1, 1, 64))"),  # 28 -> 14 -> 7 -> 3 -> 1, no 2x2 window
@@ -79,7 +79,7 @@ def test_geometry_error_comes_before_any_compute():
 
 
 def test_conv_flops_are_two_times_output_pixels_times_weights():
-    seed = summarize(build_model("seed_cnn", num_classes=10, input_shape=(28, 28, 1)), (28, 28, 1))
+    seed = summarize(build_model("seed_cnn", num_classes=10), (28, 28, 1))
     conv1, _, conv2, _, conv3, _, dense = seed.rows
     assert conv1.flops == 2 * 26 * 26 * 64 * 3 * 3 * 1
     assert conv2.flops == 2 * 11 * 11 * 128 * 3 * 3 * 64

@@ -56,7 +56,7 @@ def test_zip_pairs_levels_and_overrides_reach_every_run(tmp_path):
      "unknown value 'maxx'. Did you mean 'max'?"),
     ("return Sweep(axes=(field_axis('d', 'model.downsample', ('max',)), field_axis('w', 'model.width', (8, 16))), "
      "combine='zip')", "equal numbers of levels: d: 1, w: 2"),
-    ("return Sweep(axes=(field_axis('d', 'model.downsampel', ('max',)),))", "unknown config field 'model.downsampel'"),
+    ("return Sweep(axes=(field_axis('d', 'model.downsampel', ('max',)),))", "model 'ablation_net' has no field 'model.downsampel'. Did you mean 'downsample'?"),
     ("return Sweep(axes=(field_axis('d', 'model.downsample', ('max', 'maxi')),))", "model.downsample"),
     ("return Sweep(axes=(Axis('d', {'a': {'model.width': 8}, 'b': {'model.width': 8}}),))",
      "runs 'd=a,seed=0' and 'd=b,seed=0' resolve to the same config"),

@@ -37,7 +37,7 @@ def _template(config):
     from cnn_jax.train.optim import make_optimizer, make_schedule
     from cnn_jax.train.state import create_train_state
 
-    model = build_model(config.model, num_classes=10, input_shape=(28, 28, 1))
+    model = build_model(config.model, num_classes=10)
     tx = make_optimizer(config, make_schedule(config, 150))
     return create_train_state(model, tx, (28, 28, 1), config.seed)
 

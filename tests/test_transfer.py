@@ -119,7 +119,7 @@ def test_frozen_batch_norm_statistics_and_parameters_stay_bitwise_through_train_
     from cnn_jax.train.steps import make_train_step
 
     config = tiny(**{"model.batch_norm": True, "transfer.trainable": ("stage2/*", "classifier/*")})
-    model = build_model(config.model, num_classes=10, input_shape=(28, 28, 1))
+    model = build_model(config.model, num_classes=10)
     abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), train=False))
     tx = make_optimizer(config, optax.constant_schedule(0.1), transfer.optimizer_labels(abstract["params"], config))
     mask = {"params": transfer.trainable_mask(abstract["params"], config),

@@ -47,7 +47,7 @@ def main(fashion_dir: str) -> None:
     config = config_lib.apply_overrides(config_lib.default_config(), {
         "model.name": "seed_cnn", "optimizer.name": "sgd", "optimizer.lr": 0.05, "optimizer.momentum": 0.9,
         "schedule.name": "constant", "train.batch_size": BATCH})
-    model = build_model(config.model, num_classes=10, input_shape=(28, 28, 1))
+    model = build_model(config.model, num_classes=10)
     tx = make_optimizer(config, make_schedule(config, STEPS))
     state = create_train_state(model, tx, (28, 28, 1), seed=0)
     mean, std = channel_stats(train)

@@ -3,59 +3,61 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
-import ml_collections
 from flax import linen as nn
 
-from cnn_jax.blocks import VGGBlock
-from cnn_jax.errors import UserError
-from cnn_jax.layers import Dropout, Flatten, GlobalAvgPool, MLPHead
-from cnn_jax.models import register
+from cnn_jax.models.blocks import VGGBlock
+from cnn_jax.models.layers import ACTIVATIONS, BATCH_NORM, ConvUnit, Dropout, Flatten, GlobalAvgPool, MLPHead
+from cnn_jax.models.spec import ModelSpec
 
 MLP_HIDDEN = 256
+HEADS = ("gap", "mlp")
 
 
 class AblationNet(nn.Module):
     """`stages` VGG blocks (stage i: `width * 2**i` channels, `convs_per_stage` kernel-scheme units,
     SAME padding, then the downsampling switch), then a 'gap' head (global average -> dropout -> Dense)
-    or an 'mlp' head (flatten -> Dense 256 -> ReLU -> dropout -> Dense)."""
+    or an 'mlp' head (flatten -> Dense 256 -> activation -> dropout -> Dense)."""
 
     num_classes: int = 10
     stages: int = 3
     convs_per_stage: int = 1
     width: int = 32
-    scheme: str = "3x3"
+    kernel_scheme: str = "3x3"
     downsample: str = "max"
     pool_window: int = 2
     batch_norm: bool = False
+    activation: str = "relu"
     head: str = "gap"
     dropout: float = 0.0
+    CHOICES = {"head": HEADS}
+
+    def __post_init__(self):
+        if self.pool_window != 2 and self.downsample not in ("max", "avg"):
+            raise ValueError(f"config field 'model.pool_window' = {self.pool_window} needs pooling, but "
+                             f"model.downsample = '{self.downsample}'; leave pool_window at 2 or use max/avg.")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        conv = partial(ConvUnit, norm=BATCH_NORM if self.batch_norm else None, act=act)
         for i in range(self.stages):
-            x = VGGBlock(self.width * 2**i, self.convs_per_stage, self.scheme, self.downsample, self.pool_window,
-                         self.batch_norm, name=f"stage{i + 1}")(x, train)
+            x = VGGBlock(self.width * 2**i, num_convs=self.convs_per_stage, scheme=self.kernel_scheme,
+                         downsample=self.downsample, pool_window=self.pool_window, conv=conv,
+                         name=f"stage{i + 1}")(x, train)
         if self.head == "mlp":
             x = Flatten(name="flatten")(x)
-            return MLPHead((MLP_HIDDEN,), self.num_classes, self.dropout, name="mlp")(x, train)
+            return MLPHead((MLP_HIDDEN,), num_classes=self.num_classes, dropout=self.dropout, act=act,
+                           name="mlp")(x, train)
         x = Dropout(self.dropout, name="dropout")(GlobalAvgPool(name="gap")(x), train)
         return nn.Dense(self.num_classes, name="classifier")(x)
 
 
-@register("ablation_net", "VGG-style net shaped by config: stages x convs_per_stage kernel-scheme units, width doubling "
-          "per stage, downsampling switch, GAP or MLP head",
-          uses=("downsample", "kernel_scheme", "pool_window", "batch_norm", "dropout", "stages", "convs_per_stage",
-                "width", "head"))
-def ablation_net(options: ml_collections.ConfigDict, *, num_classes: int,
-                 input_shape: tuple[int, int, int]) -> nn.Module:
-    del input_shape  # the summary's trace checks that the stages fit the input
-    downsample = "max" if options.downsample == "default" else options.downsample
-    if options.pool_window and downsample not in ("max", "avg"):
-        raise UserError(f"config field 'model.pool_window' = {options.pool_window} needs pooling, but "
-                        f"model.downsample = '{downsample}'; leave pool_window at 0 or use max/avg.")
-    return AblationNet(num_classes=num_classes, stages=options.stages, convs_per_stage=options.convs_per_stage,
-                       width=options.width,
-                       scheme="3x3" if options.kernel_scheme == "default" else options.kernel_scheme,
-                       downsample=downsample, pool_window=options.pool_window or 2, batch_norm=options.batch_norm,
-                       head=options.head, dropout=max(options.dropout, 0.0))
+MODELS = {
+    "ablation_net": ModelSpec(AblationNet, "VGG-style net shaped by config: stages x convs_per_stage kernel-scheme "
+                                           "units, width doubling per stage, downsampling switch, GAP or MLP head",
+                              input_shape=(32, 32, 3), num_classes=10),
+}

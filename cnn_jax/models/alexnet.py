@@ -12,18 +12,18 @@ with 1.2-1.4 points of top-1). Other input sizes give other flatten sizes.
 input the map is already 6x6), dropout before the first two fc layers; 61,100,840 parameters for
 1000 classes, on any input size.
 
-Both honour `model.downsample` (the three 3x3/2 max-pools; 'default' = max) and `model.pool_window`
-(0 = 3, the overlapping pooling; 2 gives the paper's non-overlapping comparison, same shapes).
+Both have the switches `downsample` (the three 3x3/2 max-pools), `pool_window` (3, the overlapping
+pooling; 2 gives the paper's non-overlapping comparison, same shapes) and `dropout` (0.5, in the
+classifier; the paper's Sec. 4.2 ablation switches it off).
 """
 
 from __future__ import annotations
 
 import jax
-import ml_collections
 from flax import linen as nn
 
-from cnn_jax.layers import AdaptiveAvgPool, ConvUnit, Downsample, Dropout, Flatten, MLPHead
-from cnn_jax.models import register
+from cnn_jax.models.layers import AdaptiveAvgPool, ConvUnit, Downsample, Dropout, Flatten, MLPHead
+from cnn_jax.models.spec import ModelSpec
 
 PAPER_WIDTHS = (96, 256, 384, 384, 256)
 TORCHVISION_WIDTHS = (64, 192, 384, 256, 256)
@@ -40,13 +40,14 @@ class AlexNetFeatures(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         width1, width2, *widths345 = self.widths
-        x = ConvUnit(width1, 11, 4, self.conv1_padding, name="conv1")(x)
-        x = Downsample(self.downsample, self.pool_window, 2, name="pool1")(x, train)
-        x = ConvUnit(width2, 5, padding=2, name="conv2")(x)
-        x = Downsample(self.downsample, self.pool_window, 2, name="pool2")(x, train)
+        pool = dict(window=self.pool_window, stride=2)
+        x = ConvUnit(width1, kernel=11, stride=4, padding=self.conv1_padding, name="conv1")(x)
+        x = Downsample(self.downsample, **pool, name="pool1")(x, train)
+        x = ConvUnit(width2, kernel=5, padding=2, name="conv2")(x)
+        x = Downsample(self.downsample, **pool, name="pool2")(x, train)
         for i, width in enumerate(widths345, start=3):
-            x = ConvUnit(width, 3, padding=1, name=f"conv{i}")(x)
-        return Downsample(self.downsample, self.pool_window, 2, name="pool5")(x, train)
+            x = ConvUnit(width, kernel=3, padding=1, name=f"conv{i}")(x)
+        return Downsample(self.downsample, **pool, name="pool5")(x, train)
 
 
 class AlexNet(nn.Module):
@@ -55,12 +56,14 @@ class AlexNet(nn.Module):
     num_classes: int = 1000
     downsample: str = "max"
     pool_window: int = 3
+    dropout: float = 0.5
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = AlexNetFeatures(PAPER_WIDTHS, "VALID", self.downsample, self.pool_window, name="features")(x, train)
+        x = AlexNetFeatures(PAPER_WIDTHS, conv1_padding="VALID", downsample=self.downsample,
+                            pool_window=self.pool_window, name="features")(x, train)
         x = Flatten(name="flatten")(x)
-        return MLPHead((4096, 4096), self.num_classes, dropout=0.5, name="classifier")(x, train)
+        return MLPHead((4096, 4096), num_classes=self.num_classes, dropout=self.dropout, name="classifier")(x, train)
 
 
 class AlexNetTorchvision(nn.Module):
@@ -70,31 +73,22 @@ class AlexNetTorchvision(nn.Module):
     num_classes: int = 1000
     downsample: str = "max"
     pool_window: int = 3
+    dropout: float = 0.5
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = AlexNetFeatures(TORCHVISION_WIDTHS, 2, self.downsample, self.pool_window, name="features")(x, train)
+        x = AlexNetFeatures(TORCHVISION_WIDTHS, conv1_padding=2, downsample=self.downsample,
+                            pool_window=self.pool_window, name="features")(x, train)
         x = Flatten(name="flatten")(AdaptiveAvgPool(6, name="avgpool")(x))
-        x = nn.relu(nn.Dense(4096, name="fc6")(Dropout(0.5, name="dropout6")(x, train)))
-        x = nn.relu(nn.Dense(4096, name="fc7")(Dropout(0.5, name="dropout7")(x, train)))
+        x = nn.relu(nn.Dense(4096, name="fc6")(Dropout(self.dropout, name="dropout6")(x, train)))
+        x = nn.relu(nn.Dense(4096, name="fc7")(Dropout(self.dropout, name="dropout7")(x, train)))
         return nn.Dense(self.num_classes, name="fc8")(x)
 
 
-def _pooling(options: ml_collections.ConfigDict) -> dict:
-    return {"downsample": "max" if options.downsample == "default" else options.downsample,
-            "pool_window": options.pool_window or 3}
-
-
-@register("alexnet", "AlexNet of Krizhevsky et al. 2012 on one GPU, 227x227 input, no LRN; "
-                     "62,378,344 params for 1000 classes", uses=("downsample", "pool_window"))
-def alexnet(options: ml_collections.ConfigDict, *, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    del input_shape  # the flatten size follows the input
-    return AlexNet(num_classes, **_pooling(options))
-
-
-@register("alexnet_torchvision", "torchvision's AlexNet (64-192-384-256-256, adaptive 6x6 pooling); "
-                                 "61,100,840 params for 1000 classes", uses=("downsample", "pool_window"))
-def alexnet_torchvision(options: ml_collections.ConfigDict, *, num_classes: int,
-                        input_shape: tuple[int, int, int]) -> nn.Module:
-    del input_shape  # adaptive pooling fits any input size
-    return AlexNetTorchvision(num_classes, **_pooling(options))
+MODELS = {
+    "alexnet": ModelSpec(AlexNet, "AlexNet of Krizhevsky et al. 2012 on one GPU, 227x227 input, no LRN; "
+                                  "62,378,344 params for 1000 classes", input_shape=(227, 227, 3), num_classes=1000),
+    "alexnet_torchvision": ModelSpec(AlexNetTorchvision, "torchvision's AlexNet (64-192-384-256-256, adaptive 6x6 "
+                                                         "pooling); 61,100,840 params for 1000 classes",
+                                     input_shape=(224, 224, 3), num_classes=1000),
+}

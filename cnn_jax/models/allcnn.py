@@ -9,20 +9,21 @@ ceil-mode pooling); stride-2 convs pad 1 each side ('SAME' would pad only bottom
 shapes and counts, windows shifted by a pixel). 1x1 convs are unpadded.
 
 Dropout as in the paper's experimental setup: 20% on the input image, 50% after each pooling layer or the
-layer replacing it. `model.dropout` >= 0 replaces the 50% rate (0 switches it off); the input rate stays 20%.
+layer replacing it. The switch `dropout` replaces the 50% rate (0 switches it off); the input rate stays 20%.
+`width_multiplier` scales every hidden conv's channels (rounded), for CPU-sized runs of the same shape.
 The paper's table puts a ReLU after every conv, the class-score 1x1 conv included; so do we.
 """
 
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import jax
-import ml_collections
 from flax import linen as nn
 
-from cnn_jax.layers import ConvUnit, Dropout, GlobalAvgPool, Pool
-from cnn_jax.models import register
+from cnn_jax.models.layers import ConvUnit, Dropout, GlobalAvgPool, Pool
+from cnn_jax.models.spec import ModelSpec
 
 VARIANTS = ("model_c", "strided", "convpool", "all")
 INPUT_DROPOUT, DOWNSAMPLE_DROPOUT = 0.2, 0.5
@@ -40,6 +41,7 @@ class AllCNN(nn.Module):
     num_classes: int = 10
     dropout: float = DOWNSAMPLE_DROPOUT
     width_multiplier: float = 1.0  # < 1: a narrower net of the same shape, for CPU-sized runs
+    CHOICES = {"variant": VARIANTS}
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -49,7 +51,7 @@ class AllCNN(nn.Module):
         names = (f"conv{i}" for i in itertools.count(1))
 
         def conv(x, features, kernel=3, stride=1, padding=1):
-            return ConvUnit(features, kernel, stride, padding, name=next(names))(x, train)
+            return ConvUnit(features, kernel=kernel, stride=stride, padding=padding, name=next(names))(x, train)
 
         wide = max(1, round(192 * self.width_multiplier))
         for stage, width in enumerate((max(1, round(96 * self.width_multiplier)), wide), start=1):
@@ -58,7 +60,7 @@ class AllCNN(nn.Module):
             if self.variant == "convpool":
                 x = conv(x, width)
             if self.variant in ("model_c", "convpool"):
-                x = Pool("max", 3, 2, "SAME", name=f"pool{stage}")(x)
+                x = Pool("max", window=3, stride=2, padding="SAME", name=f"pool{stage}")(x)
             if self.variant == "all":
                 x = conv(x, width, stride=2)
             x = Dropout(self.dropout, name=f"dropout{stage}")(x, train)
@@ -68,18 +70,10 @@ class AllCNN(nn.Module):
         return GlobalAvgPool(name="gap")(x)
 
 
-def _factory(variant: str):
-    def build(options: ml_collections.ConfigDict, *, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-        del input_shape  # fully convolutional up to the global average
-        return AllCNN(variant, num_classes, DOWNSAMPLE_DROPOUT if options.dropout < 0 else options.dropout,
-                      options.width_multiplier)
-    return build
-
-
 # name -> (variant, description). Exact counts for 10 classes; the paper's Table 3 rounds them to
 # ~1.3M (Model C, Strided-CNN-C) and ~1.4M (ConvPool-CNN-C, All-CNN-C). Model C's 954,730 is nearer 1.0M;
 # the layers of Tables 1 and 2, which fix every count, are what we follow.
-MODELS = {
+PAPER_MODELS = {
     "allcnn_model_c": ("model_c", "All-CNN paper's Model C: 3x3 convs 96-96, max-pool 3x3/2, 192-192, max-pool, "
                                   "192 VALID, 1x1 192, 1x1 classes, GAP; 954,730 params"),
     "allcnn_strided_c": ("strided", "Strided-CNN-C: Model C without pooling, the conv before each pool has stride 2; "
@@ -89,5 +83,5 @@ MODELS = {
     "allcnn_all_c": ("all", "All-CNN-C (Springenberg et al. 2014): each pooling of Model C replaced by a 3x3 "
                             "stride-2 conv; 1,369,738 params"),
 }
-for _name, (_variant, _description) in MODELS.items():
-    register(_name, _description, uses=("dropout", "width_multiplier"))(_factory(_variant))
+MODELS = {name: ModelSpec(partial(AllCNN, variant=variant), description, input_shape=(32, 32, 3), num_classes=10)
+          for name, (variant, description) in PAPER_MODELS.items()}

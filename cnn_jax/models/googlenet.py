@@ -1,14 +1,14 @@
 """`googlenet`: GoogLeNet (Inception v1) of Szegedy et al. 2014, "Going Deeper with Convolutions"
 (arXiv:1409.4842), Table 1, as torchvision builds it (transform_input off): batch norm after every
-conv, the "5x5" branches built as 3x3 (`model.kernel_scheme=5x5` restores the paper's 5x5), dropout
-0.2 before the classifier (`model.dropout` >= 0 replaces it; the paper's is 0.4). 6,624,904 parameters
-for 1000 classes; 13,004,888 with the auxiliary heads.
+conv, the "5x5" branches built as 3x3 (`kernel_scheme="5x5"` restores the paper's 5x5), dropout
+0.2 before the classifier (`dropout`; the paper's is 0.4). 6,624,904 parameters for 1000 classes;
+13,004,888 with the auxiliary heads (`aux_heads`).
 
 Pooling. torchvision pools 3x3/2 in ceil mode; on the even maps of a 224x224 input (112, 56, 28, 14)
 that is exactly 'SAME' padding, which we use on any input (on an odd map 'SAME' keeps one more row
 and column than ceil mode).
 
-Auxiliary heads (`model.aux_heads=True`) sit after inception 4a and 4d. They are built at init (so
+Auxiliary heads (`aux_heads=True`) sit after inception 4a and 4d. They are built at init (so
 their parameters exist and count) and run only in training. The model returns the main logits only;
 with train=True each head's logits are sown into 'intermediates' / 'aux_logits' (aux 4a first), for a
 train step that adds them to the loss with weight 0.3 each, as in the paper.
@@ -17,13 +17,11 @@ train step that adds them to the loss with weight 0.3 each, as in the paper.
 from __future__ import annotations
 
 import jax
-import ml_collections
 from flax import linen as nn
 
-from cnn_jax.blocks import GOOGLENET_INIT, InceptionAux, InceptionV1
-from cnn_jax.errors import unknown_choice
-from cnn_jax.layers import ConvUnit, Dropout, GlobalAvgPool, Pool
-from cnn_jax.models import register
+from cnn_jax.models.blocks import GOOGLENET_CONV, GOOGLENET_INIT, InceptionAux, InceptionV1
+from cnn_jax.models.layers import Dropout, GlobalAvgPool, Pool
+from cnn_jax.models.spec import ModelSpec
 
 # name -> (ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj), Table 1 of the paper.
 INCEPTIONS = {
@@ -39,8 +37,7 @@ INCEPTIONS = {
 }
 POOL_BEFORE = {"3a": ("pool2", 3), "4a": ("pool3", 3), "5a": ("pool4", 2)}  # inception -> (pool, window), stride 2
 AUX_AFTER = {"4a": "aux1", "4d": "aux2"}
-BRANCH_KERNELS = {"default": 3, "3x3": 3, "5x5": 5}  # kernel_scheme -> kernel of the "5x5" branches
-DROPOUT = 0.2
+BRANCH_KERNELS = {"3x3": 3, "5x5": 5}  # kernel_scheme -> kernel of the "5x5" branches
 
 
 class GoogLeNet(nn.Module):
@@ -49,25 +46,26 @@ class GoogLeNet(nn.Module):
 
     num_classes: int = 1000
     aux_heads: bool = False
-    ch5x5_kernel: int = 3
-    dropout: float = DROPOUT
+    kernel_scheme: str = "3x3"
+    dropout: float = 0.2
+    CHOICES = {"kernel_scheme": tuple(BRANCH_KERNELS)}
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        def conv(features: int, kernel: int, stride: int, name: str) -> ConvUnit:
-            return ConvUnit(features, kernel, stride, kernel // 2, batch_norm=True, bn_epsilon=1e-3,
-                            kernel_init=GOOGLENET_INIT, name=name)
+        def conv(features: int, kernel: int, stride: int, name: str) -> nn.Module:
+            return GOOGLENET_CONV(features, kernel=kernel, stride=stride, padding=kernel // 2, name=name)
 
         x = conv(64, 7, 2, "conv1")(x, train)
-        x = Pool("max", 3, 2, "SAME", name="pool1")(x)
+        x = Pool("max", window=3, stride=2, padding="SAME", name="pool1")(x)
         x = conv(64, 1, 1, "conv2")(x, train)
         x = conv(192, 3, 1, "conv3")(x, train)
         run_aux = self.aux_heads and (train or self.is_initializing())
         for name, channels in INCEPTIONS.items():
             if name in POOL_BEFORE:
                 pool_name, window = POOL_BEFORE[name]
-                x = Pool("max", window, 2, "SAME", name=pool_name)(x)
-            x = InceptionV1(*channels, ch5x5_kernel=self.ch5x5_kernel, name=f"inception{name}")(x, train)
+                x = Pool("max", window=window, stride=2, padding="SAME", name=pool_name)(x)
+            x = InceptionV1(*channels, ch5x5_kernel=BRANCH_KERNELS[self.kernel_scheme], name=f"inception{name}")(
+                x, train)
             if name in AUX_AFTER and run_aux:
                 aux_logits = InceptionAux(self.num_classes, name=AUX_AFTER[name])(x, train)
                 self.sow("intermediates", "aux_logits", aux_logits)
@@ -76,11 +74,8 @@ class GoogLeNet(nn.Module):
         return nn.Dense(self.num_classes, kernel_init=GOOGLENET_INIT, name="fc")(x)
 
 
-@register("googlenet", "GoogLeNet / Inception v1 (Szegedy et al. 2014) as in torchvision: 9 inception modules, "
-                       "BN; 6,624,904 params (13,004,888 with aux heads) for 1000 classes",
-          uses=("aux_heads", "kernel_scheme", "dropout"))
-def googlenet(options: ml_collections.ConfigDict, *, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    del input_shape  # 'SAME' pooling and global averaging fit any input size
-    if options.kernel_scheme not in BRANCH_KERNELS:
-        raise unknown_choice("config field 'model.kernel_scheme' for googlenet", options.kernel_scheme, BRANCH_KERNELS)
-    return GoogLeNet(num_classes, options.aux_heads, BRANCH_KERNELS[options.kernel_scheme], DROPOUT if options.dropout < 0 else options.dropout)
+MODELS = {
+    "googlenet": ModelSpec(GoogLeNet, "GoogLeNet / Inception v1 (Szegedy et al. 2014) as in torchvision: 9 inception "
+                                      "modules, BN; 6,624,904 params (13,004,888 with aux heads) for 1000 classes",
+                           input_shape=(224, 224, 3), num_classes=1000),
+}

@@ -22,12 +22,11 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import linen as nn
 
-from cnn_jax.layers import ConvUnit, Downsample, Flatten, MLPHead, Pool, flax_padding
-from cnn_jax.models import register
+from cnn_jax.models.layers import ConvUnit, Downsample, Flatten, MLPHead, Pool, flax_padding
+from cnn_jax.models.spec import ModelSpec
 
 LENET_INPUT = 32
 # Table I of the paper: the S2 maps each C3 map reads.
@@ -39,9 +38,10 @@ C3_INPUTS = (
 )
 
 
-def padding_to_32(input_shape: tuple[int, int, int]) -> int:
-    """Zeros on each side that bring the smaller image side up to 32 (2 for 28x28, 0 for 32x32)."""
-    return math.ceil(max(0, LENET_INPUT - min(input_shape[:2])) / 2)
+def padding_to_32(x: jax.Array) -> int | str:
+    """Zeros on each side that bring the smaller image side of an NHWC batch up to 32 (2 for 28x28);
+    'VALID' when it is 32 or more."""
+    return math.ceil(max(0, LENET_INPUT - min(x.shape[1:3])) / 2) or "VALID"
 
 
 class ScaledTanh(nn.Module):
@@ -54,17 +54,17 @@ class ScaledTanh(nn.Module):
 
 
 class LeNet5(nn.Module):
-    """Conv 6 5x5 > pool > conv 16 5x5 > pool > flatten > dense 120 > dense 84 > dense classes, ReLU."""
+    """Conv 6 5x5 > pool > conv 16 5x5 > pool > flatten > dense 120 > dense 84 > dense classes, ReLU;
+    `downsample` replaces the two max-pools."""
 
     num_classes: int = 10
-    first_padding: int = 0
     downsample: str = "max"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = ConvUnit(6, 5, padding=self.first_padding or "VALID", name="conv1")(x)
+        x = ConvUnit(6, kernel=5, padding=padding_to_32(x), name="conv1")(x)
         x = Downsample(self.downsample, name="pool1")(x, train)
-        x = ConvUnit(16, 5, padding="VALID", name="conv2")(x)
+        x = ConvUnit(16, kernel=5, padding="VALID", name="conv2")(x)
         x = Downsample(self.downsample, name="pool2")(x, train)
         x = Flatten(name="flatten")(x)
         return MLPHead((120, 84), self.num_classes, name="classifier")(x, train)
@@ -78,7 +78,7 @@ class Subsampling(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         maps = x.shape[-1]
-        x = Pool("avg", 2, 2)(x)
+        x = Pool("avg", window=2, stride=2)(x)
         return nn.Conv(maps, (1, 1), feature_group_count=maps, kernel_init=nn.initializers.ones)(x)
 
 
@@ -108,8 +108,8 @@ class PartialConv(nn.Module):
         for fan_in, same_fan_in in itertools.groupby(self.inputs, key=len):
             group = tuple(same_fan_in)
             gathered = SelectMaps(tuple(channel for maps in group for channel in maps), name=f"select{fan_in}")(x)
-            conv = nn.Conv(len(group), (self.kernel, self.kernel), padding="VALID", feature_group_count=len(group),
-                           name=f"from{fan_in}")
+            conv = nn.Conv(len(group), (self.kernel, self.kernel), padding="VALID",
+                           feature_group_count=len(group), name=f"from{fan_in}")
             outputs.append(conv(gathered))
         return jnp.concatenate(outputs, axis=-1)
 
@@ -141,29 +141,23 @@ class LeNet5_1998(nn.Module):
     """C1 > S2 > C3 (Table I) > S4 > C5 > F6, scaled tanh after each, then the RBF output."""
 
     num_classes: int = 10
-    first_padding: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = ScaledTanh()(nn.Conv(6, (5, 5), padding=flax_padding(self.first_padding or "VALID"), name="c1")(x))
+        x = ScaledTanh()(nn.Conv(6, (5, 5), padding=flax_padding(padding_to_32(x)), name="c1")(x))
         x = ScaledTanh()(Subsampling(name="s2")(x))
-        x = ScaledTanh()(PartialConv(C3_INPUTS, 5, name="c3")(x))
+        x = ScaledTanh()(PartialConv(C3_INPUTS, kernel=5, name="c3")(x))
         x = ScaledTanh()(Subsampling(name="s4")(x))
         x = ScaledTanh()(nn.Conv(120, (5, 5), padding="VALID", name="c5")(x))
         x = ScaledTanh()(nn.Dense(84, name="f6")(Flatten(name="flatten")(x)))
         return RBFOutput(self.num_classes, name="output")(x)
 
 
-@register("lenet5", "LeNet-5 as in PyTorch's 'Neural Networks' tutorial: conv 6-16 5x5, 2x2 max pools, "
-                    "dense 120-84, ReLU; 61,706 params for 10 classes", uses=("downsample",))
-def lenet5(options: ml_collections.ConfigDict, *, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    downsample = "max" if options.downsample == "default" else options.downsample
-    return LeNet5(num_classes, padding_to_32(input_shape), downsample)
-
-
-@register("lenet5_1998", "LeNet-5 of LeCun et al. 1998: trainable subsampling, C3 connection table, "
-                         "scaled tanh, fixed RBF output; 60,000 trainable + 840 fixed params")
-def lenet5_1998(options: ml_collections.ConfigDict, *, num_classes: int,
-                input_shape: tuple[int, int, int]) -> nn.Module:
-    del options  # the paper's architecture has no switches
-    return LeNet5_1998(num_classes, padding_to_32(input_shape))
+MODELS = {
+    "lenet5": ModelSpec(LeNet5, "LeNet-5 as in PyTorch's 'Neural Networks' tutorial: conv 6-16 5x5, 2x2 max pools, "
+                                "dense 120-84, ReLU; 61,706 params for 10 classes",
+                        input_shape=(32, 32, 1), num_classes=10),
+    "lenet5_1998": ModelSpec(LeNet5_1998, "LeNet-5 of LeCun et al. 1998: trainable subsampling, C3 connection "
+                                          "table, scaled tanh, fixed RBF output; 60,000 trainable + 840 fixed params",
+                             input_shape=(32, 32, 1), num_classes=10),
+}

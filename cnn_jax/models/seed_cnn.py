@@ -3,33 +3,31 @@
 from __future__ import annotations
 
 import jax
-import ml_collections
 from flax import linen as nn
 
-from cnn_jax.layers import ConvUnit, Downsample, GlobalAvgPool
-from cnn_jax.models import register
+from cnn_jax.models.layers import ConvUnit, Downsample, GlobalAvgPool
+from cnn_jax.models.spec import ModelSpec
 
 
 class SeedCNN(nn.Module):
-    """Conv64-3x3 > MaxPool2 > Conv128-3x3 > MaxPool2 > Conv256-3x3 > GAP > Dense, all convs VALID + ReLU."""
+    """Conv64-3x3 > MaxPool2 > Conv128-3x3 > MaxPool2 > Conv256-3x3 > GAP > Dense, all convs VALID + ReLU;
+    `downsample` replaces the two max-pools."""
 
     num_classes: int = 10
     downsample: str = "max"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = ConvUnit(64, 3, padding="VALID", name="conv1")(x)
+        x = ConvUnit(64, kernel=3, padding="VALID", name="conv1")(x)
         x = Downsample(self.downsample, name="pool1")(x, train)
-        x = ConvUnit(128, 3, padding="VALID", name="conv2")(x)
+        x = ConvUnit(128, kernel=3, padding="VALID", name="conv2")(x)
         x = Downsample(self.downsample, name="pool2")(x, train)
-        x = ConvUnit(256, 3, padding="VALID", name="conv3")(x)
+        x = ConvUnit(256, kernel=3, padding="VALID", name="conv3")(x)
         x = GlobalAvgPool(name="gap")(x)
         return nn.Dense(self.num_classes, name="dense")(x)
 
 
-@register("seed_cnn", "seed 002's Keras CNN: 3 VALID 3x3 convs (64-128-256), 2 pools, GAP, dense; 372,234 params",
-          uses=("downsample",))
-def seed_cnn(options: ml_collections.ConfigDict, *, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    del input_shape  # fully convolutional up to the global pooling
-    downsample = "max" if options.downsample == "default" else options.downsample
-    return SeedCNN(num_classes=num_classes, downsample=downsample)
+MODELS = {
+    "seed_cnn": ModelSpec(SeedCNN, "seed 002's Keras CNN: 3 VALID 3x3 convs (64-128-256), 2 pools, GAP, dense; "
+                                   "372,234 params", input_shape=(28, 28, 1), num_classes=10),
+}

@@ -13,7 +13,10 @@ same features on 32x32 inputs give a 1x1x512 map, flattened into one fc 512 > cl
 _bn_cifar models are its exact counterparts: `feature_params` + 513 x classes, e.g. vgg16_bn_cifar
 14,714,688 + 8,448 + 5,130 = 14,728,266 for 10 classes.
 
-All honour `model.downsample` ('default' = max): it replaces the five 2x2/2 max-pools.
+Switches: `downsample` replaces the five 2x2/2 max-pools; `kernel_scheme="5x5"` is the ablation of
+the paper's Sec. 4.1 (net B against the same net with each pair of 3x3 convs replaced by one 5x5
+conv, the same receptive field): in a stage of an odd number of convs the unpaired 3x3 stays;
+`batch_norm` and `dropout` (of the ImageNet head; 0 in the CIFAR head, where it acts before the fc).
 """
 
 from __future__ import annotations
@@ -21,57 +24,59 @@ from __future__ import annotations
 from functools import partial
 
 import jax
-import ml_collections
 from flax import linen as nn
 
-from cnn_jax.layers import AdaptiveAvgPool, ConvUnit, Downsample, Flatten, MLPHead
-from cnn_jax.models import register
+from cnn_jax.models.layers import BATCH_NORM, AdaptiveAvgPool, ConvUnit, Downsample, Dropout, Flatten, MLPHead, ModuleDef
+from cnn_jax.models.spec import ModelSpec
 
 STAGE_WIDTHS = (64, 128, 256, 512, 512)
 STAGE_CONVS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
 PAPER_CONFIG = {11: "A", 13: "B", 16: "D", 19: "E"}
+SCHEME_KERNELS = {"3x3": lambda convs: (3,) * convs, "5x5": lambda convs: (5,) * (convs // 2) + (3,) * (convs % 2)}
 
 
 class VGGStage(nn.Module):
-    """`num_convs` 3x3 convs with bias (also before batch norm, as torchvision), then the downsampling switch."""
+    """A conv unit per kernel in `kernels` (SAME padding), then the downsampling switch, whose
+    'stride' kind is one more `downsample_conv`."""
 
     features: int
-    num_convs: int
+    kernels: tuple[int, ...]
     downsample: str = "max"
-    batch_norm: bool = False
+    conv: ModuleDef = ConvUnit
+    downsample_conv: ModuleDef = ConvUnit
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        for _ in range(self.num_convs):
-            x = ConvUnit(self.features, 3, batch_norm=self.batch_norm, use_bias=True)(x, train)
-        return Downsample(self.downsample, 2, 2, batch_norm=self.batch_norm)(x, train)
+        for kernel in self.kernels:
+            x = self.conv(self.features, kernel=kernel)(x, train)
+        return Downsample(self.downsample, window=2, stride=2, conv=self.downsample_conv)(x, train)
 
 
 class VGG(nn.Module):
-    """Five stages of 3x3 convs (64-128-256-512-512 channels), then the ImageNet or the CIFAR head."""
+    """Five stages of convs (64-128-256-512-512 channels, `stage_convs` 3x3 convs each), then the
+    ImageNet or the CIFAR head. Every conv keeps its bias, also before batch norm (torchvision)."""
 
     stage_convs: tuple[int, ...]
     num_classes: int = 1000
     cifar_head: bool = False
     batch_norm: bool = False
     downsample: str = "max"
+    kernel_scheme: str = "3x3"
+    dropout: float = 0.5
+    CHOICES = {"kernel_scheme": tuple(SCHEME_KERNELS)}
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        norm = BATCH_NORM if self.batch_norm else None
         for i, (width, convs) in enumerate(zip(STAGE_WIDTHS, self.stage_convs), start=1):
-            x = VGGStage(width, convs, self.downsample, self.batch_norm, name=f"stage{i}")(x, train)
+            x = VGGStage(width, kernels=SCHEME_KERNELS[self.kernel_scheme](convs), downsample=self.downsample,
+                         conv=partial(ConvUnit, norm=norm, use_bias=True), downsample_conv=partial(ConvUnit, norm=norm),
+                         name=f"stage{i}")(x, train)
         if self.cifar_head:
-            return nn.Dense(self.num_classes, name="classifier")(Flatten(name="flatten")(x))
+            x = Dropout(self.dropout, name="dropout")(Flatten(name="flatten")(x), train)
+            return nn.Dense(self.num_classes, name="classifier")(x)
         x = Flatten(name="flatten")(AdaptiveAvgPool(7, name="avgpool")(x))
-        return MLPHead((4096, 4096), self.num_classes, dropout=0.5, name="classifier")(x, train)
-
-
-def vgg(options: ml_collections.ConfigDict, *, num_classes: int, input_shape: tuple[int, int, int],
-        depth: int, batch_norm: bool, cifar_head: bool) -> nn.Module:
-    """The factory of every VGG name; `depth`, `batch_norm` and `cifar_head` are bound at registration."""
-    del input_shape  # adaptive pooling (ImageNet head) or flatten (CIFAR head) fits any size
-    downsample = "max" if options.downsample == "default" else options.downsample
-    return VGG(STAGE_CONVS[depth], num_classes, cifar_head, batch_norm, downsample)
+        return MLPHead((4096, 4096), num_classes=self.num_classes, dropout=self.dropout, name="classifier")(x, train)
 
 
 def feature_params(depth: int, batch_norm: bool) -> int:
@@ -81,19 +86,24 @@ def feature_params(depth: int, batch_norm: bool) -> int:
     return sum(9 * c_in * c_out + per_channel * c_out for c_in, c_out in zip([3, *widths], widths))
 
 
-def _register_all() -> None:
+def _variants() -> dict[str, ModelSpec]:
     imagenet_head = (512 * 7 * 7 + 1) * 4096 + (4096 + 1) * 4096 + (4096 + 1) * 1000
     cifar_head = (512 + 1) * 10
+    models = {}
     for depth, config in PAPER_CONFIG.items():
         for batch_norm in (False, True):
             name = f"vgg{depth}" + ("_bn" if batch_norm else "")
             title = f"VGG-{depth}{' with batch norm' if batch_norm else ''} (Simonyan & Zisserman 2015, config {config})"
             features = feature_params(depth, batch_norm)
-            register(name, f"{title} as torchvision.models.{name}; {features + imagenet_head:,} params for 1000 classes",
-                     uses=("downsample",))(partial(vgg, depth=depth, batch_norm=batch_norm, cifar_head=False))
-            register(f"{name}_cifar", f"{title} with kuangliu/pytorch-cifar's head (1x1x512 > fc); "
-                                      f"{features + cifar_head:,} params for 10 classes",
-                     uses=("downsample",))(partial(vgg, depth=depth, batch_norm=batch_norm, cifar_head=True))
+            variant = partial(VGG, stage_convs=STAGE_CONVS[depth], batch_norm=batch_norm)
+            models[name] = ModelSpec(
+                variant, f"{title} as torchvision.models.{name}; {features + imagenet_head:,} params for 1000 classes",
+                input_shape=(224, 224, 3), num_classes=1000)
+            models[f"{name}_cifar"] = ModelSpec(
+                partial(variant, cifar_head=True, dropout=0.0),
+                f"{title} with kuangliu/pytorch-cifar's head (1x1x512 > fc); {features + cifar_head:,} params for "
+                "10 classes", input_shape=(32, 32, 3), num_classes=10)
+    return models
 
 
-_register_all()
+MODELS = _variants()

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import ml_collections
 
 from cnn_jax import config as config_lib
+from cnn_jax import validation
 from cnn_jax.errors import UserError, unknown_choice
 from cnn_jax.files import write_json_atomic
 
@@ -140,7 +141,7 @@ def load_plan(spec: str, overrides: dict[str, Any] | None = None) -> Plan:
         for seed in sweep.seeds:
             fields = {k: v for axis, level in zip(sweep.axes, levels) for k, v in axis.levels[level].items()}
             config = config_lib.apply_overrides(base, {**fields, "seed": seed})
-            config_lib.validate(config)
+            validation.validate(config)
             runs.append(Run(len(runs), {a.name: lvl for a, lvl in zip(sweep.axes, levels)}, seed, config,
                             config_lib.run_id(config)))
     _check_distinct(path, runs)

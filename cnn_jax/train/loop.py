@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from cnn_jax import checkpoints, provenance, rundir
 from cnn_jax import config as config_lib
+from cnn_jax import validation
 from cnn_jax.data.pipeline import epoch_permutation, take_batch
 from cnn_jax.errors import Diverged, Interrupted, UserError
 from cnn_jax.train import hosts, transfer
@@ -91,7 +92,7 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
     """
     if not hosts.is_primary():
         log, progress = silent, False
-    config_lib.validate(config)
+    validation.validate(config)
     setup = build(config, paths, log=log, transfer_source=transfer_source(config, run_dir))
     member = open_member(setup, run_dir, log, force)
     results = run_members(setup, [member], start_of([member]), log, progress, stop_at_step, batched=False)

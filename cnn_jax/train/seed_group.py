@@ -14,6 +14,7 @@ from pathlib import Path
 import ml_collections
 
 from cnn_jax import config as config_lib
+from cnn_jax import validation
 from cnn_jax.errors import UserError
 from cnn_jax.train import hosts, loop
 from cnn_jax.train.setup import DataPaths, build
@@ -37,7 +38,7 @@ def train_seed_group(configs: list[ml_collections.ConfigDict], run_dirs: list[Pa
 
     Resumes when every run saved the same step; `stop_at_step` as in `loop.train`."""
     for config in configs:
-        config_lib.validate(config)
+        validation.validate(config)
     check_group(configs)
     if not hosts.is_primary():
         log, progress = loop.silent, False

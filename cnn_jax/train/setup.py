@@ -14,11 +14,12 @@ import optax
 from flax import linen as nn
 
 from cnn_jax import config as config_lib
+from cnn_jax import validation
 from cnn_jax.data import catalog
 from cnn_jax.data.arrays import balanced_subset
 from cnn_jax.data.pipeline import DeviceSplit, channel_stats, slice_batch, to_device
 from cnn_jax.models import build_model
-from cnn_jax.summary import summarize
+from cnn_jax.models.summary import summarize
 from cnn_jax.train import transfer
 from cnn_jax.train.devices import DataMesh, data_mesh
 from cnn_jax.train.optim import make_optimizer, make_schedule
@@ -114,14 +115,14 @@ def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print,
     """Validate, load data to the device, build model and optimizer; no training compute.
 
     `transfer_source` (a finished run directory) is where `initial_state` copies weights from."""
-    config_lib.validate(config)
+    validation.validate(config)
     devices = data_mesh(config)
     data = catalog.load(config.dataset.name, paths.data_dir, list(paths.search_roots), log=log)
     train_split, test_split = data.dataset.splits["train"], data.dataset.splits["test"]
     config_lib.validate_against_data(config, len(train_split))
     if config.dataset.train_subset:
         train_split = balanced_subset(train_split, config.dataset.train_subset)
-    model = build_model(config.model, num_classes=data.dataset.num_classes, input_shape=data.dataset.image_shape)
+    model = build_model(config.model, num_classes=data.dataset.num_classes)
     summary = summarize(model, data.dataset.image_shape)  # fails by layer name if the geometry cannot work
     steps_per_epoch = len(train_split) // config.train.batch_size
     schedule = make_schedule(config, steps_per_epoch)

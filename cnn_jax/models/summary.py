@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from cnn_jax import layers
+from cnn_jax.models import layers
 from cnn_jax.errors import UserError
 
 LEAF_TYPES = (nn.Conv, nn.ConvTranspose, nn.Dense, nn.BatchNorm, layers.Pool, layers.AdaptiveAvgPool,

@@ -1,48 +1,53 @@
 """Blocks built from the layer vocabulary: VGG block, Inception v1 (with GoogLeNet's auxiliary head),
-and the ResNet v1 residual blocks."""
+and the ResNet v1 residual blocks. Each takes the layers it is built from as fields (a `conv` unit,
+or a `norm` and an `act`), as the blocks of flax's examples/imagenet do."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from cnn_jax.layers import AdaptiveAvgPool, ConvStack, ConvUnit, Downsample, Dropout, Flatten, Pool
+from cnn_jax.models.layers import (
+    BATCH_NORM, AdaptiveAvgPool, ConvStack, ConvUnit, Downsample, Dropout, Flatten, ModuleDef, Pool, identity,
+)
 
 
 class VGGBlock(nn.Module):
-    """`num_convs` kernel-scheme units (SAME padding) with `features` channels, then the downsampling switch."""
+    """`num_convs` kernel-scheme units (SAME padding) of `conv` with `features` channels, then the
+    downsampling switch (its 'stride' kind is one more `conv`)."""
 
     features: int
     num_convs: int = 2
     scheme: str = "3x3"
     downsample: str = "max"
     pool_window: int = 2
-    batch_norm: bool = False
-    activation: str = "relu"
+    conv: ModuleDef = ConvUnit
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for _ in range(self.num_convs):
-            x = ConvStack(self.features, self.scheme, "SAME", self.batch_norm, self.activation)(x, train)
-        return Downsample(self.downsample, self.pool_window, 2, batch_norm=self.batch_norm,
-                          activation=self.activation)(x, train)
+            x = ConvStack(self.features, scheme=self.scheme, padding="SAME", conv=self.conv)(x, train)
+        return Downsample(self.downsample, window=self.pool_window, stride=2, conv=self.conv)(x, train)
 
 
 # ----------------------------------------------------------------------------- Inception (GoogLeNet)
 
 GOOGLENET_INIT = nn.initializers.normal(0.01)  # torchvision: N(0, 0.01) cut at +-2, i.e. in effect uncut
+# torchvision's BasicConv2d: conv without bias, batch norm (eps 0.001), ReLU
+GOOGLENET_CONV = partial(ConvUnit, norm=partial(BATCH_NORM, epsilon=1e-3), kernel_init=GOOGLENET_INIT)
 
 
 class InceptionV1(nn.Module):
     """Inception module of GoogLeNet (Szegedy et al. 2014, Fig. 2b), channels named as in Table 1:
     1x1 | 1x1 -> 3x3 | 1x1 -> "5x5" | 3x3/1 max-pool -> 1x1, concatenated on channels.
 
-    Every conv is torchvision's BasicConv2d: conv without bias, batch norm (eps 0.001), ReLU.
-    `ch5x5_kernel` is the kernel of the "5x5" branch: 3 as torchvision builds it (its known
-    deviation, kept for parameter compatibility), 5 as in the paper.
+    Every conv is a `conv` unit (default: torchvision's BasicConv2d). `ch5x5_kernel` is the kernel
+    of the "5x5" branch: 3 as torchvision builds it (its known deviation, kept for parameter
+    compatibility), 5 as in the paper.
     """
 
     ch1x1: int
@@ -52,21 +57,20 @@ class InceptionV1(nn.Module):
     ch5x5: int
     pool_proj: int
     ch5x5_kernel: int = 3
-    kernel_init: nn.initializers.Initializer = GOOGLENET_INIT
+    conv: ModuleDef = GOOGLENET_CONV
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        def conv(features: int, kernel: int, name: str) -> ConvUnit:
-            return ConvUnit(features, kernel, padding=kernel // 2, batch_norm=True, bn_epsilon=1e-3,
-                            kernel_init=self.kernel_init, name=name)
+        def unit(features: int, kernel: int, name: str) -> nn.Module:
+            return self.conv(features, kernel=kernel, padding=kernel // 2, name=name)
 
-        branch1 = conv(self.ch1x1, 1, "branch1")(x, train)
-        branch2 = conv(self.ch3x3red, 1, "branch2_reduce")(x, train)
-        branch2 = conv(self.ch3x3, 3, "branch2")(branch2, train)
-        branch3 = conv(self.ch5x5red, 1, "branch3_reduce")(x, train)
-        branch3 = conv(self.ch5x5, self.ch5x5_kernel, "branch3")(branch3, train)
-        branch4 = Pool("max", 3, 1, "SAME", name="branch4_pool")(x)
-        branch4 = conv(self.pool_proj, 1, "branch4")(branch4, train)
+        branch1 = unit(self.ch1x1, 1, "branch1")(x, train)
+        branch2 = unit(self.ch3x3red, 1, "branch2_reduce")(x, train)
+        branch2 = unit(self.ch3x3, 3, "branch2")(branch2, train)
+        branch3 = unit(self.ch5x5red, 1, "branch3_reduce")(x, train)
+        branch3 = unit(self.ch5x5, self.ch5x5_kernel, "branch3")(branch3, train)
+        branch4 = Pool("max", window=3, stride=1, padding="SAME", name="branch4_pool")(x)
+        branch4 = unit(self.pool_proj, 1, "branch4")(branch4, train)
         return jnp.concatenate([branch1, branch2, branch3, branch4], axis=-1)
 
 
@@ -77,12 +81,13 @@ class InceptionAux(nn.Module):
 
     num_classes: int
     dropout: float = 0.7
-    kernel_init: nn.initializers.Initializer = GOOGLENET_INIT
+    conv: ModuleDef = GOOGLENET_CONV
+    kernel_init: nn.initializers.Initializer = GOOGLENET_INIT  # of the dense layers
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = AdaptiveAvgPool(4, name="pool")(x)
-        x = ConvUnit(128, 1, batch_norm=True, bn_epsilon=1e-3, kernel_init=self.kernel_init, name="conv")(x, train)
+        x = self.conv(128, kernel=1, name="conv")(x, train)
         x = Flatten(name="flatten")(x)
         x = nn.relu(nn.Dense(1024, kernel_init=self.kernel_init, name="fc1")(x))
         x = Dropout(self.dropout, name="dropout")(x, train)
@@ -97,12 +102,13 @@ HE_NORMAL_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  
 
 class Shortcut(nn.Module):
     """The shortcut path of a residual block (He et al. 2015, Sec. 3.3). Identity when the shapes
-    match; otherwise option B 'projection' (1x1 conv with the stride, then batch norm) or option A
+    match; otherwise option B 'projection' (1x1 conv with the stride, then `norm`) or option A
     'zero_pad' (subsample by the stride, append zero channels; no parameters)."""
 
     features: int
     stride: int = 1
     kind: str = "projection"
+    norm: ModuleDef = BATCH_NORM
     kernel_init: nn.initializers.Initializer = HE_NORMAL_FAN_OUT
 
     @nn.compact
@@ -112,34 +118,37 @@ class Shortcut(nn.Module):
         if self.stride == 1 and x.shape[-1] == self.features:
             return x
         if self.kind == "projection":
-            return ConvUnit(self.features, 1, self.stride, 0, batch_norm=True, activation="none",
+            return ConvUnit(self.features, kernel=1, stride=self.stride, padding=0, norm=self.norm, act=identity,
                             kernel_init=self.kernel_init, name="projection")(x, train)
         if self.stride > 1:
-            x = Pool("avg", 1, self.stride, name="subsample")(x)
+            x = Pool("avg", window=1, stride=self.stride, name="subsample")(x)
         return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, self.features - x.shape[-1])))
 
 
 class BasicBlock(nn.Module):
-    """ResNet v1 basic block: 3x3 conv (stride) > BN > ReLU > 3x3 conv > BN, add the shortcut, ReLU.
+    """ResNet v1 basic block: 3x3 conv (stride) > norm > act > 3x3 conv > norm, add the shortcut, act.
     Output channels: `features`."""
 
     features: int
     stride: int = 1
     shortcut: str = "projection"
+    norm: ModuleDef = BATCH_NORM
+    act: Callable[[jax.Array], jax.Array] = nn.relu
     kernel_init: nn.initializers.Initializer = HE_NORMAL_FAN_OUT
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = partial(ConvUnit, batch_norm=True, kernel_init=self.kernel_init)
-        y = conv(self.features, 3, self.stride, 1, name="conv1")(x, train)
-        y = conv(self.features, 3, 1, 1, activation="none", name="conv2")(y, train)
-        residual = Shortcut(self.features, self.stride, self.shortcut, self.kernel_init, name="shortcut")(x, train)
-        return nn.relu(y + residual)
+        conv = partial(ConvUnit, norm=self.norm, kernel_init=self.kernel_init)
+        y = conv(self.features, kernel=3, stride=self.stride, padding=1, act=self.act, name="conv1")(x, train)
+        y = conv(self.features, kernel=3, stride=1, padding=1, act=identity, name="conv2")(y, train)
+        residual = Shortcut(self.features, stride=self.stride, kind=self.shortcut, norm=self.norm,
+                            kernel_init=self.kernel_init, name="shortcut")(x, train)
+        return self.act(y + residual)
 
 
 class Bottleneck(nn.Module):
     """ResNet v1 bottleneck: 1x1 conv `features` > 3x3 conv `features` (stride) > 1x1 conv
-    `expansion` x `features`, each with BN (ReLU after the first two), add the shortcut, ReLU.
+    `expansion` x `features`, each with `norm` (`act` after the first two), add the shortcut, `act`.
     Output channels: `expansion` (4) x `features`.
 
     The stride sits on the 3x3 conv, as in torchvision ("ResNet v1.5"); He et al. 2015 put it on
@@ -149,15 +158,17 @@ class Bottleneck(nn.Module):
     features: int
     stride: int = 1
     shortcut: str = "projection"
+    norm: ModuleDef = BATCH_NORM
+    act: Callable[[jax.Array], jax.Array] = nn.relu
     kernel_init: nn.initializers.Initializer = HE_NORMAL_FAN_OUT
     expansion: int = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = partial(ConvUnit, batch_norm=True, kernel_init=self.kernel_init)
-        y = conv(self.features, 1, 1, 0, name="conv1")(x, train)
-        y = conv(self.features, 3, self.stride, 1, name="conv2")(y, train)
-        y = conv(self.features * self.expansion, 1, 1, 0, activation="none", name="conv3")(y, train)
-        residual = Shortcut(self.features * self.expansion, self.stride, self.shortcut, self.kernel_init,
-                            name="shortcut")(x, train)
-        return nn.relu(y + residual)
+        conv = partial(ConvUnit, norm=self.norm, kernel_init=self.kernel_init)
+        y = conv(self.features, kernel=1, stride=1, padding=0, act=self.act, name="conv1")(x, train)
+        y = conv(self.features, kernel=3, stride=self.stride, padding=1, act=self.act, name="conv2")(y, train)
+        y = conv(self.features * self.expansion, kernel=1, stride=1, padding=0, act=identity, name="conv3")(y, train)
+        residual = Shortcut(self.features * self.expansion, stride=self.stride, kind=self.shortcut, norm=self.norm,
+                            kernel_init=self.kernel_init, name="shortcut")(x, train)
+        return self.act(y + residual)

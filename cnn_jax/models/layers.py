@@ -1,13 +1,15 @@
 """The layer vocabulary of the course, as flax modules so that summaries can see every layer.
 
 Conventions: NHWC tensors; every module takes (x, train=False); padding is 'SAME', 'VALID'
-or an int (that many zeros on each side).
+or an int (that many zeros on each side). Modules built from other layers take them as fields
+(`conv`, `norm`, `act`), so an ablation of a layer is a change of one argument.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,13 +17,15 @@ from flax import linen as nn
 
 from cnn_jax import tuning
 
-ACTIVATIONS = {
-    "relu": nn.relu,
-    "leaky_relu": nn.leaky_relu,
-    "elu": nn.elu,
-    "gelu": nn.gelu,
-    "none": lambda x: x,
-}
+ModuleDef = Any  # a flax Module class, or a functools.partial of one with some fields bound
+
+
+def identity(x: jax.Array) -> jax.Array:
+    return x
+
+
+ACTIVATIONS = {"relu": nn.relu, "leaky_relu": nn.leaky_relu, "elu": nn.elu, "gelu": nn.gelu, "none": identity}
+BATCH_NORM = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)  # torch's defaults (momentum 0.1 there)
 DOWNSAMPLE_KINDS = ("max", "avg", "stride", "none")
 KERNEL_SCHEMES = {"3x3": (3,), "5x5": (5,), "7x7": (7,), "3x3x2": (3, 3), "3x3x3": (3, 3, 3)}
 UPSAMPLE_KINDS = ("nearest", "bilinear", "zeros")
@@ -87,26 +91,29 @@ _tiled_max_pool.defvjp(_tiled_max_pool_forward, _tiled_max_pool_backward)
 
 
 class ConvUnit(nn.Module):
-    """Conv (kernel, stride, padding) -> optional batch norm -> activation. No bias before batch norm."""
+    """Conv (kernel, stride, padding) -> optional norm -> activation. No bias before a norm.
+
+    `norm` is a batch-norm-like module factory (called with `use_running_average`), e.g. `BATCH_NORM`;
+    `act` is any elementwise function, e.g. `ACTIVATIONS["elu"]`.
+    """
 
     features: int
     kernel: int = 3
     stride: int = 1
     padding: str | int = "SAME"
-    batch_norm: bool = False
-    activation: str = "relu"
-    use_bias: bool | None = None  # default: True without batch norm, False with it
-    bn_epsilon: float = 1e-5
+    norm: ModuleDef | None = None
+    act: Callable[[jax.Array], jax.Array] = nn.relu
+    use_bias: bool | None = None  # default: True without a norm, False with one
     kernel_init: nn.initializers.Initializer = nn.linear.default_kernel_init
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        use_bias = (not self.batch_norm) if self.use_bias is None else self.use_bias
+        use_bias = (self.norm is None) if self.use_bias is None else self.use_bias
         x = nn.Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
                     padding=flax_padding(self.padding), use_bias=use_bias, kernel_init=self.kernel_init)(x)
-        if self.batch_norm:
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon)(x)
-        return ACTIVATIONS[self.activation](x)
+        if self.norm is not None:
+            x = self.norm(use_running_average=not train)(x)
+        return self.act(x)
 
 
 class Pool(nn.Module):
@@ -120,7 +127,7 @@ class Pool(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.kind == "max" and self.padding == "VALID":
-            return max_pool(x, self.window, self.stride)
+            return max_pool(x, window=self.window, stride=self.stride)
         pool = nn.max_pool if self.kind == "max" else nn.avg_pool
         kwargs = {} if self.kind == "max" else {"count_include_pad": False}
         return pool(x, (self.window, self.window), strides=(self.stride, self.stride),
@@ -129,23 +136,21 @@ class Pool(nn.Module):
 
 class Downsample(nn.Module):
     """The downsampling switch: 'max' / 'avg' pooling over `window` with `stride`; 'stride', an
-    extra 3x3 conv with that stride and SAME padding (as All-CNN-C replaces each pooling layer),
+    extra 3x3 `conv` with that stride and SAME padding (as All-CNN-C replaces each pooling layer),
     so H and W become ceil(H / stride); or 'none' (identity)."""
 
     kind: str = "max"
     window: int = 2
     stride: int = 2
     features: int | None = None  # channels of the strided conv; default: keep the input's
-    batch_norm: bool = False
-    activation: str = "relu"
+    conv: ModuleDef = ConvUnit
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.kind in ("max", "avg"):
-            return Pool(self.kind, self.window, self.stride)(x)
+            return Pool(self.kind, window=self.window, stride=self.stride)(x)
         if self.kind == "stride":
-            return ConvUnit(self.features or x.shape[-1], 3, self.stride, "SAME",
-                            self.batch_norm, self.activation)(x, train)
+            return self.conv(self.features or x.shape[-1], kernel=3, stride=self.stride, padding="SAME")(x, train)
         if self.kind == "none":
             return x
         raise ValueError(f"unknown downsample kind {self.kind!r}; allowed: {DOWNSAMPLE_KINDS}")
@@ -153,20 +158,19 @@ class Downsample(nn.Module):
 
 class ConvStack(nn.Module):
     """The kernel-scheme switch: '5x5' is one conv, '3x3x2' two stacked 3x3 (same receptive field),
-    '7x7' vs '3x3x3' likewise; a nonlinearity (and norm) follows every conv."""
+    '7x7' vs '3x3x3' likewise; every conv is a `conv` unit, so a norm and nonlinearity follow each."""
 
     features: int
     scheme: str = "3x3"
     padding: str | int = "SAME"
-    batch_norm: bool = False
-    activation: str = "relu"
+    conv: ModuleDef = ConvUnit
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.scheme not in KERNEL_SCHEMES:
             raise ValueError(f"unknown kernel scheme {self.scheme!r}; allowed: {tuple(KERNEL_SCHEMES)}")
         for kernel in KERNEL_SCHEMES[self.scheme]:
-            x = ConvUnit(self.features, kernel, 1, self.padding, self.batch_norm, self.activation)(x, train)
+            x = self.conv(self.features, kernel=kernel, padding=self.padding)(x, train)
         return x
 
 
@@ -217,12 +221,12 @@ class MLPHead(nn.Module):
     hidden: Sequence[int]
     num_classes: int
     dropout: float = 0.0
-    activation: str = "relu"
+    act: Callable[[jax.Array], jax.Array] = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for width in self.hidden:
-            x = Dropout(self.dropout)(ACTIVATIONS[self.activation](nn.Dense(width)(x)), train)
+            x = Dropout(self.dropout)(self.act(nn.Dense(width)(x)), train)
         return nn.Dense(self.num_classes)(x)
 
 
