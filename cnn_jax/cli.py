@@ -256,7 +256,8 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         if not held:
             raise UserError(f"'{run_dir}' is being trained by another process ({claims.holder(run_dir)}); "
                             "wait for it, or use another --workdir.")
-        result = train(config, run_dir, _data_paths(args), force=args.force, progress=not args.no_progress)
+        result = train(config, run_dir, _data_paths(args), runs_root=args.runs_root, force=args.force,
+                       progress=not args.no_progress)
     if not hosts.is_primary():
         return 0
     final, rate = result["final"], result.get("images_per_sec_median")

@@ -1,6 +1,7 @@
 """The library's speed defaults, and the switch back to the plain formulation.
 
-Two choices make the float32 training step 1.4-2.8x faster on a 2-core CPU (benchmarks/train_step_speed.py):
+Two choices speed up the float32 training step on CPU (measured: the README's speed section and
+benchmarks/results/train_step_speed.json):
 
 * XLA's CPU compiler (jaxlib 0.10) hands convolutions to YNNPACK, which runs them on one thread; the
   flag below keeps YNNPACK for reductions, dots and elementwise work but sends convolutions to

@@ -40,7 +40,7 @@ def max_pool(x: jax.Array, window: int = 2, stride: int | None = None) -> jax.Ar
     """VALID max pooling over H and W of an NHWC batch, equal to `nn.max_pool` in value and gradient.
 
     Non-overlapping windows (window == stride) use a crop + reshape + max with a hand-written
-    gradient (`_tiled_max_pool`), which saves about 8% of a seed_cnn training step on CPU;
+    gradient (`_tiled_max_pool`), cheaper on CPU than XLA's select-and-scatter (cnn_jax/tuning.py);
     CNN_JAX_PLAIN=1 (cnn_jax/tuning.py) or overlapping windows use `nn.max_pool` itself.
     """
     stride = window if stride is None else stride

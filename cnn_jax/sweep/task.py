@@ -55,9 +55,9 @@ def _train(plan: Plan, runs: list, runs_root: Path, paths, log) -> None:
         log(f"{run.name}: training in {run_dir}")
     try:
         if len(runs) == 1:
-            train(runs[0].config, run_dirs[0], paths, progress=False, log=log)
+            train(runs[0].config, run_dirs[0], paths, runs_root=runs_root, progress=False, log=log)
         else:
-            train_seed_group([run.config for run in runs], run_dirs, paths, progress=False, log=log)
+            train_seed_group([run.config for run in runs], run_dirs, paths, runs_root=runs_root, progress=False, log=log)
     except Interrupted:
         raise  # a checkpoint of this step is saved: the runs are resumable, not failed
     except BaseException as exc:

@@ -82,10 +82,12 @@ def make_train_driver(setup: RunSetup):
     return jax.jit(make_drive(setup), donate_argnums=(0, 1))
 
 
-def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *, force: bool = False,
-          log=print, progress: bool = True, stop_at_step: int | None = None) -> dict[str, Any] | None:
+def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *, runs_root: Path = Path("runs"),
+          force: bool = False, log=print, progress: bool = True,
+          stop_at_step: int | None = None) -> dict[str, Any] | None:
     """Train `config` in `run_dir`, resuming from its latest checkpoint; returns the result record.
 
+    `runs_root` is where a transfer source named by its experiment file is looked up.
     `stop_at_step` ends the process's work after that step without a final checkpoint, as a crash
     would (returns None); re-running resumes from the last checkpoint saved before it.
     In a multi-process run every process calls this; only process 0 logs and writes `run_dir`.
@@ -93,15 +95,15 @@ def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *,
     if not hosts.is_primary():
         log, progress = silent, False
     validation.validate(config)
-    setup = build(config, paths, log=log, transfer_source=transfer_source(config, run_dir))
+    setup = build(config, paths, log=log, transfer_source=transfer_source(config, runs_root))
     member = open_member(setup, run_dir, log, force)
     results = run_members(setup, [member], start_of([member]), log, progress, stop_at_step, batched=False)
     return results[0] if results else None
 
 
-def transfer_source(config: ml_collections.ConfigDict, run_dir: Path) -> Path | None:
+def transfer_source(config: ml_collections.ConfigDict, runs_root: Path) -> Path | None:
     """The finished run whose weights start this one (transfer learning), or None."""
-    return transfer.resolve_source(config, Path(run_dir).parent.parent) if config.transfer.source else None
+    return transfer.resolve_source(config, Path(runs_root)) if config.transfer.source else None
 
 
 def silent(*args, **kwargs) -> None:

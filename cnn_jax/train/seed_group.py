@@ -33,15 +33,16 @@ def check_group(configs: list[ml_collections.ConfigDict]) -> None:
 
 
 def train_seed_group(configs: list[ml_collections.ConfigDict], run_dirs: list[Path], paths: DataPaths, *,
-                     log=print, progress: bool = True, stop_at_step: int | None = None) -> list[dict] | None:
+                     runs_root: Path = Path("runs"), log=print, progress: bool = True,
+                     stop_at_step: int | None = None) -> list[dict] | None:
     """Train `configs` (one config, several seeds) together, each in its run directory; returns their results.
 
-    Resumes when every run saved the same step; `stop_at_step` as in `loop.train`."""
+    Resumes when every run saved the same step; `runs_root` and `stop_at_step` as in `loop.train`."""
     for config in configs:
         validation.validate(config)
     check_group(configs)
     if not hosts.is_primary():
         log, progress = loop.silent, False
-    setup = build(configs[0], paths, log=log, transfer_source=loop.transfer_source(configs[0], run_dirs[0]))
+    setup = build(configs[0], paths, log=log, transfer_source=loop.transfer_source(configs[0], runs_root))
     members = [loop.open_member(dataclasses.replace(setup, config=c), d, log) for c, d in zip(configs, run_dirs)]
     return loop.run_members(setup, members, loop.start_of(members), log, progress, stop_at_step, batched=True)
