@@ -16,36 +16,23 @@ Presets:
         (float32 parameters and loss; train.compute_dtype).
 """
 
-from cnn_jax.config import default_config
+from pathlib import Path
+
+from cnn_jax.config import open_experiment
 from cnn_jax.sweep.plan import Sweep, field_axis
 
 PRESETS = ("cpu", "full")
 MODELS = ("allcnn_model_c", "allcnn_strided_c", "allcnn_convpool_c", "allcnn_all_c")
+recipes, _, _ = open_experiment(str(Path(__file__).with_name("_recipes.py")))
 
 
 def get_config(preset: str = "cpu"):
-    config = default_config()
-    config.experiment = "allcnn_cifar10"
-    config.dataset.name = "cifar10"
-    config.model.name = "allcnn_all_c"
-    config.optimizer.name = "sgd"
-    config.optimizer.lr = 0.05
-    config.optimizer.momentum = 0.9
-    config.optimizer.weight_decay = 1e-3
-    config.schedule.name = "step"
-    config.schedule.boundaries_epochs = (200.0, 250.0, 300.0)
-    config.schedule.decay_factor = 0.1
-    config.train.batch_size = 128
-    config.train.epochs = 350
-    config.train.compute_dtype = "bfloat16"
+    config = recipes.sgd_step("allcnn_cifar10", "cifar10", "allcnn_all_c", lr=0.05, weight_decay=1e-3,
+                              boundaries_epochs=(200.0, 250.0, 300.0), epochs=350)
     if preset == "cpu":
+        recipes.cpu_rehearsal(config, warmup_epochs=0.5)
         config.model.width_multiplier = 1 / 3
-        config.dataset.train_subset = 10_000
-        config.train.epochs = 2
-        config.schedule.name = "cosine"
-        config.schedule.warmup_epochs = 0.5
         config.optimizer.lr = 0.01
-        config.train.compute_dtype = "float32"
     return config
 
 

@@ -6,25 +6,18 @@ Presets:
   quick    the same recipe for 2 epochs: a first result in about 4 minutes (~88-89%).
 """
 
-from cnn_jax.config import default_config
+from pathlib import Path
+
+from cnn_jax.config import open_experiment
 
 PRESETS = ("default", "quick")
+recipes, _, _ = open_experiment(str(Path(__file__).with_name("_recipes.py")))
 
 
 def get_config(preset: str = "default"):
-    config = default_config()
-    config.experiment = "fashion_mnist_cnn"
-    config.dataset.name = "fashion_mnist"
+    config = recipes.warmup_cosine("fashion_mnist_cnn", "fashion_mnist", "seed_cnn", warmup_epochs=0.5, epochs=8)
     config.dataset.augment.horizontal_flip = True  # clothing is left-right symmetric; digits would not be
-    config.model.name = "seed_cnn"
-    config.optimizer.name = "adamw"
-    config.optimizer.lr = 3e-3
-    config.optimizer.weight_decay = 1e-4
-    config.schedule.name = "cosine"
-    config.schedule.warmup_epochs = 0.5
     config.loss.label_smoothing = 0.1
-    config.train.batch_size = 128
-    config.train.epochs = 8
     if preset == "quick":
         config.train.epochs = 2
         config.schedule.warmup_epochs = 0.25

@@ -17,16 +17,17 @@ Presets:
   default  10 epochs, batch 128, Adam 1e-3, cosine decay, no augmentation.
 """
 
-from cnn_jax.config import default_config
+from pathlib import Path
+
+from cnn_jax.config import open_experiment
 
 PRESETS = ("default",)
+recipes, _, _ = open_experiment(str(Path(__file__).with_name("_recipes.py")))
 
 
 def get_config(preset: str = "default"):
-    config = default_config()
-    config.experiment = "fashion_mnist_tf_convnet"
-    config.dataset.name = "fashion_mnist"
-    config.model.name = "ablation_net"
+    config = recipes.warmup_cosine("fashion_mnist_tf_convnet", "fashion_mnist", "ablation_net", optimizer="adam",
+                                   lr=1e-3, weight_decay=0.0, warmup_epochs=0.0, epochs=10)
     config.model.stages = 2
     config.model.convs_per_stage = 1
     config.model.width = 32
@@ -34,10 +35,4 @@ def get_config(preset: str = "default"):
     config.model.downsample = "max"
     config.model.head = "mlp"
     config.model.dropout = 0.4
-    config.optimizer.name = "adam"
-    config.optimizer.lr = 1e-3
-    config.schedule.name = "cosine"
-    config.schedule.warmup_epochs = 0.0
-    config.train.batch_size = 128
-    config.train.epochs = 10
     return config

@@ -17,36 +17,24 @@ Presets:
         (float32 parameters and loss; train.compute_dtype).
 """
 
-from cnn_jax.config import default_config
+from pathlib import Path
+
+from cnn_jax.config import open_experiment
 from cnn_jax.sweep.plan import Axis, Sweep
 
 PRESETS = ("cpu", "full")
 WIDTH, MATCHED_WIDTH = 24, 26
+pool_vs_stride, _, _ = open_experiment(str(Path(__file__).with_name("pool_vs_stride.py")))
 
 
 def get_config(preset: str = "cpu"):
-    config = default_config()
+    config = pool_vs_stride.get_config(preset)  # its Fashion-MNIST recipe and network, with max-pooling
     config.experiment = "kernel_5x5_vs_3x3"
-    config.dataset.name = "fashion_mnist"
-    config.model.name = "ablation_net"
-    config.model.stages = 3
     config.model.convs_per_stage = 2
     config.model.width = WIDTH
-    config.optimizer.name = "adamw"
-    config.optimizer.lr = 3e-3
-    config.optimizer.weight_decay = 1e-4
-    config.schedule.name = "cosine"
-    config.schedule.warmup_epochs = 0.25
-    config.train.batch_size = 128
-    config.train.epochs = 1
-    config.dataset.train_subset = 30_000
-    if preset == "full":
-        config.dataset.train_subset = 0
-        config.train.epochs = 30
-        config.schedule.warmup_epochs = 1.0
-        config.dataset.augment.horizontal_flip = True
-        config.dataset.augment.translate = 2
-        config.train.compute_dtype = "bfloat16"
+    if preset == "cpu":
+        config.dataset.train_subset = 30_000
+        config.train.epochs = 1
     return config
 
 

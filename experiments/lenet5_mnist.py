@@ -9,22 +9,15 @@ Presets:
   default  15 epochs, batch 128, AdamW 2e-3 with a half-epoch warm-up and cosine decay.
 """
 
-from cnn_jax.config import default_config
+from pathlib import Path
+
+from cnn_jax.config import open_experiment
 
 PRESETS = ("default",)
+recipes, _, _ = open_experiment(str(Path(__file__).with_name("_recipes.py")))
 
 
 def get_config(preset: str = "default"):
-    config = default_config()
-    config.experiment = "lenet5_mnist"
-    config.dataset.name = "mnist"
+    config = recipes.warmup_cosine("lenet5_mnist", "mnist", "lenet5", lr=2e-3, warmup_epochs=0.5, epochs=15)
     config.dataset.augment.translate = 2  # digits are not left-right symmetric: no flips
-    config.model.name = "lenet5"
-    config.optimizer.name = "adamw"
-    config.optimizer.lr = 2e-3
-    config.optimizer.weight_decay = 1e-4
-    config.schedule.name = "cosine"
-    config.schedule.warmup_epochs = 0.5
-    config.train.batch_size = 128
-    config.train.epochs = 15
     return config

@@ -11,31 +11,20 @@ Presets:
   full  Fashion-MNIST, 8 epochs, 5 seeds: for a GPU/TPU, whose matrix units run bfloat16 natively.
 """
 
-from cnn_jax.config import default_config
+from pathlib import Path
+
+from cnn_jax.config import open_experiment
 from cnn_jax.sweep.plan import Sweep, field_axis
 
 PRESETS = ("cpu", "full")
+fashion_mnist_cnn, _, _ = open_experiment(str(Path(__file__).with_name("fashion_mnist_cnn.py")))
 
 
 def get_config(preset: str = "cpu"):
-    config = default_config()
+    config = fashion_mnist_cnn.get_config("quick" if preset == "cpu" else "default")  # the README's run
     config.experiment = "mixed_precision"
-    config.dataset.name = "fashion_mnist"
-    config.dataset.augment.horizontal_flip = True
-    config.model.name = "seed_cnn"
-    config.optimizer.name = "adamw"
-    config.optimizer.lr = 3e-3
-    config.optimizer.weight_decay = 1e-4
-    config.schedule.name = "cosine"
-    config.schedule.warmup_epochs = 0.25
-    config.loss.label_smoothing = 0.1
-    config.train.batch_size = 128
-    config.train.epochs = 2
-    config.dataset.train_subset = 15_000
-    if preset == "full":
-        config.dataset.train_subset = 0
-        config.train.epochs = 8
-        config.schedule.warmup_epochs = 0.5
+    if preset == "cpu":
+        config.dataset.train_subset = 15_000
     return config
 
 

@@ -10,26 +10,19 @@ Presets:
         (float32 parameters and loss; train.compute_dtype).
 """
 
-from cnn_jax.config import default_config
+from pathlib import Path
+
+from cnn_jax.config import open_experiment
 from cnn_jax.sweep.plan import Sweep, field_axis
 
 PRESETS = ("cpu", "full")
+recipes, _, _ = open_experiment(str(Path(__file__).with_name("_recipes.py")))
 
 
 def get_config(preset: str = "cpu"):
-    config = default_config()
-    config.experiment = "pool_vs_stride"
-    config.dataset.name = "fashion_mnist"
-    config.model.name = "ablation_net"
+    config = recipes.warmup_cosine("pool_vs_stride", "fashion_mnist", "ablation_net", warmup_epochs=0.25, epochs=2)
     config.model.stages = 3
     config.model.width = 32
-    config.optimizer.name = "adamw"
-    config.optimizer.lr = 3e-3
-    config.optimizer.weight_decay = 1e-4
-    config.schedule.name = "cosine"
-    config.schedule.warmup_epochs = 0.25
-    config.train.batch_size = 128
-    config.train.epochs = 2
     if preset == "full":
         config.train.epochs = 30
         config.schedule.warmup_epochs = 1.0

@@ -16,36 +16,23 @@ Presets:
         (float32 parameters and loss; train.compute_dtype).
 """
 
-from cnn_jax.config import default_config
+from pathlib import Path
+
+from cnn_jax.config import open_experiment
 from cnn_jax.sweep.plan import Axis, Sweep
 
 PRESETS = ("cpu", "full")
 DEPTHS = (20, 32, 44, 56, 110)
+recipes, _, _ = open_experiment(str(Path(__file__).with_name("_recipes.py")))
 
 
 def get_config(preset: str = "cpu"):
-    config = default_config()
-    config.experiment = "resnet_cifar10"
-    config.dataset.name = "cifar10"
+    config = recipes.sgd_step("resnet_cifar10", "cifar10", "resnet20", lr=0.1, weight_decay=1e-4,
+                              boundaries_epochs=(82.0, 123.0), epochs=164)
     config.dataset.augment.random_crop_padding = 4
     config.dataset.augment.horizontal_flip = True
-    config.model.name = "resnet20"
-    config.optimizer.name = "sgd"
-    config.optimizer.lr = 0.1
-    config.optimizer.momentum = 0.9
-    config.optimizer.weight_decay = 1e-4
-    config.schedule.name = "step"
-    config.schedule.boundaries_epochs = (82.0, 123.0)
-    config.schedule.decay_factor = 0.1
-    config.train.batch_size = 128
-    config.train.epochs = 164
-    config.train.compute_dtype = "bfloat16"
     if preset == "cpu":
-        config.dataset.train_subset = 10_000
-        config.train.epochs = 2
-        config.schedule.name = "cosine"
-        config.schedule.warmup_epochs = 0.3
-        config.train.compute_dtype = "float32"
+        recipes.cpu_rehearsal(config, warmup_epochs=0.3)
     return config
 
 

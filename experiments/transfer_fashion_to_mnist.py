@@ -16,27 +16,21 @@ Presets:
   full  the same with 5 seeds and 40 epochs.
 """
 
-from cnn_jax.config import default_config
+from pathlib import Path
+
+from cnn_jax.config import open_experiment
 from cnn_jax.sweep.plan import Axis, Sweep
 
 PRESETS = ("cpu", "full")
 SOURCE = "experiments/fashion_mnist_cnn.py:quick"
 NEW_HEAD = {"transfer.source": SOURCE, "transfer.skip": ("dense/*",)}
+recipes, _, _ = open_experiment(str(Path(__file__).with_name("_recipes.py")))
 
 
 def get_config(preset: str = "cpu"):
-    config = default_config()
-    config.experiment = "transfer_fashion_to_mnist"
-    config.dataset.name = "mnist"
+    config = recipes.warmup_cosine("transfer_fashion_to_mnist", "mnist", "seed_cnn", batch_size=125,
+                                   warmup_epochs=1.0, epochs=15 if preset == "cpu" else 40)
     config.dataset.train_subset = 1000
-    config.model.name = "seed_cnn"
-    config.optimizer.name = "adamw"
-    config.optimizer.lr = 3e-3
-    config.optimizer.weight_decay = 1e-4
-    config.schedule.name = "cosine"
-    config.schedule.warmup_epochs = 1.0
-    config.train.batch_size = 125
-    config.train.epochs = 15 if preset == "cpu" else 40
     config.train.log_every_steps = 8
     return config
 
