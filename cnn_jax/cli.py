@@ -362,7 +362,7 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _print_report(path: Path, preset: str | None, out: Path | None) -> None:
-    from cnn_jax.report import write_report
+    from cnn_jax.analysis.report import write_report
 
     report = write_report(path, preset, out)
     print(report.markdown)
@@ -516,8 +516,8 @@ def cmd_filter(args: argparse.Namespace, extra: list[str]) -> int:
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from cnn_jax.kernels import apply_kernel, get_kernel
-    from cnn_jax.plots import before_after
+    from cnn_jax.analysis.kernels import apply_kernel, get_kernel
+    from cnn_jax.analysis.plots import before_after
 
     kernel = get_kernel(args.kernel)
     try:
@@ -533,7 +533,7 @@ def cmd_filter(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, extra: list[str]) -> int:
-    from cnn_jax.inspection import format_report, inspect_checkpoint
+    from cnn_jax.analysis.inspection import format_report, inspect_checkpoint
 
     report = inspect_checkpoint(args.path, args.step, args.diff, args.diff_step)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
@@ -541,7 +541,7 @@ def cmd_inspect(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
-    from cnn_jax.export import export_run
+    from cnn_jax.analysis.export import export_run
 
     done = export_run(args.run_dir, args.step, args.format, args.out)
     print(f"wrote {done.tensors} tensors of step {done.step} to {done.path} (config and normalization: {done.sidecar})")
@@ -549,7 +549,7 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_filters(args: argparse.Namespace, extra: list[str]) -> int:
-    from cnn_jax.features import plot_filters
+    from cnn_jax.analysis.features import plot_filters
 
     picture = plot_filters(args.run_dir, args.layer, args.step, args.out)
     rows, cols = picture.grid
@@ -558,7 +558,7 @@ def cmd_filters(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_features(args: argparse.Namespace, extra: list[str]) -> int:
-    from cnn_jax.features import plot_features
+    from cnn_jax.analysis.features import plot_features
 
     layers = [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
     paths = _data_paths(args) if args.test_index is not None else None

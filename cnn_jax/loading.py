@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
-from cnn_jax import inspection, rundir
+from cnn_jax import checkpoints, rundir
 from cnn_jax.errors import UserError
 from cnn_jax.models import build_model
 
@@ -83,21 +83,21 @@ def load_model(run_dir: Path, step: str | int | None = None) -> tuple[nn.Module,
 
 def load_run(path: Path, step: str | int | None = None) -> LoadedRun:
     """Like `load_model`, keeping the config, the data info and the step that was loaded."""
-    source = inspection.locate(path)
+    source = checkpoints.locate(path)
     run_dir = _run_dir_of(source)
     config = rundir.load_config(run_dir)
     info = data_info(run_dir)
     model = build_model(config.model, num_classes=len(info.classes))
     manager = source.manager()
     chosen = source.pick(manager, step, "best")
-    saved = inspection.model_variables(inspection.read_checkpoint(source, manager, chosen))
+    saved = checkpoints.model_variables(checkpoints.read_checkpoint(source, manager, chosen))
     check_fits(saved, expected_variables(model, info.image_shape),
                f"checkpoint {chosen} of '{run_dir}' does not fit the {config.model.name} model its "
                f"{rundir.CONFIG} builds")
     return LoadedRun(run_dir, config, info, model, chosen, jax.tree_util.tree_map(jnp.asarray, saved))
 
 
-def _run_dir_of(source: inspection.Source) -> Path:
+def _run_dir_of(source: checkpoints.Source) -> Path:
     if source.run_dir is None:
         raise UserError(f"'{source.path}' is not inside a run directory (no {rundir.CONFIG} beside checkpoints/); "
                         "loading a model needs the run's config and manifest.")
@@ -108,12 +108,12 @@ def expected_variables(model: nn.Module, image_shape: tuple[int, int, int]) -> d
     """Shapes and dtypes of the model's variables (no compute), without collections that are empty."""
     shapes = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
                                                jnp.zeros((1, *image_shape), jnp.float32), train=False))
-    return {name: shapes[name] for name in inspection.COLLECTIONS if shapes.get(name)}
+    return {name: shapes[name] for name in checkpoints.COLLECTIONS if shapes.get(name)}
 
 
 def check_fits(saved: dict[str, Any], expected: dict[str, Any], what: str) -> None:
     """Raise a one-line UserError listing missing and unexpected keys and differing shapes."""
-    have, want = inspection.flatten(saved), inspection.flatten(expected)
+    have, want = checkpoints.flatten(saved), checkpoints.flatten(expected)
     missing = [k for k in want if k not in have]
     unexpected = [k for k in have if k not in want]
     shapes = [f"{k}: saved {tuple(have[k].shape)} vs model {tuple(want[k].shape)}"

@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cnn_jax import config as config_lib, report, stats, validation
+from cnn_jax import config as config_lib
+from cnn_jax import validation
+from cnn_jax.analysis import report, stats
 from cnn_jax.errors import UserError, did_you_mean, unknown_choice
 from cnn_jax.files import write_json_atomic, write_text_atomic
 from cnn_jax.sweep import local

@@ -16,12 +16,14 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from cnn_jax import cli, plots, rundir
+from cnn_jax import cli, rundir
+from cnn_jax.analysis import plots
 from cnn_jax import config as config_lib
 from cnn_jax.errors import UserError
-from cnn_jax.export import export_run, flat_variables, read_export
-from cnn_jax.features import filter_tiles, plot_features, plot_filters
-from cnn_jax.inspection import flatten, inspect_checkpoint, locate
+from cnn_jax.analysis.export import export_run, flat_variables, read_export
+from cnn_jax.analysis.features import filter_tiles, plot_features, plot_filters
+from cnn_jax.analysis.inspection import inspect_checkpoint
+from cnn_jax.checkpoints import flatten, locate
 from cnn_jax.loading import data_info, load_model, load_run
 from cnn_jax.models.summary import summarize
 from cnn_jax.train.loop import open_checkpoints, train
@@ -60,7 +62,7 @@ def epoch_records(run_dir):
 
 
 def raw_payload(run_dir, step):
-    """The checkpoint as Orbax restores it without a target, independently of cnn_jax.inspection."""
+    """The checkpoint as Orbax restores it without a target, independently of cnn_jax.checkpoints."""
     manager = open_checkpoints(run_dir, rundir.load_config(run_dir), read_only=True)
     return jax.tree_util.tree_map(np.asarray, manager.restore(step, args=ocp.args.StandardRestore()))
 

@@ -1,4 +1,4 @@
-"""`cnn_jax.report` on synthetic sweep directories written by hand in the launcher's format."""
+"""`cnn_jax.analysis.report` on synthetic sweep directories written by hand in the launcher's format."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import scipy.stats
 from PIL import Image
 
-from cnn_jax import report
+from cnn_jax.analysis import report
 from cnn_jax.errors import UserError
 
 STEPS_PER_EPOCH, EPOCHS = 2, 3

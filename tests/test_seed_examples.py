@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cnn_jax import cli
-from cnn_jax.kernels import CLASSIC_KERNELS, apply_kernel
+from cnn_jax.analysis.kernels import CLASSIC_KERNELS, apply_kernel
 from cnn_jax.models.layers import ConvUnit, Downsample, identity
 
 

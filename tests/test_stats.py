@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from cnn_jax import stats
+from cnn_jax.analysis import stats
 
 
 def test_describe_matches_hand_computed_t_interval():

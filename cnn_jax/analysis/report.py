@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from cnn_jax import plots, rundir, stats
+from cnn_jax import rundir
+from cnn_jax.analysis import plots, stats
 from cnn_jax.errors import UserError, did_you_mean
 from cnn_jax.files import write_json_atomic, write_text_atomic
 

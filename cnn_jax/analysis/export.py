@@ -17,7 +17,7 @@ import numpy as np
 from cnn_jax import config as config_lib
 from cnn_jax.errors import UserError, unknown_choice
 from cnn_jax.files import write_bytes_atomic, write_json_atomic
-from cnn_jax.inspection import flatten
+from cnn_jax.checkpoints import flatten
 from cnn_jax.loading import LoadedRun, load_run
 
 FORMATS = ("npz", "safetensors")

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from cnn_jax import plots
+from cnn_jax.analysis import plots
 from cnn_jax.errors import UserError, did_you_mean
 from cnn_jax.loading import LoadedRun, load_run
 

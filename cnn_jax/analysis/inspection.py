@@ -6,125 +6,24 @@ states come back as plain lists and dicts: the optimizer summary names them by t
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from cnn_jax import checkpoints, rundir
 from cnn_jax import config as config_lib
+from cnn_jax.checkpoints import COLLECTIONS, Source, flatten, locate, model_variables, read_checkpoint
 from cnn_jax.errors import UserError
 
-COLLECTIONS = ("params", "batch_stats")  # the model's variables inside a saved TrainState
 METRIC_NAMES = ("eval_loss", "eval_accuracy", "eval_top5")
 OPTAX_STATES = {  # fields of an optax state -> the transform that keeps it
     frozenset({"count", "mu", "nu"}): "scale_by_adam (moments mu, nu; step count)",
     frozenset({"trace"}): "trace (momentum)",
     frozenset({"count"}): "scale_by_schedule (step count)",
 }
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where checkpoints are: a run directory, its checkpoints/ folder, or one step folder of it."""
-
-    path: Path
-    checkpoints_dir: Path
-    run_dir: Path | None  # None: a checkpoints folder without its run (no config.json beside it)
-    pinned_step: int | None  # set when `path` is one step folder
-
-    def config(self) -> ml_collections.ConfigDict | None:
-        return rundir.load_config(self.run_dir) if self.run_dir else None
-
-    def manager(self) -> ocp.CheckpointManager:
-        c = (self.config() or config_lib.default_config()).checkpoint
-        with _absl_errors_only():  # opening read-only, orbax warns that it is read-only
-            return checkpoints.open_manager(self.checkpoints_dir, keep=c.keep, best_metric=c.best_metric,
-                                            best_mode=c.best_mode, read_only=True)
-
-    def pick(self, manager: ocp.CheckpointManager, which: str | int | None, default: str) -> int:
-        """The step `which` names ('best', 'latest' or a number; None: `default`, or the pinned step)."""
-        if self.pinned_step is not None:
-            if which is None or str(which) == str(self.pinned_step):
-                return self.pinned_step
-            raise UserError(f"'{self.path}' is the single checkpoint of step {self.pinned_step}; give its run "
-                            f"directory to choose step '{which}'.")
-        which = default if which is None else str(which)
-        if which == "best" and manager.all_steps() and manager.best_step() is None:
-            raise UserError(f"no checkpoint in '{self.checkpoints_dir}' has eval metrics yet; choose step 'latest' "
-                            f"or one of {sorted(manager.all_steps())}.")
-        return checkpoints.pick_step(manager, which)
-
-
-@contextlib.contextmanager
-def _absl_errors_only():
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def locate(path: Path) -> Source:
-    """Recognize a run directory, its checkpoints/ folder or one step folder; a UserError otherwise."""
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"'{path}' does not exist or is not a directory; give a run directory, its checkpoints/ "
-                        "folder or one step folder in it.")
-    if (path / "checkpoints").is_dir():
-        return Source(path, path / "checkpoints", path, None)
-    if path.name.isdigit() and ((path / "_CHECKPOINT_METADATA").exists() or (path / "default").is_dir()):
-        return Source(path, path.parent, _run_dir_of(path.parent), int(path.name))
-    if any(child.name.isdigit() and child.is_dir() for child in path.iterdir()):
-        return Source(path, path, _run_dir_of(path), None)
-    if (path / rundir.CONFIG).exists():
-        raise UserError(f"run directory '{path}' has no checkpoints/ folder yet; train it first.")
-    raise UserError(f"'{path}' holds no checkpoints; give a run directory, its checkpoints/ folder or one step "
-                    "folder in it.")
-
-
-def _run_dir_of(checkpoints_dir: Path) -> Path | None:
-    parent = checkpoints_dir.parent
-    return parent if checkpoints_dir.name == "checkpoints" and (parent / rundir.CONFIG).exists() else None
-
-
-def read_checkpoint(source: Source, manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
-    """The saved payload of `step` as numpy arrays: {"state": {...}, "train_totals": {...}}."""
-    try:
-        restored = manager.restore(step, args=ocp.args.StandardRestore())
-    except Exception as exc:  # a truncated or foreign checkpoint: orbax raises many kinds
-        raise UserError(f"checkpoint {step} in '{source.checkpoints_dir}' could not be read "
-                        f"({type(exc).__name__}: {str(exc)[:200]}).") from None
-    return jax.tree_util.tree_map(np.asarray, restored)
-
-
-def model_variables(payload: dict[str, Any]) -> dict[str, Any]:
-    """{"params": ..., "batch_stats": ...} of a payload; collections that are empty are left out."""
-    state = payload["state"]
-    return {name: state[name] for name in COLLECTIONS if state.get(name)}
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
-    """Leaves of nested dicts/lists keyed by '/'-joined paths (list items by their index)."""
-    if isinstance(tree, dict):
-        items = tree.items()
-    elif isinstance(tree, (list, tuple)):
-        items = enumerate(tree)
-    else:
-        return {prefix: tree}
-    flat = {}
-    for key, value in items:
-        flat.update(flatten(value, f"{prefix}/{key}" if prefix else str(key)))
-    return flat
 
 
 def tensor_stats(array: np.ndarray) -> dict[str, Any]:
