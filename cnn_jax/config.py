@@ -114,7 +114,7 @@ def open_experiment(spec: str) -> tuple[Any, Path, str]:
     path = Path(path_str)
     if not path.is_file():
         raise UserError(f"experiment file '{path}' does not exist. Give a path like experiments/fashion_mnist_cnn.py.")
-    module = _import_file(path)
+    module = load_module(path)
     presets = tuple(getattr(module, "PRESETS", ("default",)))
     preset = preset or presets[0]
     if preset not in presets:
@@ -133,7 +133,10 @@ def call_experiment(path: Path, function, preset: str) -> Any:
                         f"{type(exc).__name__}: {exc}") from exc
 
 
-def _import_file(path: Path):
+def load_module(path: Path):
+    """Import a Python file by its path (experiment files, and the files they build on: experiments/ is
+    not a package); a failure is a UserError naming the file."""
+    path = Path(path)
     spec = importlib.util.spec_from_file_location(f"cnn_jax_experiment_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:

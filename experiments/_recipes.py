@@ -1,9 +1,9 @@
 """Training recipes shared by the experiment files; not an experiment (no PRESETS, get_config or get_sweep).
 
-experiments/ is not a package: cnn_jax loads each experiment file by path (cnn_jax.config.open_experiment),
+experiments/ is not a package: cnn_jax loads each experiment file by path (cnn_jax.config.load_module),
 so an experiment file takes this module, or another experiment file, the same way, relative to itself:
 
-    recipes, _, _ = open_experiment(str(Path(__file__).with_name("_recipes.py")))
+    recipes = load_module(Path(__file__).with_name("_recipes.py"))
 
 and starts its get_config from one of these functions, changing only what differs.
 """

@@ -11,19 +11,19 @@ not available offline; label such results "CIFAR-10 (JPEG copy)".
 
 Presets:
   cpu   a CPU-sized rehearsal, not the paper's result: every layer one third as wide (32-64 channels),
-        10,000 training images, 2 epochs, 3 seeds; about 15 minutes on a 2-core CPU.
+        10,000 training images, 2 epochs, 3 seeds, on a 2-core CPU.
   full  the paper's models and schedule, no augmentation, 3 seeds: for a GPU/TPU, computing in bfloat16
         (float32 parameters and loss; train.compute_dtype).
 """
 
 from pathlib import Path
 
-from cnn_jax.config import open_experiment
+from cnn_jax.config import load_module
 from cnn_jax.sweep.plan import Sweep, field_axis
 
 PRESETS = ("cpu", "full")
 MODELS = ("allcnn_model_c", "allcnn_strided_c", "allcnn_convpool_c", "allcnn_all_c")
-recipes, _, _ = open_experiment(str(Path(__file__).with_name("_recipes.py")))
+recipes = load_module(Path(__file__).with_name("_recipes.py"))
 
 
 def get_config(preset: str = "cpu"):

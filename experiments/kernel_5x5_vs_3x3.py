@@ -11,20 +11,19 @@ one more non-linearity. The third level widens the stacked version until the par
   3x3x2_wide   26     446,144 (-0.5%)               95.8 M
 
 Presets:
-  cpu   Fashion-MNIST, 30,000 training images (class-balanced), 1 epoch, 3 seeds: about 15 minutes on a
-        2-core CPU.
+  cpu   Fashion-MNIST, 30,000 training images (class-balanced), 1 epoch, 3 seeds, on a 2-core CPU.
   full  Fashion-MNIST, 30 epochs, 5 seeds, with light augmentation: for a GPU/TPU, computing in bfloat16
         (float32 parameters and loss; train.compute_dtype).
 """
 
 from pathlib import Path
 
-from cnn_jax.config import open_experiment
+from cnn_jax.config import load_module
 from cnn_jax.sweep.plan import Axis, Sweep
 
 PRESETS = ("cpu", "full")
 WIDTH, MATCHED_WIDTH = 24, 26
-pool_vs_stride, _, _ = open_experiment(str(Path(__file__).with_name("pool_vs_stride.py")))
+pool_vs_stride = load_module(Path(__file__).with_name("pool_vs_stride.py"))
 
 
 def get_config(preset: str = "cpu"):

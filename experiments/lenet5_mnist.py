@@ -11,10 +11,10 @@ Presets:
 
 from pathlib import Path
 
-from cnn_jax.config import open_experiment
+from cnn_jax.config import load_module
 
 PRESETS = ("default",)
-recipes, _, _ = open_experiment(str(Path(__file__).with_name("_recipes.py")))
+recipes = load_module(Path(__file__).with_name("_recipes.py"))
 
 
 def get_config(preset: str = "default"):

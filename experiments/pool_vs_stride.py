@@ -5,18 +5,18 @@ average pooling) with only its downsampling changed: 2x2 max-pool, 2x2 average-p
 3x3 convolution with stride 2 (Springenberg et al. 2014 replace pooling this way; it adds parameters).
 
 Presets:
-  cpu   Fashion-MNIST, 2 epochs, 3 seeds: about 15 minutes on a 2-core CPU (the README's main job).
+  cpu   Fashion-MNIST, 2 epochs, 3 seeds: the README's main job (its table gives the time).
   full  Fashion-MNIST, 30 epochs, 5 seeds, with light augmentation: for a GPU/TPU, computing in bfloat16
         (float32 parameters and loss; train.compute_dtype).
 """
 
 from pathlib import Path
 
-from cnn_jax.config import open_experiment
+from cnn_jax.config import load_module
 from cnn_jax.sweep.plan import Sweep, field_axis
 
 PRESETS = ("cpu", "full")
-recipes, _, _ = open_experiment(str(Path(__file__).with_name("_recipes.py")))
+recipes = load_module(Path(__file__).with_name("_recipes.py"))
 
 
 def get_config(preset: str = "cpu"):

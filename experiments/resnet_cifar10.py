@@ -11,19 +11,19 @@ offline; label such results "CIFAR-10 (JPEG copy)".
 
 Presets:
   cpu   a CPU-sized rehearsal, not the paper's result: ResNet-20 vs ResNet-32, 10,000 training
-        images, 2 epochs, 3 seeds; about 15 minutes on a 2-core CPU.
+        images, 2 epochs, 3 seeds, on a 2-core CPU.
   full  the paper's schedule for all five depths, 5 seeds: for a GPU/TPU, computing in bfloat16
         (float32 parameters and loss; train.compute_dtype).
 """
 
 from pathlib import Path
 
-from cnn_jax.config import open_experiment
+from cnn_jax.config import load_module
 from cnn_jax.sweep.plan import Axis, Sweep
 
 PRESETS = ("cpu", "full")
 DEPTHS = (20, 32, 44, 56, 110)
-recipes, _, _ = open_experiment(str(Path(__file__).with_name("_recipes.py")))
+recipes = load_module(Path(__file__).with_name("_recipes.py"))
 
 
 def get_config(preset: str = "cpu"):

@@ -11,20 +11,20 @@ class-balanced training images (the same for every seed), tested on all 10,000 t
   last_block  conv1 and conv2 frozen; conv3 (at a tenth of the rate) and the head train
 
 Presets:
-  cpu   15 epochs of the 1,000 images (120 steps), 3 seeds: about 10 minutes on a 2-core CPU, plus
-        about 3 minutes for the source run.
+  cpu   15 epochs of the 1,000 images (120 steps), 3 seeds, on a 2-core CPU, after the source
+        run.
   full  the same with 5 seeds and 40 epochs.
 """
 
 from pathlib import Path
 
-from cnn_jax.config import open_experiment
+from cnn_jax.config import load_module
 from cnn_jax.sweep.plan import Axis, Sweep
 
 PRESETS = ("cpu", "full")
 SOURCE = "experiments/fashion_mnist_cnn.py:quick"
 NEW_HEAD = {"transfer.source": SOURCE, "transfer.skip": ("dense/*",)}
-recipes, _, _ = open_experiment(str(Path(__file__).with_name("_recipes.py")))
+recipes = load_module(Path(__file__).with_name("_recipes.py"))
 
 
 def get_config(preset: str = "cpu"):
