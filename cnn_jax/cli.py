@@ -10,6 +10,7 @@ from pathlib import Path
 from cnn_jax.errors import Diverged, TrainingStopped, UserError
 
 EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130  # a signal stop exits 128 + signal number
+CONFIG_COMMANDS = ("train", "summary", "launch", "sweep", "status", "run-task")  # take --config.* overrides
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the registered models; with a NAME, its config fields")
     models.add_argument("name", nargs="?", default=None, help="a model: show its input, classes and config fields")
 
-    filt = sub.add_parser("filter", help="apply a classic kernel (seed 001) to an image; write a before/after PNG")
+    filt = sub.add_parser("convolve", help="apply a classic kernel (seed 001) to an image; write a before/after PNG")
     filt.add_argument("kernel", help="box_blur, gaussian_blur or sharpen")
     filt.add_argument("image", type=Path, help="an image file (png, jpg, ...)")
     filt.add_argument("--out", type=Path, default=None, help="PNG to write (default: <image>_<kernel>.png)")
@@ -123,13 +124,13 @@ def _add_checkpoint_parsers(sub) -> None:
                         help="npz (default) or safetensors (needs `pip install safetensors`)")
     export.add_argument("--out", type=Path, default=None, help="file to write (default: RUN_DIR/export/step<N>.<format>)")
 
-    filters = sub.add_parser("filters", help="PNG of a conv layer's kernels, one tile per output channel")
+    filters = sub.add_parser("plot-filters", help="PNG of a trained conv layer's kernels, one tile per output channel")
     filters.add_argument("run_dir", type=Path, help="a run directory (or its checkpoints/ folder, or one step folder)")
     filters.add_argument("--layer", default=None, help="conv layer path (default: the first conv layer)")
     _add_step_option(filters, "best")
     filters.add_argument("--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/filters_step<N>.png)")
 
-    features = sub.add_parser("features", help="PNG of the feature maps of chosen layers for one input image")
+    features = sub.add_parser("plot-features", help="PNG of the feature maps of chosen layers for one input image")
     features.add_argument("run_dir", type=Path, help="a run directory (or its checkpoints/ folder, or one step folder)")
     features.add_argument("image", type=Path, nargs="?", default=None,
                           help="an image file (converted to the run's channels and size)")
@@ -217,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
-        if extra and args.command not in ("train", "summary", "launch", "sweep", "status", "run-task"):
-            raise UserError(f"unrecognized arguments: {' '.join(extra)}")
+        _check_extra_arguments(args.command, extra)
         return COMMANDS[args.command](args, extra)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -231,15 +231,25 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _check_extra_arguments(command: str, extra: list[str]) -> None:
+    """The one rule for arguments argparse does not know: config overrides, where a command takes them."""
+    unknown = [a for a in extra if command not in CONFIG_COMMANDS or not a.startswith("--config")]
+    if unknown:
+        hint = " (config fields are set with --config.section.field=value)" if command in CONFIG_COMMANDS else ""
+        raise UserError(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+
+
+def _config_overrides(extra: list[str]) -> dict[str, str]:
+    from cnn_jax import config as config_lib
+
+    return dict(config_lib.parse_override(a) for a in extra)
+
+
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from cnn_jax import config as config_lib
     from cnn_jax import rundir, validation
 
-    unknown = [a for a in extra if not a.startswith("--config")]
-    if unknown:
-        raise UserError(f"unrecognized arguments: {' '.join(unknown)} (config fields are set with --config.section.field=value)")
-    config = config_lib.load_experiment(args.experiment)
-    config = config_lib.apply_overrides(config, dict(config_lib.parse_override(a) for a in extra))
+    config = config_lib.apply_overrides(config_lib.load_experiment(args.experiment), _config_overrides(extra))
     validation.validate(config)
     run_dir = args.workdir or rundir.default_run_dir(config, args.runs_root)
     if args.print_config:
@@ -265,15 +275,6 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"test accuracy {100 * final['eval_accuracy']:.2f}% (loss {final['eval_loss']:.4f}) after "
           f"{result['epochs']} epochs{speed} -> {run_dir}")
     return 0
-
-
-def _config_overrides(extra: list[str]) -> dict[str, str]:
-    from cnn_jax import config as config_lib
-
-    unknown = [a for a in extra if not a.startswith("--config")]
-    if unknown:
-        raise UserError(f"unrecognized arguments: {' '.join(unknown)} (config fields are set with --config.section.field=value)")
-    return dict(config_lib.parse_override(a) for a in extra)
 
 
 def _spec(args: argparse.Namespace) -> str:
@@ -500,7 +501,7 @@ def cmd_summary(args: argparse.Namespace, extra: list[str]) -> int:
     from cnn_jax.models import build_model, model_entry
     from cnn_jax.models.summary import summarize
 
-    overrides = dict(config_lib.parse_override(a) for a in extra)
+    overrides = _config_overrides(extra)
     if any(not key.startswith("model.") for key in overrides):
         raise UserError("summary takes only model fields: --config.model.FIELD=VALUE")
     config = config_lib.apply_overrides(config_lib.default_config(), {"model.name": args.model, **overrides})
@@ -512,7 +513,7 @@ def cmd_summary(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def cmd_filter(args: argparse.Namespace, extra: list[str]) -> int:
+def cmd_convolve(args: argparse.Namespace, extra: list[str]) -> int:
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -548,7 +549,7 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def cmd_filters(args: argparse.Namespace, extra: list[str]) -> int:
+def cmd_plot_filters(args: argparse.Namespace, extra: list[str]) -> int:
     from cnn_jax.analysis.features import plot_filters
 
     picture = plot_filters(args.run_dir, args.layer, args.step, args.out)
@@ -557,7 +558,7 @@ def cmd_filters(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def cmd_features(args: argparse.Namespace, extra: list[str]) -> int:
+def cmd_plot_features(args: argparse.Namespace, extra: list[str]) -> int:
     from cnn_jax.analysis.features import plot_features
 
     layers = [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
@@ -575,9 +576,12 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return tuple(int(p) for p in parts)
 
 
-COMMANDS = {"launch": cmd_launch, "sweep": cmd_sweep, "status": cmd_status, "run-task": cmd_run_task,
-            "report": cmd_report, "reproduce": cmd_reproduce, "train": cmd_train, "eval": cmd_eval, "data": cmd_data, "models": cmd_models, "summary": cmd_summary, "filter": cmd_filter,
-            "inspect": cmd_inspect, "export": cmd_export, "filters": cmd_filters, "features": cmd_features}
+COMMANDS = {
+    "launch": cmd_launch, "sweep": cmd_sweep, "status": cmd_status, "run-task": cmd_run_task, "report": cmd_report,
+    "reproduce": cmd_reproduce, "train": cmd_train, "eval": cmd_eval, "data": cmd_data, "models": cmd_models,
+    "summary": cmd_summary, "convolve": cmd_convolve, "inspect": cmd_inspect, "export": cmd_export,
+    "plot-filters": cmd_plot_filters, "plot-features": cmd_plot_features,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,19 +18,36 @@ EXPERIMENT = str(ROOT / "experiments" / "fashion_mnist_cnn.py")
     ([EXPERIMENT, "--config.optimizer.lr=-1"], "'optimizer.lr' = -1.0: must be > 0"),
     ([EXPERIMENT, "--config.train.batch_size=0"], "'train.batch_size' = 0: must be > 0"),
     ([EXPERIMENT, "--config.model.name=lenet6"], "unknown value 'lenet6'"),
+    ([EXPERIMENT, "--config.model.widht=3"], "model 'seed_cnn' has no field 'model.widht'"),
     ([EXPERIMENT, "--config.optimizer.name=rmsprp"], "unknown value 'rmsprp'"),
     ([EXPERIMENT, "--config.dataset.name=fashion_mnsit"], "Did you mean 'fashion_mnist'"),
-    ([EXPERIMENT, "--config.train.batch_size=100000"], "larger than the train split"),
     ([EXPERIMENT, "--config.optimizer.lr"], "malformed override"),
     ([EXPERIMENT, "--lr=0.1"], "unrecognized arguments: --lr=0.1"),
     (["missing.py"], "does not exist"),
 ])
-def test_train_user_errors_exit_2_with_one_line_and_write_nothing(args, message, tmp_path, capsys, fashion_data_dir):
-    code = cli.main(["train", *args, "--runs-root", str(tmp_path / "runs"), "--data-dir", str(fashion_data_dir)])
+def test_train_user_errors_exit_2_with_one_line_and_write_nothing(args, message, tmp_path, capsys):
+    """Caught before any data is read: these never need a dataset (the data dir is empty)."""
+    assert_user_error(["train", *args, "--runs-root", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "none")],
+                      message, capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_batch_larger_than_the_train_split_is_a_user_error(tmp_path, capsys, fashion_data_dir):
+    assert_user_error(["train", EXPERIMENT, "--config.train.batch_size=100000", "--runs-root", str(tmp_path / "runs"),
+                       "--data-dir", str(fashion_data_dir)], "larger than the train split", capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args", [["models", "--config.model.name=x"], ["inspect", "runs", "--lr=1"]])
+def test_commands_without_config_fields_refuse_extra_arguments(args, capsys):
+    assert_user_error(args, f"unrecognized arguments: {args[-1]}", capsys)
+
+
+def assert_user_error(args: list[str], message: str, capsys) -> None:
+    code = cli.main(args)
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1
-    assert not (tmp_path / "runs").exists()
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
 def test_print_config_shows_the_resolved_config_and_run_dir(capsys, tmp_path):

@@ -375,9 +375,9 @@ def test_cli_inspect_json_and_diff(runs, capsys):
 
 
 def test_cli_filters_and_features_of_a_test_image(runs, tmp_path, capsys, fashion_data_dir):
-    assert cli.main(["filters", str(runs["bn"]), "--out", str(tmp_path / "f.png")]) == 0
+    assert cli.main(["plot-filters", str(runs["bn"]), "--out", str(tmp_path / "f.png")]) == 0
     assert "3x3 grid" in capsys.readouterr().out
-    assert cli.main(["features", str(runs["bn"]), "--test-index", "0", "--layers", "stage1,stage2",
+    assert cli.main(["plot-features", str(runs["bn"]), "--test-index", "0", "--layers", "stage1,stage2",
                      "--data-dir", str(fashion_data_dir), "--out", str(tmp_path / "m.png")]) == 0
     assert "stage1, stage2" in capsys.readouterr().out
     with Image.open(tmp_path / "m.png") as png:
@@ -388,14 +388,14 @@ def test_cli_filters_and_features_of_a_test_image(runs, tmp_path, capsys, fashio
     (["inspect", "{tmp}/nope"], "does not exist"),
     (["load", "{tmp}/nope"], "does not exist"),
     (["export", "{tmp}/nope"], "does not exist"),
-    (["filters", "{tmp}/nope"], "does not exist"),
+    (["plot-filters", "{tmp}/nope"], "does not exist"),
     (["inspect", "{plain}", "--step", "7"], "checkpoint '7' not found"),
     (["export", "{plain}", "--step", "7"], "saved steps: [5, 10, 15, 20]"),
     (["inspect", "{plain}", "--diff-step", "5"], "--diff-step needs --diff"),
-    (["filters", "{plain}", "--layer", "stage1/Conv_0"], f"Conv layers: {FIRST_CONV}"),
-    (["features", "{plain}", "{tmp}/nope.png"], "cannot read image"),
-    (["features", "{plain}"], "either an image file or --test-index"),
-    (["features", "{plain}", "{tmp}/photo.png", "--layers", "stage9"], "no layer 'stage9' in this model. Did you mean"),
+    (["plot-filters", "{plain}", "--layer", "stage1/Conv_0"], f"Conv layers: {FIRST_CONV}"),
+    (["plot-features", "{plain}", "{tmp}/nope.png"], "cannot read image"),
+    (["plot-features", "{plain}"], "either an image file or --test-index"),
+    (["plot-features", "{plain}", "{tmp}/photo.png", "--layers", "stage9"], "no layer 'stage9' in this model. Did you mean"),
 ])
 def test_cli_errors_exit_2_with_one_line(runs, tmp_path, capsys, args, message):
     if args[0] == "load":  # the Python API raises the same errors

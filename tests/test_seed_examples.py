@@ -102,8 +102,8 @@ def test_seed_001_classic_kernels_keep_flat_regions_and_act_as_expected():
 def test_filter_command_writes_a_before_after_png(tmp_path, capsys):
     source = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(source)
-    assert cli.main(["filter", "gaussian_blur", str(source)]) == 0
+    assert cli.main(["convolve", "gaussian_blur", str(source)]) == 0
     out = tmp_path / "photo_gaussian_blur.png"
     assert out.exists() and Image.open(out).size[0] > 0
-    assert cli.main(["filter", "blur", str(source)]) == 2
+    assert cli.main(["convolve", "blur", str(source)]) == 2
     assert "Did you mean 'box_blur'" in capsys.readouterr().err
