@@ -6,7 +6,9 @@
 #                                             opts: --jobs N, --backend slurm --partition P --gpus G ..., --dry-run
 #   ./launch.sh status EXPERIMENT [PRESET]    done / running / failed / pending per run
 #   ./launch.sh report runs/EXPERIMENT        tables, statistics and plots of a sweep
-#   ./launch.sh test [pytest args]            run the test suite
+#   ./launch.sh test [pytest args]            lint and format check (ruff), then the test suite;
+#                                             ./launch.sh test -m "not slow" is the fast tier
+#   ./launch.sh format                        apply ruff's formatting and safe lint fixes
 #   ./launch.sh cnn-jax ARGS...               any cnn-jax command inside the environment
 set -euo pipefail
 
@@ -52,7 +54,13 @@ case "${1:-}" in
   test)
     shift
     cd "$ROOT"
+    "$VENV/bin/ruff" format --check . >&2 || { echo "ruff format: the files above need formatting (./launch.sh format)" >&2; exit 1; }
+    "$VENV/bin/ruff" check --quiet . >&2 || { echo "ruff check: fix the findings above (./launch.sh format fixes some)" >&2; exit 1; }
     exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  format)
+    cd "$ROOT"
+    "$VENV/bin/ruff" format . && exec "$VENV/bin/ruff" check --fix .
     ;;
   cnn-jax)
     shift

@@ -14,13 +14,11 @@ import functools
 from collections.abc import Callable, Iterator
 
 import jax
-
 import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
 from cnn_jax.models import layers
-
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -39,18 +37,47 @@ def patches(x, kh: int, kw: int, strides, padding):
     x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
     sh, sw = strides
     ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    cols = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] for i in range(kh) for j in range(kw)]
+    cols = [
+        x[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] for i in range(kh) for j in range(kw)
+    ]
     return jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
 
 
-def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
-                feature_group_count=1, batch_group_count=1, precision=None, preferred_element_type=None):
+def im2col_conv(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    batch_group_count=1,
+    precision=None,
+    preferred_element_type=None,
+):
     """A 2-D convolution as shifted slices + one matmul; what it does not cover goes to XLA's conv."""
-    if _plain(lhs, rhs, (*(lhs_dilation or ()), *(rhs_dilation or ())), dimension_numbers, feature_group_count,
-              batch_group_count):
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, batch_group_count, precision,
-                                        preferred_element_type)
+    if _plain(
+        lhs,
+        rhs,
+        (*(lhs_dilation or ()), *(rhs_dilation or ())),
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
+    ):
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            batch_group_count,
+            precision,
+            preferred_element_type,
+        )
     kh, kw, cin, cout = rhs.shape
     return jnp.dot(patches(lhs, kh, kw, window_strides, padding), rhs.reshape(kh * kw * cin, cout), precision=precision)
 
@@ -76,25 +103,53 @@ def _conv_backward(strides, padding, saved, g):
 _conv_wgrad_matmul.defvjp(_conv_forward, _conv_backward)
 
 
-def wgrad_matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                      dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
-                      preferred_element_type=None):
+def wgrad_matmul_conv(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    batch_group_count=1,
+    precision=None,
+    preferred_element_type=None,
+):
     """XLA's convolution, with its kernel gradient computed as one matmul over the input's patches."""
-    if _plain(lhs, rhs, (*(lhs_dilation or ()), *(rhs_dilation or ())), dimension_numbers, feature_group_count,
-              batch_group_count):
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, batch_group_count, precision,
-                                        preferred_element_type)
+    if _plain(
+        lhs,
+        rhs,
+        (*(lhs_dilation or ()), *(rhs_dilation or ())),
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
+    ):
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            batch_group_count,
+            precision,
+            preferred_element_type,
+        )
     pad = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
     return _conv_wgrad_matmul(lhs, rhs, tuple(window_strides), pad)
 
 
 def from_channels(conv: Callable, min_channels: int) -> Callable:
     """`conv` for convolutions with at least `min_channels` input channels, XLA's for the others."""
+
     def choose(lhs, rhs, *args, **kwargs):
         if rhs.shape[2] >= min_channels:
             return conv(lhs, rhs, *args, **kwargs)
         return lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
+
     return choose
 
 
@@ -113,7 +168,9 @@ def with_conv(fn: Callable) -> Iterator[None]:
 
 def traced_with(conv: Callable, fn: Callable) -> Callable:
     """`fn`, whose convolutions (when jax traces it) compute with `conv`."""
+
     def wrapped(*args, **kwargs):
         with with_conv(conv):
             return fn(*args, **kwargs)
+
     return wrapped

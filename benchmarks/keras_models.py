@@ -13,20 +13,39 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-HE_NORMAL_FAN_OUT = {"class_name": "VarianceScaling",
-                     "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
+HE_NORMAL_FAN_OUT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"},
+}
 
 
-def conv(x, features: int, kernel: int, stride: int = 1, padding: int = 0, *, activation: str | None = "relu",
-         use_bias: bool = True, kernel_init="lecun_normal"):
+def conv(
+    x,
+    features: int,
+    kernel: int,
+    stride: int = 1,
+    padding: int = 0,
+    *,
+    activation: str | None = "relu",
+    use_bias: bool = True,
+    kernel_init="lecun_normal",
+):
     """A conv with cnn_jax's integer padding (zeros on each side), then `activation`."""
     mode = "valid"
     if padding and stride == 1 and 2 * padding == kernel - 1:
         mode = "same"
     elif padding:
         x = layers.ZeroPadding2D(padding)(x)
-    return layers.Conv2D(features, kernel, stride, mode, activation=activation, use_bias=use_bias,
-                         kernel_initializer=keras.initializers.get(kernel_init), bias_initializer="zeros")(x)
+    return layers.Conv2D(
+        features,
+        kernel,
+        stride,
+        mode,
+        activation=activation,
+        use_bias=use_bias,
+        kernel_initializer=keras.initializers.get(kernel_init),
+        bias_initializer="zeros",
+    )(x)
 
 
 def standardized_input(input_shape, mean, std):
@@ -53,7 +72,7 @@ class ZeroPadShortcut(layers.Layer):
         self.stride, self.extra = stride, extra
 
     def call(self, x):
-        x = x[:, ::self.stride, ::self.stride, :]
+        x = x[:, :: self.stride, :: self.stride, :]
         return keras.ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, self.extra]])
 
 
@@ -104,6 +123,8 @@ def build(name: str, input_shape, num_classes: int, mean, std) -> keras.Model:
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:
     """Trainable weights and non-trainable ones (batch-norm moving statistics)."""
+
     def count(weights):
         return sum(int(w.numpy().size) for w in weights)
+
     return {"trainable": count(model.trainable_weights), "non_trainable": count(model.non_trainable_weights)}

@@ -40,7 +40,9 @@ def _stack(trees):
 def prepare(spec: str, k: int):
     """(compiled step, its arguments, seconds to compile) for K seeds; K = 1 is the ordinary unbatched step."""
     config = config_lib.load_experiment(spec)
-    setup = build(config, DataPaths(catalog.default_data_dir(), tuple(catalog.default_search_roots())), log=lambda *a: None)
+    setup = build(
+        config, DataPaths(catalog.default_data_dir(), tuple(catalog.default_search_roots())), log=lambda *a: None
+    )
     seeds = range(k)
     states = [create_train_state(setup.model, setup.tx, setup.data.dataset.image_shape, s) for s in seeds]
     orders = [epoch_permutation(run_keys(s)["data"], 0, setup.train.size) for s in seeds]
@@ -77,24 +79,38 @@ def worker(spec: str, steps: int, repeats: int, go: Path) -> None:
     print("ready", flush=True)
     while not go.exists():
         time.sleep(0.05)
-    print(json.dumps({"rate": steady_rate(compiled, args, batch, spe, steps, repeats), "compile_s": compile_s}),
-          flush=True)
+    print(
+        json.dumps({"rate": steady_rate(compiled, args, batch, spe, steps, repeats), "compile_s": compile_s}),
+        flush=True,
+    )
 
 
 def separate_runs(spec: str, k: int, steps: int, repeats: int) -> dict:
     """K processes, one seed each, timed together: images/s per seed (mean over the K) and compile time."""
     with tempfile.TemporaryDirectory() as tmp:
         go = Path(tmp) / "go"
-        command = [sys.executable, __file__, "--experiment", spec, "--steps", str(steps), "--repeats", str(repeats),
-                   "--worker", str(go)]
+        command = [
+            sys.executable,
+            __file__,
+            "--experiment",
+            spec,
+            "--steps",
+            str(steps),
+            "--repeats",
+            str(repeats),
+            "--worker",
+            str(go),
+        ]
         workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(k)]
         for w in workers:
             if w.stdout.readline().strip() != "ready":
                 raise RuntimeError("a worker failed before compiling; run it alone to see why")
         go.touch()
         reports = [json.loads(w.communicate()[0].strip().splitlines()[-1]) for w in workers]
-    return {"per_seed": statistics.mean(r["rate"] for r in reports),
-            "compile_s": statistics.median(r["compile_s"] for r in reports)}
+    return {
+        "per_seed": statistics.mean(r["rate"] for r in reports),
+        "compile_s": statistics.median(r["compile_s"] for r in reports),
+    }
 
 
 def main() -> None:
@@ -115,23 +131,48 @@ def main() -> None:
         together = steady_rate(compiled, step_args, batch, spe, args.steps, args.repeats)
         del compiled, step_args
         apart = separate_runs(args.experiment, k, args.steps, args.repeats)
-        rows.append({"k": k, "vmapped_per_seed": together, "vmapped_total": together * k, "vmapped_compile_s": compile_s,
-                     "separate_per_seed": apart["per_seed"], "separate_compile_s": apart["compile_s"],
-                     "ratio": together / apart["per_seed"]})
-        print(f"K={k}: one program {together:.0f} img/s per seed (compile {compile_s:.1f} s); "
-              f"{k} separate runs {apart['per_seed']:.0f} img/s per seed", flush=True)
+        rows.append(
+            {
+                "k": k,
+                "vmapped_per_seed": together,
+                "vmapped_total": together * k,
+                "vmapped_compile_s": compile_s,
+                "separate_per_seed": apart["per_seed"],
+                "separate_compile_s": apart["compile_s"],
+                "ratio": together / apart["per_seed"],
+            }
+        )
+        print(
+            f"K={k}: one program {together:.0f} img/s per seed (compile {compile_s:.1f} s); "
+            f"{k} separate runs {apart['per_seed']:.0f} img/s per seed",
+            flush=True,
+        )
 
     print(f"\n{args.experiment}, batch {batch}, {os.cpu_count()} CPU cores, {jax.devices()[0].platform}\n")
-    print("| K | one program: img/s per seed | total img/s | compile (s) | K separate runs at once: img/s per seed "
-          "| compile (s) | ratio |")
+    print(
+        "| K | one program: img/s per seed | total img/s | compile (s) | K separate runs at once: img/s per seed "
+        "| compile (s) | ratio |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['k']} | {r['vmapped_per_seed']:.0f} | {r['vmapped_total']:.0f} | {r['vmapped_compile_s']:.1f} | "
-              f"{r['separate_per_seed']:.0f} | {r['separate_compile_s']:.1f} | {r['ratio']:.2f}x |")
+        print(
+            f"| {r['k']} | {r['vmapped_per_seed']:.0f} | {r['vmapped_total']:.0f} | {r['vmapped_compile_s']:.1f} | "
+            f"{r['separate_per_seed']:.0f} | {r['separate_compile_s']:.1f} | {r['ratio']:.2f}x |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"experiment": args.experiment, "batch_size": batch, "steps": args.steps,
-                                    "repeats": args.repeats, "rows": rows, "provenance": provenance.manifest()},
-                                   indent=1))
+    args.out.write_text(
+        json.dumps(
+            {
+                "experiment": args.experiment,
+                "batch_size": batch,
+                "steps": args.steps,
+                "repeats": args.repeats,
+                "rows": rows,
+                "provenance": provenance.manifest(),
+            },
+            indent=1,
+        )
+    )
     print(f"\nwritten: {args.out}")
 
 

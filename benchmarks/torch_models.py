@@ -52,10 +52,17 @@ class GlobalAvgPool(nn.Module):
 
 def seed_cnn(in_channels: int, num_classes: int) -> nn.Module:
     """Conv64 > MaxPool2 > Conv128 > MaxPool2 > Conv256 (3x3, VALID, ReLU) > GAP > Dense."""
-    return init_weights(nn.Sequential(
-        *conv_relu(in_channels, 64, 3), nn.MaxPool2d(2),
-        *conv_relu(64, 128, 3), nn.MaxPool2d(2),
-        *conv_relu(128, 256, 3), GlobalAvgPool(), nn.Linear(256, num_classes)))
+    return init_weights(
+        nn.Sequential(
+            *conv_relu(in_channels, 64, 3),
+            nn.MaxPool2d(2),
+            *conv_relu(64, 128, 3),
+            nn.MaxPool2d(2),
+            *conv_relu(128, 256, 3),
+            GlobalAvgPool(),
+            nn.Linear(256, num_classes),
+        )
+    )
 
 
 class BasicBlock(nn.Module):
@@ -73,7 +80,7 @@ class BasicBlock(nn.Module):
         y = F.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         if self.stride > 1:
-            x = x[:, :, ::self.stride, ::self.stride]
+            x = x[:, :, :: self.stride, :: self.stride]
         if self.extra:
             x = F.pad(x, (0, 0, 0, 0, 0, self.extra))
         return F.relu(y + x)
@@ -81,8 +88,11 @@ class BasicBlock(nn.Module):
 
 def cifar_resnet(blocks_per_stage: int, in_channels: int, num_classes: int) -> nn.Module:
     """Conv16 + BN + ReLU, stages of basic blocks (16, 32, 64 channels), GAP, fc."""
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False),
-                               nn.BatchNorm2d(16, eps=1e-5, momentum=0.1), nn.ReLU(inplace=True)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(16, eps=1e-5, momentum=0.1),
+        nn.ReLU(inplace=True),
+    ]
     cin = 16
     for i, width in enumerate((16, 32, 64)):
         for b in range(blocks_per_stage):
@@ -95,11 +105,23 @@ def cifar_resnet(blocks_per_stage: int, in_channels: int, num_classes: int) -> n
 def allcnn_all_c(in_channels: int, num_classes: int) -> nn.Module:
     """All-CNN-C: dropout 0.2 on the input; 96-96-96/2, dropout 0.5; 192-192-192/2, dropout 0.5;
     conv3x3 192 VALID, 1x1 192, 1x1 classes (ReLU after every conv), GAP."""
-    return init_weights(nn.Sequential(
-        nn.Dropout(0.2),
-        *conv_relu(in_channels, 96, 3, 1, 1), *conv_relu(96, 96, 3, 1, 1), *conv_relu(96, 96, 3, 2, 1), nn.Dropout(0.5),
-        *conv_relu(96, 192, 3, 1, 1), *conv_relu(192, 192, 3, 1, 1), *conv_relu(192, 192, 3, 2, 1), nn.Dropout(0.5),
-        *conv_relu(192, 192, 3), *conv_relu(192, 192, 1), *conv_relu(192, num_classes, 1), GlobalAvgPool()))
+    return init_weights(
+        nn.Sequential(
+            nn.Dropout(0.2),
+            *conv_relu(in_channels, 96, 3, 1, 1),
+            *conv_relu(96, 96, 3, 1, 1),
+            *conv_relu(96, 96, 3, 2, 1),
+            nn.Dropout(0.5),
+            *conv_relu(96, 192, 3, 1, 1),
+            *conv_relu(192, 192, 3, 1, 1),
+            *conv_relu(192, 192, 3, 2, 1),
+            nn.Dropout(0.5),
+            *conv_relu(192, 192, 3),
+            *conv_relu(192, 192, 1),
+            *conv_relu(192, num_classes, 1),
+            GlobalAvgPool(),
+        )
+    )
 
 
 BUILDERS = {
@@ -117,5 +139,7 @@ def build(name: str, in_channels: int, num_classes: int) -> nn.Module:
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     """Trainable parameters and non-trainable state (batch-norm running statistics; not the step counter)."""
     buffers = [b for name, b in model.named_buffers() if not name.endswith("num_batches_tracked")]
-    return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "non_trainable": sum(b.numel() for b in buffers)}
+    return {
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "non_trainable": sum(b.numel() for b in buffers),
+    }

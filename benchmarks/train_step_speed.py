@@ -64,6 +64,7 @@ VARIANT_ENV = {"plain": {"CNN_JAX_PLAIN": "1"}}  # XLA's own CPU defaults and nn
 
 # ----------------------------------------------------------------------------- shared helpers
 
+
 def random_data(n: int, input_shape: tuple[int, int, int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """n random uint8 NHWC images and int32 labels (speed only)."""
     rng = np.random.default_rng(seed)
@@ -102,6 +103,7 @@ def cpu_model() -> str:
 
 
 # ----------------------------------------------------------------------------- project variants
+
 
 @dataclass(frozen=True)
 class ProjectProgram:
@@ -142,24 +144,33 @@ def library_variant(config, input_shape, mean, std) -> ProjectProgram:
     tx = make_optimizer(config, make_schedule(config, steps_per_epoch=1))
     mean, std = jnp.asarray(mean), jnp.asarray(std)
     # make_drive reads only these fields of a RunSetup (which would also load a real dataset).
-    setup = SimpleNamespace(config=config, model=model, tx=tx, mean=mean, std=std, trainable=None,
-                            devices=data_mesh(config))
-    return ProjectProgram(train_step=make_train_step(model, tx, config, mean, std),
-                          eval_step=make_eval_step(model, mean, std), drive=make_drive(setup),
-                          init_state=lambda: create_train_state(model, tx, input_shape, config.seed))
+    setup = SimpleNamespace(
+        config=config, model=model, tx=tx, mean=mean, std=std, trainable=None, devices=data_mesh(config)
+    )
+    return ProjectProgram(
+        train_step=make_train_step(model, tx, config, mean, std),
+        eval_step=make_eval_step(model, mean, std),
+        drive=make_drive(setup),
+        init_state=lambda: create_train_state(model, tx, input_shape, config.seed),
+    )
 
 
 def conv_variant(formulation: str, min_channels: int) -> Callable[..., ProjectProgram]:
     """The library's program with each conv of >= `min_channels` input channels computed by `formulation`
     of benchmarks/conv_formulations.py, the others by XLA's convolution."""
+
     def build(config, input_shape, mean, std) -> ProjectProgram:
         import conv_formulations as formulations
 
         conv = formulations.from_channels(getattr(formulations, formulation), min_channels)
         program = library_variant(config, input_shape, mean, std)
-        return ProjectProgram(train_step=formulations.traced_with(conv, program.train_step),
-                              eval_step=formulations.traced_with(conv, program.eval_step),
-                              drive=formulations.traced_with(conv, program.drive), init_state=program.init_state)
+        return ProjectProgram(
+            train_step=formulations.traced_with(conv, program.train_step),
+            eval_step=formulations.traced_with(conv, program.eval_step),
+            drive=formulations.traced_with(conv, program.drive),
+            init_state=program.init_state,
+        )
+
     return build
 
 
@@ -176,10 +187,12 @@ PROJECT_VARIANTS: dict[str, Callable[..., ProjectProgram]] = {
 
 # ----------------------------------------------------------------------------- workers
 
+
 def project_worker(model_name: str, variant: str, opts) -> dict:
     """Time the project's jitted step (compile, train, eval) and one epoch of its drive."""
-    from cnn_jax import tuning  # first: importing cnn_jax sets its XLA flags before JAX starts a backend
     import jax
+
+    from cnn_jax import tuning  # first: importing cnn_jax sets its XLA flags before JAX starts a backend
 
     shape, batch_size = INPUT_SHAPES[model_name], opts.batch_size
     images, labels = random_data(batch_size, shape)
@@ -217,10 +230,18 @@ def project_worker(model_name: str, variant: str, opts) -> dict:
     peak = peak_rss_mb()
     params = {"trainable": tree_size(state.params), "non_trainable": tree_size(state.batch_stats)}
     overhead = epoch_overhead(program, model_name, opts, statistics.median(rates)) if opts.epoch_images else None
-    return {"params": params, "compile_s": compile_s, "first_step_s": first_step_s, "train_rates": rates,
-            "eval_rates": eval_rates, "peak_mb": peak - baseline, "baseline_mb": baseline, "overhead": overhead,
-            "tuning": tuning.describe(),
-            "method": f"jit(make_train_step) with the state donated, variant '{variant}', one fixed batch on device"}
+    return {
+        "params": params,
+        "compile_s": compile_s,
+        "first_step_s": first_step_s,
+        "train_rates": rates,
+        "eval_rates": eval_rates,
+        "peak_mb": peak - baseline,
+        "baseline_mb": baseline,
+        "overhead": overhead,
+        "tuning": tuning.describe(),
+        "method": f"jit(make_train_step) with the state donated, variant '{variant}', one fixed batch on device",
+    }
 
 
 def tree_size(tree) -> int:
@@ -254,15 +275,19 @@ def epoch_overhead(program: ProjectProgram, model_name: str, opts, step_rate: fl
     jax.block_until_ready(totals)
     epoch_s = time.perf_counter() - t0
     steady_s = steps * opts.batch_size / step_rate
-    return {"images": split.size, "steps": steps, "epoch_s": epoch_s, "steady_steps_s": steady_s,
-            "overhead_pct": 100.0 * (epoch_s / steady_s - 1.0)}
+    return {
+        "images": split.size,
+        "steps": steps,
+        "epoch_s": epoch_s,
+        "steady_steps_s": steady_s,
+        "overhead_pct": 100.0 * (epoch_s / steady_s - 1.0),
+    }
 
 
 def torch_worker(model_name: str, opts) -> dict:
     """Time PyTorch eager: first step, train steps, eval forward passes."""
     import torch
     import torch.nn.functional as F
-
     import torch_models
 
     torch.set_num_threads(os.cpu_count())
@@ -302,26 +327,34 @@ def torch_worker(model_name: str, opts) -> dict:
     run_eval(1)
     eval_rates = window_rates(run_eval, opts.steps, opts.repeats, batch_size)
     model.train()
-    return {"params": torch_models.parameter_counts(model), "first_step_s": first_step_s, "train_rates": rates,
-            "eval_rates": eval_rates, "peak_mb": peak_rss_mb() - baseline, "baseline_mb": baseline,
-            "threads": torch.get_num_threads(),
-            "method": "eager, NCHW, model.train(), SGD(momentum=0.9), F.cross_entropy; eval under torch.no_grad()"}
+    return {
+        "params": torch_models.parameter_counts(model),
+        "first_step_s": first_step_s,
+        "train_rates": rates,
+        "eval_rates": eval_rates,
+        "peak_mb": peak_rss_mb() - baseline,
+        "baseline_mb": baseline,
+        "threads": torch.get_num_threads(),
+        "method": "eager, NCHW, model.train(), SGD(momentum=0.9), F.cross_entropy; eval under torch.no_grad()",
+    }
 
 
 def keras_setup(model_name: str, n: int, opts):
     """(keras module, compiled model, images, labels, baseline MB) for n random examples."""
     os.environ["KERAS_BACKEND"] = "jax"
     import keras
-
     import keras_models
 
     keras.utils.set_random_seed(0)
     images, labels = random_data(n, INPUT_SHAPES[model_name])
-    mean, std = channel_stats(images[:opts.batch_size])
+    mean, std = channel_stats(images[: opts.batch_size])
     baseline = peak_rss_mb()
     model = keras_models.build(model_name, INPUT_SHAPES[model_name], NUM_CLASSES, mean, std)
-    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return keras, model, images, labels, baseline
 
 
@@ -350,17 +383,23 @@ def keras_worker(model_name: str, opts) -> dict:
     t0 = time.perf_counter()
     model.fit(images, labels, batch_size=b, epochs=1, shuffle=True, verbose=0, callbacks=[clock])
     rates = [steps * b / (clock.times[marks[k + 1]] - clock.times[marks[k]]) for k in range(1, len(marks) - 1)]
-    eval_x, eval_y = images[:steps * b], labels[:steps * b]
+    eval_x, eval_y = images[: steps * b], labels[: steps * b]
     model.evaluate(eval_x[:b], eval_y[:b], batch_size=b, verbose=0)  # compiles the test step
 
     def run_eval(n):
-        model.evaluate(eval_x[:n * b], eval_y[:n * b], batch_size=b, verbose=0)
+        model.evaluate(eval_x[: n * b], eval_y[: n * b], batch_size=b, verbose=0)
 
     eval_rates = window_rates(run_eval, steps, opts.repeats, b)
-    return {"params": keras_parameter_counts(model), "first_step_s": clock.times[0] - t0, "train_rates": rates,
-            "eval_rates": eval_rates, "peak_mb": peak_rss_mb() - baseline, "baseline_mb": baseline,
-            "method": f"model.fit(numpy uint8, shuffle=True), one epoch of {batches} batches, the first {warmup} "
-                      "(compile included) untimed; eval with model.evaluate"}
+    return {
+        "params": keras_parameter_counts(model),
+        "first_step_s": clock.times[0] - t0,
+        "train_rates": rates,
+        "eval_rates": eval_rates,
+        "peak_mb": peak_rss_mb() - baseline,
+        "baseline_mb": baseline,
+        "method": f"model.fit(numpy uint8, shuffle=True), one epoch of {batches} batches, the first {warmup} "
+        "(compile included) untimed; eval with model.evaluate",
+    }
 
 
 def keras_train_on_batch_worker(model_name: str, opts) -> dict:
@@ -371,7 +410,7 @@ def keras_train_on_batch_worker(model_name: str, opts) -> dict:
     def run(fn, n):
         for i in range(n):
             j = i % opts.steps
-            fn(images[j * b:(j + 1) * b], labels[j * b:(j + 1) * b])  # returns Python floats: synced
+            fn(images[j * b : (j + 1) * b], labels[j * b : (j + 1) * b])  # returns Python floats: synced
 
     t0 = time.perf_counter()
     run(model.train_on_batch, 1)
@@ -380,9 +419,15 @@ def keras_train_on_batch_worker(model_name: str, opts) -> dict:
     rates = window_rates(lambda n: run(model.train_on_batch, n), opts.steps, opts.repeats, b)
     run(model.test_on_batch, 1)
     eval_rates = window_rates(lambda n: run(model.test_on_batch, n), opts.steps, opts.repeats, b)
-    return {"params": keras_parameter_counts(model), "first_step_s": first_step_s, "train_rates": rates,
-            "eval_rates": eval_rates, "peak_mb": peak_rss_mb() - baseline, "baseline_mb": baseline,
-            "method": "model.train_on_batch / test_on_batch loops over numpy uint8 batches"}
+    return {
+        "params": keras_parameter_counts(model),
+        "first_step_s": first_step_s,
+        "train_rates": rates,
+        "eval_rates": eval_rates,
+        "peak_mb": peak_rss_mb() - baseline,
+        "baseline_mb": baseline,
+        "method": "model.train_on_batch / test_on_batch loops over numpy uint8 batches",
+    }
 
 
 def keras_parameter_counts(model) -> dict[str, int]:
@@ -406,7 +451,7 @@ def matmul_worker(opts) -> dict:
         matmul(a, b).block_until_ready()
         times.append(time.perf_counter() - t0)
     seconds = statistics.median(times)
-    return {"n": n, "median_s": seconds, "flops_per_s": 2.0 * n ** 3 / seconds}
+    return {"n": n, "median_s": seconds, "flops_per_s": 2.0 * n**3 / seconds}
 
 
 def run_worker(impl: str, model_name: str, opts) -> dict:
@@ -416,24 +461,42 @@ def run_worker(impl: str, model_name: str, opts) -> dict:
     elif impl.startswith("project"):
         result = project_worker(model_name, impl.partition(":")[2] or "default", opts)
     else:
-        result = {"torch": torch_worker, "keras": keras_worker,
-                  "keras_train_on_batch": keras_train_on_batch_worker}[impl](model_name, opts)
+        result = {"torch": torch_worker, "keras": keras_worker, "keras_train_on_batch": keras_train_on_batch_worker}[
+            impl
+        ](model_name, opts)
     return {**result, "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 # ----------------------------------------------------------------------------- driver
 
+
 def spawn(impl: str, model_name: str, opts) -> dict:
     """Run one measurement in a fresh process; its result, or {'error': ...}."""
-    command = [sys.executable, __file__, "--worker", impl, model_name, "--steps", str(opts.steps),
-               "--repeats", str(opts.repeats), "--warmup", str(opts.warmup), "--batch-size", str(opts.batch_size),
-               "--epoch-images", str(opts.epoch_images), "--matmul-size", str(opts.matmul_size)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        impl,
+        model_name,
+        "--steps",
+        str(opts.steps),
+        "--repeats",
+        str(opts.repeats),
+        "--warmup",
+        str(opts.warmup),
+        "--batch-size",
+        str(opts.batch_size),
+        "--epoch-images",
+        str(opts.epoch_images),
+        "--matmul-size",
+        str(opts.matmul_size),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.update({"KERAS_BACKEND": "jax", **VARIANT_ENV.get(impl.partition(":")[2], {})})
     if USER_XLA_FLAGS is not None:
         env["XLA_FLAGS"] = USER_XLA_FLAGS
     done = subprocess.run(command, capture_output=True, text=True, env=env)
-    results = [line[len(RESULT_PREFIX):] for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    results = [line[len(RESULT_PREFIX) :] for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if done.returncode != 0 or not results:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": f"worker failed (exit {done.returncode}): {tail}"}
@@ -469,10 +532,16 @@ def measure_model(model_name: str, impls: list[str], opts, peak_flops: float | N
         rows[impl] = finish_row(result, summary.flops, peak_flops)
         if "params" in result:
             assert result["params"] == expected, (
-                f"{model_name} {impl}: parameters {result['params']} != cnn_jax's {expected}")
+                f"{model_name} {impl}: parameters {result['params']} != cnn_jax's {expected}"
+            )
         print(f"  {model_name} {label(impl)}: {describe(rows[impl])}", flush=True)
-    return {"input_shape": list(shape), "forward_flops_per_image": summary.flops,
-            "train_flops_per_image": TRAIN_FLOPS_FACTOR * summary.flops, "params": expected, "rows": rows}
+    return {
+        "input_shape": list(shape),
+        "forward_flops_per_image": summary.flops,
+        "train_flops_per_image": TRAIN_FLOPS_FACTOR * summary.flops,
+        "params": expected,
+        "rows": rows,
+    }
 
 
 def finish_row(result: dict, forward_flops: int, peak_flops: float | None) -> dict:
@@ -481,21 +550,32 @@ def finish_row(result: dict, forward_flops: int, peak_flops: float | None) -> di
         return result
     train = statistics.median(result["train_rates"])
     achieved = train * TRAIN_FLOPS_FACTOR * forward_flops
-    return {**result, "train_img_s": train, "eval_img_s": statistics.median(result["eval_rates"]),
-            "train_flops_per_s": achieved, "pct_of_matmul_peak": 100.0 * achieved / peak_flops if peak_flops else None}
+    return {
+        **result,
+        "train_img_s": train,
+        "eval_img_s": statistics.median(result["eval_rates"]),
+        "train_flops_per_s": achieved,
+        "pct_of_matmul_peak": 100.0 * achieved / peak_flops if peak_flops else None,
+    }
 
 
 def describe(row: dict) -> str:
     if "error" in row:
         return row["error"]
-    return f"{row['train_img_s']:.0f} img/s train, {row['eval_img_s']:.0f} img/s eval, first step {row['first_step_s']:.1f} s"
+    return (
+        f"{row['train_img_s']:.0f} img/s train, {row['eval_img_s']:.0f} img/s eval, "
+        f"first step {row['first_step_s']:.1f} s"
+    )
 
 
 def markdown_table(model_name: str, result: dict) -> str:
     """The model's Markdown table (a row per implementation) and its input-pipeline line."""
     torch_rate = result["rows"].get("torch", {}).get("train_img_s")
-    lines = ["| implementation | params (trainable + BN stats) | compile / first step s | train img/s | "
-             "ratio to PyTorch | eval img/s | peak MB | % of matmul peak |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| implementation | params (trainable + BN stats) | compile / first step s | train img/s | "
+        "ratio to PyTorch | eval img/s | peak MB | % of matmul peak |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for impl, row in result["rows"].items():
         if "error" in row:
             lines.append(f"| {label(impl)} | {row['error']} | | | | | | |")
@@ -503,11 +583,15 @@ def markdown_table(model_name: str, result: dict) -> str:
         ratio = f"{row['train_img_s'] / torch_rate:.2f}x" if torch_rate else "-"
         pct = f"{row['pct_of_matmul_peak']:.1f}%" if row["pct_of_matmul_peak"] is not None else "-"
         params = f"{row['params']['trainable']:,} + {row['params']['non_trainable']:,}"
-        lines.append(f"| {label(impl)} | {params} | {row['first_step_s']:.2f} | {row['train_img_s']:.0f} | {ratio} | "
-                     f"{row['eval_img_s']:.0f} | {row['peak_mb']:.0f} | {pct} |")
+        lines.append(
+            f"| {label(impl)} | {params} | {row['first_step_s']:.2f} | {row['train_img_s']:.0f} | {ratio} | "
+            f"{row['eval_img_s']:.0f} | {row['peak_mb']:.0f} | {pct} |"
+        )
     shape = "x".join(map(str, result["input_shape"]))
-    head = (f"### {model_name} on {shape} ({result['forward_flops_per_image'] / 1e6:.1f} MFLOPs forward per image, "
-            f"x{TRAIN_FLOPS_FACTOR} for a training step)")
+    head = (
+        f"### {model_name} on {shape} ({result['forward_flops_per_image'] / 1e6:.1f} MFLOPs forward per image, "
+        f"x{TRAIN_FLOPS_FACTOR} for a training step)"
+    )
     return "\n".join([head, "", *lines, "", overhead_line(result)])
 
 
@@ -515,38 +599,55 @@ def overhead_line(result: dict) -> str:
     for impl, row in result["rows"].items():
         o = row.get("overhead")
         if o:
-            return (f"Input pipeline ({label(impl)}): one epoch of make_drive over {o['images']:,} device-resident "
-                    f"images ({o['steps']} steps) took {o['epoch_s']:.2f} s vs {o['steps']} x the steady step = "
-                    f"{o['steady_steps_s']:.2f} s: overhead {o['overhead_pct']:+.1f}%.")
+            return (
+                f"Input pipeline ({label(impl)}): one epoch of make_drive over {o['images']:,} device-resident "
+                f"images ({o['steps']} steps) took {o['epoch_s']:.2f} s vs {o['steps']} x the steady step = "
+                f"{o['steady_steps_s']:.2f} s: overhead {o['overhead_pct']:+.1f}%."
+            )
     return "Input pipeline: not measured (project not run, or --epoch-images 0)."
 
 
 def provenance_info() -> dict:
     from cnn_jax import provenance
 
-    return {"versions": provenance.package_versions(VERSION_PACKAGES), "cpu_count": os.cpu_count(),
-            "cpu": cpu_model(), "python": platform.python_version(), "manifest": provenance.manifest()}
+    return {
+        "versions": provenance.package_versions(VERSION_PACKAGES),
+        "cpu_count": os.cpu_count(),
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
+        "manifest": provenance.manifest(),
+    }
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(INPUT_SHAPES), help=f"comma-separated, of {', '.join(INPUT_SHAPES)}")
-    parser.add_argument("--impls", default="project,torch,keras",
-                        help=f"comma-separated, of {', '.join(IMPL_PACKAGES)}")
-    parser.add_argument("--variant", default="default,plain",
-                        help=f"project variants, comma-separated, of {', '.join(PROJECT_VARIANTS)}")
+    parser.add_argument(
+        "--models", default=",".join(INPUT_SHAPES), help=f"comma-separated, of {', '.join(INPUT_SHAPES)}"
+    )
+    parser.add_argument(
+        "--impls", default="project,torch,keras", help=f"comma-separated, of {', '.join(IMPL_PACKAGES)}"
+    )
+    parser.add_argument(
+        "--variant",
+        default="default,plain",
+        help=f"project variants, comma-separated, of {', '.join(PROJECT_VARIANTS)}",
+    )
     parser.add_argument("--steps", type=int, default=10, help="steps per timed window")
     parser.add_argument("--repeats", type=int, default=5, help="timed windows; the median is reported")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first one")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--epoch-images", type=int, default=12_800,
-                        help="images in the project's input-pipeline epoch; 0 skips it")
+    parser.add_argument(
+        "--epoch-images", type=int, default=12_800, help="images in the project's input-pipeline epoch; 0 skips it"
+    )
     parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_step_speed.json"))
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "MODEL"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for flag, value, allowed in (("--models", args.models, INPUT_SHAPES), ("--impls", args.impls, IMPL_PACKAGES),
-                                 ("--variant", args.variant, PROJECT_VARIANTS)):
+    for flag, value, allowed in (
+        ("--models", args.models, INPUT_SHAPES),
+        ("--impls", args.impls, IMPL_PACKAGES),
+        ("--variant", args.variant, PROJECT_VARIANTS),
+    ):
         unknown = [x for x in value.split(",") if x not in allowed]
         if unknown:
             parser.error(f"{flag}: unknown {unknown[0]!r}; allowed: {', '.join(allowed)}")
@@ -563,12 +664,18 @@ def main(argv=None) -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))  # torch_models, keras_models
         print(RESULT_PREFIX + json.dumps(run_worker(*opts.worker, opts)), flush=True)
         return
-    print(f"{os.cpu_count()} CPU cores ({cpu_model()}), batch {opts.batch_size}, {opts.repeats} windows of "
-          f"{opts.steps} steps after {opts.warmup} warm-up steps; random uint8 data (speed only)", flush=True)
+    print(
+        f"{os.cpu_count()} CPU cores ({cpu_model()}), batch {opts.batch_size}, {opts.repeats} windows of "
+        f"{opts.steps} steps after {opts.warmup} warm-up steps; random uint8 data (speed only)",
+        flush=True,
+    )
     matmul = spawn("matmul", "-", opts)
     peak = matmul.get("flops_per_s")
-    print(f"float32 matmul peak ({opts.matmul_size}^2, jitted jnp.matmul): "
-          + (f"{peak / 1e9:.1f} GFLOP/s" if peak else matmul["error"]), flush=True)
+    print(
+        f"float32 matmul peak ({opts.matmul_size}^2, jitted jnp.matmul): "
+        + (f"{peak / 1e9:.1f} GFLOP/s" if peak else matmul["error"]),
+        flush=True,
+    )
     impls = impl_rows(opts.impls.split(","), opts.variant.split(","))
     models = {name: measure_model(name, impls, opts, peak) for name in opts.models.split(",")}
     print()
@@ -576,11 +683,20 @@ def main(argv=None) -> None:
         print(markdown_table(name, result) + "\n")
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k != "worker"}
-    opts.out.write_text(json.dumps({
-        "settings": settings, "data": "random uint8 images and labels: speed only",
-        "train_flops_factor": TRAIN_FLOPS_FACTOR,
-        "flops_convention": "cnn_jax.models.summary: a multiply-add counts 2 FLOPs; convs and dense layers only",
-        "matmul": matmul, "models": models, "provenance": provenance_info()}, indent=1))
+    opts.out.write_text(
+        json.dumps(
+            {
+                "settings": settings,
+                "data": "random uint8 images and labels: speed only",
+                "train_flops_factor": TRAIN_FLOPS_FACTOR,
+                "flops_convention": "cnn_jax.models.summary: a multiply-add counts 2 FLOPs; convs and dense layers",
+                "matmul": matmul,
+                "models": models,
+                "provenance": provenance_info(),
+            },
+            indent=1,
+        )
+    )
     print(f"written: {opts.out}")
 
 

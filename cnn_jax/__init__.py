@@ -6,7 +6,10 @@ __version__ = "0.1.0"
 
 tuning.apply_xla_flags()  # before JAX starts a backend; see cnn_jax/tuning.py
 
-_LAZY = {"load_model": "cnn_jax.loading", "data_info": "cnn_jax.loading"}  # imported on first use: JAX is slow to import
+_LAZY = {
+    "load_model": "cnn_jax.loading",
+    "data_info": "cnn_jax.loading",
+}  # imported on first use: JAX is slow to import
 __all__ = sorted(_LAZY)
 
 

@@ -23,18 +23,26 @@ from cnn_jax.errors import UserError
 COLLECTIONS = ("params", "batch_stats")  # the model's variables inside a saved TrainState
 
 
-def open_manager(directory: Path, *, keep: int, best_metric: str, best_mode: str,
-                 read_only: bool = False) -> ocp.CheckpointManager:
+def open_manager(
+    directory: Path, *, keep: int, best_metric: str, best_mode: str, read_only: bool = False
+) -> ocp.CheckpointManager:
     """A manager that keeps the `keep` latest checkpoints plus the best one by `best_metric`."""
     metric = lambda metrics: metrics[best_metric]  # noqa: E731
-    preserve = policies.AnyPreservationPolicy([
-        policies.LatestN(n=keep),
-        policies.BestN(get_metric_fn=metric, reverse=best_mode == "min", n=1,
-                       keep_checkpoints_without_metrics=False),
-    ])
+    preserve = policies.AnyPreservationPolicy(
+        [
+            policies.LatestN(n=keep),
+            policies.BestN(
+                get_metric_fn=metric, reverse=best_mode == "min", n=1, keep_checkpoints_without_metrics=False
+            ),
+        ]
+    )
     options = ocp.CheckpointManagerOptions(
-        create=not read_only, read_only=read_only, preservation_policy=preserve,
-        best_fn=metric, best_mode=best_mode, enable_async_checkpointing=False,
+        create=not read_only,
+        read_only=read_only,
+        preservation_policy=preserve,
+        best_fn=metric,
+        best_mode=best_mode,
+        enable_async_checkpointing=False,
     )
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
@@ -55,8 +63,13 @@ def restore(manager: ocp.CheckpointManager, step: int, like: Any, sharding: jax.
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
-def restore_newest_readable(manager: ocp.CheckpointManager, like: Any, quarantine: Path,
-                            log=print, sharding: jax.sharding.Sharding | None = None) -> tuple[int, Any | None]:
+def restore_newest_readable(
+    manager: ocp.CheckpointManager,
+    like: Any,
+    quarantine: Path,
+    log=print,
+    sharding: jax.sharding.Sharding | None = None,
+) -> tuple[int, Any | None]:
     """Restore the newest checkpoint that reads back; unreadable newer ones move to `quarantine`.
 
     Returns (0, None) only when there are no checkpoints at all. If none reads back, nothing is
@@ -79,8 +92,10 @@ def restore_newest_readable(manager: ocp.CheckpointManager, like: Any, quarantin
         manager.reload()
         return step, restored
     if steps:
-        raise UserError(f"no checkpoint in '{manager.directory}' could be read (steps {steps}); refusing to restart "
-                        "from scratch. Move the run directory away to start over.")
+        raise UserError(
+            f"no checkpoint in '{manager.directory}' could be read (steps {steps}); refusing to restart "
+            "from scratch. Move the run directory away to start over."
+        )
     return 0, None
 
 
@@ -98,10 +113,13 @@ def pick_step(manager: ocp.CheckpointManager, which: str) -> int:
         return best
     if which.isdigit() and int(which) in steps:
         return int(which)
-    raise UserError(f"checkpoint '{which}' not found in '{manager.directory}'; saved steps: {sorted(steps)} (or 'latest', 'best').")
+    raise UserError(
+        f"checkpoint '{which}' not found in '{manager.directory}'; saved steps: {sorted(steps)} (or 'latest', 'best')."
+    )
 
 
 # ----------------------------------------------------------------------------- reading a run's checkpoints
+
 
 @dataclass(frozen=True)
 class Source:
@@ -118,20 +136,25 @@ class Source:
     def manager(self) -> ocp.CheckpointManager:
         c = (self.config() or config_lib.default_config()).checkpoint
         with _absl_errors_only():  # opening read-only, orbax warns that it is read-only
-            return open_manager(self.checkpoints_dir, keep=c.keep, best_metric=c.best_metric,
-                                            best_mode=c.best_mode, read_only=True)
+            return open_manager(
+                self.checkpoints_dir, keep=c.keep, best_metric=c.best_metric, best_mode=c.best_mode, read_only=True
+            )
 
     def pick(self, manager: ocp.CheckpointManager, which: str | int | None, default: str) -> int:
         """The step `which` names ('best', 'latest' or a number; None: `default`, or the pinned step)."""
         if self.pinned_step is not None:
             if which is None or str(which) == str(self.pinned_step):
                 return self.pinned_step
-            raise UserError(f"'{self.path}' is the single checkpoint of step {self.pinned_step}; give its run "
-                            f"directory to choose step '{which}'.")
+            raise UserError(
+                f"'{self.path}' is the single checkpoint of step {self.pinned_step}; give its run "
+                f"directory to choose step '{which}'."
+            )
         which = default if which is None else str(which)
         if which == "best" and manager.all_steps() and manager.best_step() is None:
-            raise UserError(f"no checkpoint in '{self.checkpoints_dir}' has eval metrics yet; choose step 'latest' "
-                            f"or one of {sorted(manager.all_steps())}.")
+            raise UserError(
+                f"no checkpoint in '{self.checkpoints_dir}' has eval metrics yet; choose step 'latest' "
+                f"or one of {sorted(manager.all_steps())}."
+            )
         return pick_step(manager, which)
 
 
@@ -150,8 +173,10 @@ def locate(path: Path) -> Source:
     """Recognize a run directory, its checkpoints/ folder or one step folder; a UserError otherwise."""
     path = Path(path)
     if not path.is_dir():
-        raise UserError(f"'{path}' does not exist or is not a directory; give a run directory, its checkpoints/ "
-                        "folder or one step folder in it.")
+        raise UserError(
+            f"'{path}' does not exist or is not a directory; give a run directory, its checkpoints/ "
+            "folder or one step folder in it."
+        )
     if (path / "checkpoints").is_dir():
         return Source(path, path / "checkpoints", path, None)
     if path.name.isdigit() and ((path / "_CHECKPOINT_METADATA").exists() or (path / "default").is_dir()):
@@ -160,8 +185,9 @@ def locate(path: Path) -> Source:
         return Source(path, path, _run_dir_of(path), None)
     if (path / rundir.CONFIG).exists():
         raise UserError(f"run directory '{path}' has no checkpoints/ folder yet; train it first.")
-    raise UserError(f"'{path}' holds no checkpoints; give a run directory, its checkpoints/ folder or one step "
-                    "folder in it.")
+    raise UserError(
+        f"'{path}' holds no checkpoints; give a run directory, its checkpoints/ folder or one step folder in it."
+    )
 
 
 def _run_dir_of(checkpoints_dir: Path) -> Path | None:
@@ -174,8 +200,10 @@ def read_checkpoint(source: Source, manager: ocp.CheckpointManager, step: int) -
     try:
         restored = manager.restore(step, args=ocp.args.StandardRestore())
     except Exception as exc:  # a truncated or foreign checkpoint: orbax raises many kinds
-        raise UserError(f"checkpoint {step} in '{source.checkpoints_dir}' could not be read "
-                        f"({type(exc).__name__}: {str(exc)[:200]}).") from None
+        raise UserError(
+            f"checkpoint {step} in '{source.checkpoints_dir}' could not be read "
+            f"({type(exc).__name__}: {str(exc)[:200]})."
+        ) from None
     return jax.tree_util.tree_map(np.asarray, restored)
 
 

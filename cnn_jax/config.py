@@ -77,7 +77,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.compute_dtype = "float32"
 
     c.transfer = ml_collections.ConfigDict()  # see cnn_jax/train/transfer.py
-    c.transfer.source = ""  # a finished run to start from: its directory, or the experiment FILE.py[:preset] that made it
+    c.transfer.source = (
+        ""  # a finished run to start from: its directory, or the experiment FILE.py[:preset] that made it
+    )
     c.transfer.checkpoint = "best"  # best | latest | a step of the source run
     c.transfer.load = ("*",)  # patterns of parameter / batch-norm paths copied from the source ...
     c.transfer.skip = ()  # ... except these (e.g. the head: "dense/*"), which start from a fresh init
@@ -94,6 +96,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 # ----------------------------------------------------------------------------- loading
+
 
 def load_experiment(spec: str) -> ml_collections.ConfigDict:
     """Load `path/to/file.py[:preset]`: calls the file's `get_config(preset)`."""
@@ -129,8 +132,9 @@ def call_experiment(path: Path, function, preset: str) -> Any:
     except UserError:
         raise
     except Exception as exc:  # an experiment file is user code: report, don't trace back
-        raise UserError(f"experiment file '{path}' raised in {function.__name__}('{preset}'): "
-                        f"{type(exc).__name__}: {exc}") from exc
+        raise UserError(
+            f"experiment file '{path}' raised in {function.__name__}('{preset}'): {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def load_module(path: Path):
@@ -156,7 +160,9 @@ def check_schema(config: Any, schema: ml_collections.ConfigDict | None = None, p
         if field.startswith(MODEL_SECTION) and field != "model.name":
             continue  # a field of the chosen model, checked against it by cnn_jax.validation
         if key not in schema:
-            raise UserError(f"unknown config field '{field}'.{did_you_mean(field, [prefix + k for k in schema.keys()])}")
+            raise UserError(
+                f"unknown config field '{field}'.{did_you_mean(field, [prefix + k for k in schema.keys()])}"
+            )
         value, expected = config[key], schema[key]
         if isinstance(expected, ml_collections.ConfigDict):
             check_schema(value, expected, field + ".")
@@ -179,11 +185,14 @@ def _same_kind(value: Any, expected: Any) -> bool:
 
 # ----------------------------------------------------------------------------- overrides
 
+
 def parse_override(arg: str) -> tuple[str, str]:
     """Split `--config.a.b=value` into ('a.b', 'value')."""
     if not arg.startswith("--config.") or "=" not in arg:
-        raise UserError(f"malformed override '{arg}': write --config.section.field=value, e.g. --config.optimizer.lr=0.05.")
-    key, _, value = arg[len("--config."):].partition("=")
+        raise UserError(
+            f"malformed override '{arg}': write --config.section.field=value, e.g. --config.optimizer.lr=0.05."
+        )
+    key, _, value = arg[len("--config.") :].partition("=")
     if not key or any(not part.isidentifier() for part in key.split(".")):
         raise UserError(f"malformed override '{arg}': '{key}' is not a dotted field name.")
     return key, value
@@ -206,7 +215,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
                 node, path = node[part], path + part + "."
         current = node[leaf]
         if isinstance(current, ml_collections.ConfigDict):
-            raise UserError(f"config field '{dotted}' is a section; set one of its fields: {', '.join(current.keys())}.")
+            raise UserError(
+                f"config field '{dotted}' is a section; set one of its fields: {', '.join(current.keys())}."
+            )
         new = parse_value(dotted, value, current) if isinstance(value, str) else value
         if not _same_kind(new, current):
             raise UserError(f"config field '{dotted}' expects {type(current).__name__}, got {value!r}.")
@@ -217,9 +228,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
 def _set_model_field(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
     """Set a field of the model section; its type is the model's, so text is read as a Python literal
     (a bare word stays a string) and `cnn_jax.validation` checks it against the model."""
-    key = dotted[len(MODEL_SECTION):]
+    key = dotted[len(MODEL_SECTION) :]
     if "." in key:
-        raise UserError(f"unknown config field '{dotted}': model fields are not nested; write --config.model.FIELD=VALUE.")
+        raise UserError(
+            f"unknown config field '{dotted}': model fields are not nested; write --config.model.FIELD=VALUE."
+        )
     if isinstance(value, str):
         try:
             value = ast.literal_eval(value)
@@ -262,6 +275,7 @@ def parse_value(field: str, text: str, current: Any) -> Any:
 
 # ----------------------------------------------------------------------------- validation
 
+
 def validate_fields(config: ml_collections.ConfigDict) -> None:
     """Reject impossible values of every field but the model's (see `cnn_jax.validation.validate`)."""
     check_schema(config)
@@ -272,16 +286,28 @@ def validate_fields(config: ml_collections.ConfigDict) -> None:
     _choice("checkpoint.best_mode", config.checkpoint.best_mode, BEST_MODES)
     _choice("train.compute_dtype", config.train.compute_dtype, COMPUTE_DTYPES)
     _positive("optimizer.lr", config.optimizer.lr)
-    for field in ("train.epochs", "train.batch_size", "train.eval_batch_size",
-                  "train.log_every_steps", "checkpoint.every_steps", "checkpoint.keep"):
+    for field in (
+        "train.epochs",
+        "train.batch_size",
+        "train.eval_batch_size",
+        "train.log_every_steps",
+        "checkpoint.every_steps",
+        "checkpoint.keep",
+    ):
         _positive(field, _get(config, field))
     for field in ("optimizer.momentum", "loss.label_smoothing"):
         value = _get(config, field)
         if not 0.0 <= value < 1.0:
             raise UserError(f"config field '{field}' = {value}: must be in [0, 1).")
-    for field in ("optimizer.weight_decay", "optimizer.grad_clip_norm", "schedule.warmup_epochs", "dataset.train_subset",
-                  "loss.aux_weight",
-                  "dataset.augment.random_crop_padding", "dataset.augment.translate"):
+    for field in (
+        "optimizer.weight_decay",
+        "optimizer.grad_clip_norm",
+        "schedule.warmup_epochs",
+        "dataset.train_subset",
+        "loss.aux_weight",
+        "dataset.augment.random_crop_padding",
+        "dataset.augment.translate",
+    ):
         value = _get(config, field)
         if not (math.isfinite(value) and value >= 0):
             raise UserError(f"config field '{field}' = {value}: must be >= 0.")
@@ -295,7 +321,9 @@ def validate_fields(config: ml_collections.ConfigDict) -> None:
     _choice("transfer.adapt_input", config.transfer.adapt_input, ("none", "grey_to_rgb", "rgb_to_grey"))
     _positive("transfer.backbone_lr_scale", config.transfer.backbone_lr_scale)
     if not config.transfer.trainable:
-        raise UserError("config field 'transfer.trainable' is empty: nothing would train; give patterns such as ('dense/*',).")
+        raise UserError(
+            "config field 'transfer.trainable' is empty: nothing would train; give patterns such as ('dense/*',)."
+        )
     checkpoint = config.transfer.checkpoint
     if checkpoint not in ("best", "latest") and not checkpoint.isdigit():
         raise UserError(f"config field 'transfer.checkpoint' = {checkpoint!r}: use 'best', 'latest' or a step number.")
@@ -336,6 +364,7 @@ def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- identity
+
 
 def to_json(config: ml_collections.ConfigDict) -> str:
     """Canonical JSON text of a config (sorted keys, tuples as lists)."""

@@ -20,8 +20,10 @@ class Interrupted(TrainingStopped):
     The CLI exits with 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
 
     def __init__(self, signum: int, step: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; a checkpoint of this step "
-                         "is saved: run the same command again to resume")
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} at step {step}; a checkpoint of this step "
+            "is saved: run the same command again to resume"
+        )
         self.signum, self.step = signum, step
 
 
@@ -29,8 +31,10 @@ class SweepStopped(TrainingStopped):
     """A signal stopped a sweep launcher; its running runs checkpointed. Exit 128 + the signal number."""
 
     def __init__(self, signum: int):
-        super().__init__(f"sweep stopped by {signal.Signals(signum).name}; the runs in progress saved a checkpoint: "
-                         "run the same command again to resume them")
+        super().__init__(
+            f"sweep stopped by {signal.Signals(signum).name}; the runs in progress saved a checkpoint: "
+            "run the same command again to resume them"
+        )
         self.signum = signum
 
 
@@ -39,8 +43,10 @@ class Diverged(TrainingStopped):
 
     def __init__(self, step: int, what: str, last_good: int | None):
         kept = f"the last good checkpoint (step {last_good}) is intact" if last_good else "no checkpoint was saved"
-        super().__init__(f"training diverged by step {step}: {what} is not finite; {kept}. "
-                         "Lower optimizer.lr, or set optimizer.grad_clip_norm.")
+        super().__init__(
+            f"training diverged by step {step}: {what} is not finite; {kept}. "
+            "Lower optimizer.lr, or set optimizer.grad_clip_norm."
+        )
         self.step = step
 
 
@@ -53,7 +59,4 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
 def unknown_choice(what: str, value: str, choices: Iterable[str]) -> UserError:
     """Error for a name that is not one of the allowed choices."""
     choices = sorted(str(c) for c in choices)
-    return UserError(
-        f"{what}: unknown value '{value}'.{did_you_mean(value, choices)} "
-        f"Allowed: {', '.join(choices)}."
-    )
+    return UserError(f"{what}: unknown value '{value}'.{did_you_mean(value, choices)} Allowed: {', '.join(choices)}.")

@@ -38,11 +38,13 @@ class DataInfo:
         """uint8 images (..., H, W, C) -> float32 normalized exactly as training and evaluation did."""
         images = np.asarray(images)
         if images.dtype != np.uint8:
-            raise UserError(f"images must be uint8 pixels 0..255 (got {images.dtype}); the normalization "
-                            "divides by 255 itself.")
+            raise UserError(
+                f"images must be uint8 pixels 0..255 (got {images.dtype}); the normalization divides by 255 itself."
+            )
         if tuple(images.shape[-3:]) != self.image_shape:
-            raise UserError(f"images of shape {tuple(images.shape[-3:])} do not match the run's input "
-                            f"{self.image_shape} (H, W, C).")
+            raise UserError(
+                f"images of shape {tuple(images.shape[-3:])} do not match the run's input {self.image_shape} (H, W, C)."
+            )
         return (images.astype(np.float32) / 255.0 - self.mean) / self.std
 
 
@@ -50,12 +52,19 @@ def data_info(run_dir: Path) -> DataInfo:
     """The dataset name, image shape, class names and normalization from `run_dir/manifest.json`."""
     path = Path(run_dir) / rundir.MANIFEST
     if not path.exists():
-        raise UserError(f"'{run_dir}' has no {rundir.MANIFEST}; it records the image shape, classes and "
-                        "normalization a model needs. Give the run directory training wrote.")
+        raise UserError(
+            f"'{run_dir}' has no {rundir.MANIFEST}; it records the image shape, classes and "
+            "normalization a model needs. Give the run directory training wrote."
+        )
     data = json.loads(path.read_text())["data"]
     norm = data["normalization"]
-    return DataInfo(data["name"], tuple(data["image_shape"]), tuple(data["classes"]),
-                    np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32))
+    return DataInfo(
+        data["name"],
+        tuple(data["image_shape"]),
+        tuple(data["classes"]),
+        np.asarray(norm["mean"], np.float32),
+        np.asarray(norm["std"], np.float32),
+    )
 
 
 @dataclass(frozen=True)
@@ -91,23 +100,32 @@ def load_run(path: Path, step: str | int | None = None) -> LoadedRun:
     manager = source.manager()
     chosen = source.pick(manager, step, "best")
     saved = checkpoints.model_variables(checkpoints.read_checkpoint(source, manager, chosen))
-    check_fits(saved, expected_variables(model, info.image_shape),
-               f"checkpoint {chosen} of '{run_dir}' does not fit the {config.model.name} model its "
-               f"{rundir.CONFIG} builds")
+    check_fits(
+        saved,
+        expected_variables(model, info.image_shape),
+        f"checkpoint {chosen} of '{run_dir}' does not fit the {config.model.name} model its {rundir.CONFIG} builds",
+    )
     return LoadedRun(run_dir, config, info, model, chosen, jax.tree_util.tree_map(jnp.asarray, saved))
 
 
 def _run_dir_of(source: checkpoints.Source) -> Path:
     if source.run_dir is None:
-        raise UserError(f"'{source.path}' is not inside a run directory (no {rundir.CONFIG} beside checkpoints/); "
-                        "loading a model needs the run's config and manifest.")
+        raise UserError(
+            f"'{source.path}' is not inside a run directory (no {rundir.CONFIG} beside checkpoints/); "
+            "loading a model needs the run's config and manifest."
+        )
     return source.run_dir
 
 
 def expected_variables(model: nn.Module, image_shape: tuple[int, int, int]) -> dict[str, Any]:
     """Shapes and dtypes of the model's variables (no compute), without collections that are empty."""
-    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
-                                               jnp.zeros((1, *image_shape), jnp.float32), train=False))
+    shapes = jax.eval_shape(
+        lambda: model.init(
+            {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
+            jnp.zeros((1, *image_shape), jnp.float32),
+            train=False,
+        )
+    )
     return {name: shapes[name] for name in checkpoints.COLLECTIONS if shapes.get(name)}
 
 
@@ -116,14 +134,24 @@ def check_fits(saved: dict[str, Any], expected: dict[str, Any], what: str) -> No
     have, want = checkpoints.flatten(saved), checkpoints.flatten(expected)
     missing = [k for k in want if k not in have]
     unexpected = [k for k in have if k not in want]
-    shapes = [f"{k}: saved {tuple(have[k].shape)} vs model {tuple(want[k].shape)}"
-              for k in want if k in have and tuple(have[k].shape) != tuple(want[k].shape)]
-    problems = [f"{label} ({len(items)}): {_some(items)}" for label, items in
-                (("missing in the checkpoint", missing), ("unexpected in the checkpoint", unexpected),
-                 ("shapes differ", shapes)) if items]
+    shapes = [
+        f"{k}: saved {tuple(have[k].shape)} vs model {tuple(want[k].shape)}"
+        for k in want
+        if k in have and tuple(have[k].shape) != tuple(want[k].shape)
+    ]
+    problems = [
+        f"{label} ({len(items)}): {_some(items)}"
+        for label, items in (
+            ("missing in the checkpoint", missing),
+            ("unexpected in the checkpoint", unexpected),
+            ("shapes differ", shapes),
+        )
+        if items
+    ]
     if problems:
-        raise UserError(f"{what}: {'; '.join(problems)}. Was {rundir.CONFIG} edited, or is this another run's "
-                        "checkpoint?")
+        raise UserError(
+            f"{what}: {'; '.join(problems)}. Was {rundir.CONFIG} edited, or is this another run's checkpoint?"
+        )
 
 
 def _some(items: list[str]) -> str:

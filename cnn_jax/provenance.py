@@ -12,7 +12,17 @@ import jax
 
 from cnn_jax import tuning
 
-PACKAGES = ("cnn_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy", "ml_collections")
+PACKAGES = (
+    "cnn_jax",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "tensorflow-datasets",
+    "numpy",
+    "ml_collections",
+)
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
@@ -27,6 +37,7 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
 
 def git_state(path: Path = Path(__file__).parent) -> dict[str, object]:
     """Commit and dirty flag of the checkout holding this package (None outside a git checkout)."""
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10)
@@ -41,11 +52,22 @@ def git_state(path: Path = Path(__file__).parent) -> dict[str, object]:
 
 def device_info() -> dict[str, object]:
     devices = jax.devices()
-    return {"backend": jax.default_backend(), "count": len(devices), "kind": devices[0].device_kind,
-            "process_count": jax.process_count(), "host": platform.node(), "python": platform.python_version()}
+    return {
+        "backend": jax.default_backend(),
+        "count": len(devices),
+        "kind": devices[0].device_kind,
+        "process_count": jax.process_count(),
+        "host": platform.node(),
+        "python": platform.python_version(),
+    }
 
 
 def manifest(command: list[str] | None = None) -> dict[str, object]:
     """Everything needed to say which code, on what, ran a command."""
-    return {"packages": package_versions(), "git": git_state(), "device": device_info(),
-            "command": list(sys.argv if command is None else command), "tuning": tuning.describe()}
+    return {
+        "packages": package_versions(),
+        "git": git_state(),
+        "device": device_info(),
+        "command": list(sys.argv if command is None else command),
+        "tuning": tuning.describe(),
+    }

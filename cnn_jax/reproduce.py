@@ -13,9 +13,10 @@ import datetime
 import re
 import sys
 import tomllib
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from cnn_jax import config as config_lib
 from cnn_jax import validation
@@ -28,13 +29,26 @@ from cnn_jax.sweep.status import run_status, status_table
 
 REGISTRY = Path("experiments/expected.toml")
 # metric: (label, report metric it comes from, whether it is 100 - that metric)
-METRICS = {"final_accuracy": ("final test acc. (%)", "final_accuracy", False),
-           "best_accuracy": ("best test acc. (%)", "best_accuracy", False),
-           "final_error": ("final test error (%)", "final_accuracy", True)}
+METRICS = {
+    "final_accuracy": ("final test acc. (%)", "final_accuracy", False),
+    "best_accuracy": ("best test acc. (%)", "best_accuracy", False),
+    "final_error": ("final test error (%)", "final_accuracy", True),
+}
 TOLERANCES = ("minimum", "maximum", "absolute", "ci")
 HARDWARE = ("cpu", "gpu")
-REQUIRED = ("name", "claim", "source", "experiment", "preset", "metric", "tolerance", "seeds", "hardware",
-            "verified", "budget_minutes")
+REQUIRED = (
+    "name",
+    "claim",
+    "source",
+    "experiment",
+    "preset",
+    "metric",
+    "tolerance",
+    "seeds",
+    "hardware",
+    "verified",
+    "budget_minutes",
+)
 OPTIONAL = ("variant", "published", "note")
 EPS = 1e-9  # comparisons hold up to float rounding: 92.6 - 91.6 is 0.99999... in binary
 OUTPUTS = ("reproduce.md", "reproduce.json")
@@ -48,9 +62,12 @@ class Tolerance:
     value: float
 
     def describe(self) -> str:
-        return {"minimum": f"mean ≥ {self.value:.2f}", "maximum": f"mean ≤ {self.value:.2f}",
-                "absolute": f"published ± {self.value:.2f}",
-                "ci": f"published in {100 * self.value:g}% CI"}[self.kind]
+        return {
+            "minimum": f"mean ≥ {self.value:.2f}",
+            "maximum": f"mean ≤ {self.value:.2f}",
+            "absolute": f"published ± {self.value:.2f}",
+            "ci": f"published in {100 * self.value:g}% CI",
+        }[self.kind]
 
 
 @dataclass(frozen=True)
@@ -140,6 +157,7 @@ class Options:
 
 # ----------------------------------------------------------------------------- the registry
 
+
 def load_registry(path: Path = REGISTRY) -> tuple[Entry, ...]:
     """Read and check the registry; every mistake is a one-line UserError naming the entry and the field."""
     path = Path(path)
@@ -151,8 +169,9 @@ def load_registry(path: Path = REGISTRY) -> tuple[Entry, ...]:
         raise UserError(f"registry '{path}' is not valid TOML: {exc}.") from None
     extra = sorted(set(data) - {"entry"})
     if extra:
-        raise UserError(f"registry '{path}': unknown top-level key '{extra[0]}'; "
-                        "write each result as an [[entry]] table.")
+        raise UserError(
+            f"registry '{path}': unknown top-level key '{extra[0]}'; write each result as an [[entry]] table."
+        )
     tables = data.get("entry")
     if not isinstance(tables, list) or not tables:
         raise UserError(f"registry '{path}' has no [[entry]] tables.")
@@ -167,27 +186,37 @@ def load_registry(path: Path = REGISTRY) -> tuple[Entry, ...]:
 def _entry(path: Path, number: int, table: dict[str, Any]) -> Entry:
     name = table.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]+", name):
-        raise UserError(f"registry '{path}' entry #{number}: field 'name' must be lower-case letters, digits "
-                        f"and _, got {name!r}.")
+        raise UserError(
+            f"registry '{path}' entry #{number}: field 'name' must be lower-case letters, digits and _, got {name!r}."
+        )
     where = f"registry '{path}' entry '{name}'"
     for key in table:
         if key not in REQUIRED + OPTIONAL:
-            raise UserError(f"{where}: unknown field '{key}'.{did_you_mean(key, REQUIRED + OPTIONAL)} "
-                            f"Fields: {', '.join(REQUIRED + OPTIONAL)}.")
+            raise UserError(
+                f"{where}: unknown field '{key}'.{did_you_mean(key, REQUIRED + OPTIONAL)} "
+                f"Fields: {', '.join(REQUIRED + OPTIONAL)}."
+            )
     missing = [key for key in REQUIRED if key not in table]
     if missing:
         raise UserError(f"{where}: missing field '{missing[0]}' (see the comment at the top of {path.name}).")
     entry = Entry(
-        name=name, claim=_text(where, table, "claim"), source=_text(where, table, "source"),
-        experiment=_text(where, table, "experiment"), preset=_text(where, table, "preset"),
-        metric=_choice(where, table, "metric", METRICS), tolerance=_tolerance(where, table["tolerance"]),
-        seeds=_count(where, table), hardware=_choice(where, table, "hardware", HARDWARE),
+        name=name,
+        claim=_text(where, table, "claim"),
+        source=_text(where, table, "source"),
+        experiment=_text(where, table, "experiment"),
+        preset=_text(where, table, "preset"),
+        metric=_choice(where, table, "metric", METRICS),
+        tolerance=_tolerance(where, table["tolerance"]),
+        seeds=_count(where, table),
+        hardware=_choice(where, table, "hardware", HARDWARE),
         verified=_verified(where, table["verified"]),
         budget_minutes=_number(where, table, "budget_minutes", lambda v: v > 0, "a number of minutes > 0"),
         variant=_text(where, table, "variant") if "variant" in table else None,
         published=_number(where, table, "published", lambda v: 0 <= v <= 100, "a percentage from 0 to 100")
-        if "published" in table else None,
-        note=_text(where, table, "note") if "note" in table else None)
+        if "published" in table
+        else None,
+        note=_text(where, table, "note") if "note" in table else None,
+    )
     _check_together(where, entry)
     return entry
 
@@ -234,12 +263,13 @@ def _tolerance(where: str, value: Any) -> Tolerance:
     shapes = "{ minimum = X }, { maximum = X }, { absolute = X } or { ci = 0.95 }"
     if not isinstance(value, dict) or len(value) != 1:
         raise UserError(f"{where}: field 'tolerance' must be exactly one of {shapes}, got {value!r}.")
-    (kind, bound), = value.items()
+    ((kind, bound),) = value.items()
     if kind not in TOLERANCES:
         raise unknown_choice(f"{where}: tolerance kind", kind, TOLERANCES)
     if not _is_number(bound) or (kind == "absolute" and bound < 0) or (kind == "ci" and not 0 < bound < 1):
-        need = {"absolute": "a number >= 0",
-                "ci": "a confidence level between 0 and 1, e.g. 0.95"}.get(kind, "a number")
+        need = {"absolute": "a number >= 0", "ci": "a confidence level between 0 and 1, e.g. 0.95"}.get(
+            kind, "a number"
+        )
         raise UserError(f"{where}: tolerance {kind} must be {need}, got {bound!r}.")
     return Tolerance(kind, float(bound))
 
@@ -247,8 +277,10 @@ def _tolerance(where: str, value: Any) -> Tolerance:
 def _check_together(where: str, entry: Entry) -> None:
     """Rules between fields: what needs a published value, what needs several seeds."""
     if entry.published is None and entry.verified is not False:
-        raise UserError(f"{where}: a verified entry needs field 'published' (the value it was checked against); "
-                        "add it or set verified = false.")
+        raise UserError(
+            f"{where}: a verified entry needs field 'published' (the value it was checked against); "
+            "add it or set verified = false."
+        )
     if entry.published is None and entry.tolerance.kind in ("absolute", "ci"):
         raise UserError(f"{where}: tolerance {entry.tolerance.kind} compares with field 'published', which is missing.")
     if entry.tolerance.kind == "ci" and entry.seeds < 2:
@@ -275,6 +307,7 @@ def skip_reason(entry: Entry, hardware: str, max_minutes: float | None) -> str |
 
 # ----------------------------------------------------------------------------- runs of an entry
 
+
 def expand(entry: Entry) -> EntryRuns:
     """The entry's runs: the first `seeds` runs of its variant in the experiment's sweep, or seeds
     0..seeds-1 of a single-config experiment. Expanding validates every config; nothing is trained."""
@@ -291,14 +324,17 @@ def expand(entry: Entry) -> EntryRuns:
     variants = list(dict.fromkeys(run.variant for run in plan.runs))
     variant = entry.variant if entry.variant is not None else variants[0] if len(variants) == 1 else None
     if variant is None:
-        raise UserError(f"{where}: {plan.spec} has {len(variants)} variants ({', '.join(variants)}); "
-                        "name one in field 'variant'.")
+        raise UserError(
+            f"{where}: {plan.spec} has {len(variants)} variants ({', '.join(variants)}); name one in field 'variant'."
+        )
     if variant not in variants:
         raise unknown_choice(f"{where}: field 'variant' of {plan.spec}", variant, variants)
-    runs = tuple(run for run in plan.runs if run.variant == variant)[:entry.seeds]
+    runs = tuple(run for run in plan.runs if run.variant == variant)[: entry.seeds]
     if len(runs) < entry.seeds:
-        raise UserError(f"{where}: {plan.spec} has {len(runs)} seeds of variant '{variant}' but field 'seeds' asks "
-                        f"for {entry.seeds}; lower it or add seeds to get_sweep.")
+        raise UserError(
+            f"{where}: {plan.spec} has {len(runs)} seeds of variant '{variant}' but field 'seeds' asks "
+            f"for {entry.seeds}; lower it or add seeds to get_sweep."
+        )
     return EntryRuns(entry, plan, runs)
 
 
@@ -313,9 +349,17 @@ def seed_plan(spec: str, seeds: int) -> Plan:
         validation.validate(config)
         runs.append(Run(seed, {}, seed, config, config_lib.run_id(config)))
     doc = (module.__doc__ or "").strip()
-    return Plan(spec=f"{path}:{preset}", experiment_file=str(path), preset=preset, experiment=base.experiment,
-                question=doc.splitlines()[0] if doc else base.experiment,
-                sweep=Sweep(axes=(), seeds=tuple(range(seeds))), baseline={}, overrides={}, runs=tuple(runs))
+    return Plan(
+        spec=f"{path}:{preset}",
+        experiment_file=str(path),
+        preset=preset,
+        experiment=base.experiment,
+        question=doc.splitlines()[0] if doc else base.experiment,
+        sweep=Sweep(axes=(), seeds=tuple(range(seeds))),
+        baseline={},
+        overrides={},
+        runs=tuple(runs),
+    )
 
 
 def run_task(entry: Entry, index: int, runs_root: Path, paths) -> str:
@@ -351,12 +395,16 @@ def measure(expanded: EntryRuns, runs_root: Path) -> Outcome:
     data = report.build_report(sweep, loaded)
     results = [r["result"] for r in loaded if r["result"]]
     seconds = [r.get("compile_seconds", 0) + r.get("loop_seconds", 0) for r in results]
-    return Outcome(entry, "compared" if len(results) == len(loaded) else "incomplete",
-                   compare(metric_values(data["variants"][0], entry.metric), entry.published, entry.tolerance),
-                   finished=len(results), train_seconds=sum(seconds) if seconds else None,
-                   resumed=any(r.get("first_step") for r in results),
-                   run_dirs=tuple(str(plan.run_dir(runs_root, run)) for run in expanded.runs),
-                   device="; ".join(data["provenance"]["device"]) or None)
+    return Outcome(
+        entry,
+        "compared" if len(results) == len(loaded) else "incomplete",
+        compare(metric_values(data["variants"][0], entry.metric), entry.published, entry.tolerance),
+        finished=len(results),
+        train_seconds=sum(seconds) if seconds else None,
+        resumed=any(r.get("first_step") for r in results),
+        run_dirs=tuple(str(plan.run_dir(runs_root, run)) for run in expanded.runs),
+        device="; ".join(data["provenance"]["device"]) or None,
+    )
 
 
 def metric_values(variant_row: dict[str, Any], metric: str) -> list[float]:
@@ -400,19 +448,41 @@ def _shortfall(o: Outcome) -> str:
 
 # ----------------------------------------------------------------------------- output
 
+
 def markdown(outcomes: Sequence[Outcome], registry: Path, hardware: str) -> str:
     """The reproduce table and, per entry, its claim, source, values and command."""
-    header = ["entry", "metric", "published", "obtained (mean ± CI)", "seeds", "tolerance", "within tolerance",
-              "train time (sum of runs)"]
-    rows = [[f"`{o.entry.name}`", METRICS[o.entry.metric][0], _pct(o.entry.published), _obtained(o.comparison),
-             f"{o.finished}/{o.entry.seeds}", o.entry.tolerance.describe(), o.verdict, _minutes(o)] for o in outcomes]
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    parts = ["# Reproduced results\n",
-             f"Registry `{registry}`, hardware `{hardware}`, {date}.\n",
-             report.markdown_table(header, rows, "llrrrllr"),
-             "Obtained: mean over seeds ± half-width of the Student-t confidence interval of the mean (95%, or the "
-             "entry's `ci` level); one seed gives no interval. Train time: sum over the entry's runs of compile, "
-             "training and evaluation seconds from result.json (*: a run was resumed, only its last segment counts).\n"]
+    header = [
+        "entry",
+        "metric",
+        "published",
+        "obtained (mean ± CI)",
+        "seeds",
+        "tolerance",
+        "within tolerance",
+        "train time (sum of runs)",
+    ]
+    rows = [
+        [
+            f"`{o.entry.name}`",
+            METRICS[o.entry.metric][0],
+            _pct(o.entry.published),
+            _obtained(o.comparison),
+            f"{o.finished}/{o.entry.seeds}",
+            o.entry.tolerance.describe(),
+            o.verdict,
+            _minutes(o),
+        ]
+        for o in outcomes
+    ]
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    parts = [
+        "# Reproduced results\n",
+        f"Registry `{registry}`, hardware `{hardware}`, {date}.\n",
+        report.markdown_table(header, rows, "llrrrllr"),
+        "Obtained: mean over seeds ± half-width of the Student-t confidence interval of the mean (95%, or the "
+        "entry's `ci` level); one seed gives no interval. Train time: sum over the entry's runs of compile, "
+        "training and evaluation seconds from result.json (*: a run was resumed, only its last segment counts).\n",
+    ]
     parts += [_details(o) for o in outcomes]
     return "\n".join(parts)
 
@@ -435,12 +505,18 @@ def _minutes(o: Outcome) -> str:
 
 def _details(o: Outcome) -> str:
     e = o.entry
-    lines = [f"- **`{e.name}`** ({e.hardware}): {e.claim}", f"  Source: {e.source}.",
-             f"  Runs: `{e.spec}`" + (f", variant `{e.variant}`" if e.variant else "") + f", {e.seeds} seeds; "
-             f"command `{e.command}`."]
+    lines = [
+        f"- **`{e.name}`** ({e.hardware}): {e.claim}",
+        f"  Source: {e.source}.",
+        f"  Runs: `{e.spec}`" + (f", variant `{e.variant}`" if e.variant else "") + f", {e.seeds} seeds; "
+        f"command `{e.command}`.",
+    ]
     if o.comparison and o.comparison.values:
-        lines.append(f"  Per seed: {', '.join(f'{v:.2f}' for v in o.comparison.values)}"
-                     + (f"; device: {o.device}" if o.device else "") + ".")
+        lines.append(
+            f"  Per seed: {', '.join(f'{v:.2f}' for v in o.comparison.values)}"
+            + (f"; device: {o.device}" if o.device else "")
+            + "."
+        )
     lines.append(f"  {_verified_text(e).capitalize()}." + (f" Note: {e.note}" if e.note else ""))
     return "\n".join(lines)
 
@@ -450,11 +526,25 @@ def _verified_text(e: Entry) -> str:
 
 
 def to_json(outcomes: Sequence[Outcome], registry: Path, hardware: str) -> dict[str, Any]:
-    return {"registry": str(registry), "hardware": hardware, "entries": [
-        {**asdict(o.entry), "command": o.entry.command, "state": o.state, "within": o.verdict,
-         "finished": o.finished, "obtained": asdict(o.comparison) if o.comparison else None,
-         "train_seconds": o.train_seconds, "resumed": o.resumed, "run_dirs": list(o.run_dirs), "device": o.device}
-        for o in outcomes]}
+    return {
+        "registry": str(registry),
+        "hardware": hardware,
+        "entries": [
+            {
+                **asdict(o.entry),
+                "command": o.entry.command,
+                "state": o.state,
+                "within": o.verdict,
+                "finished": o.finished,
+                "obtained": asdict(o.comparison) if o.comparison else None,
+                "train_seconds": o.train_seconds,
+                "resumed": o.resumed,
+                "run_dirs": list(o.run_dirs),
+                "device": o.device,
+            }
+            for o in outcomes
+        ],
+    }
 
 
 def write_outputs(outcomes: Sequence[Outcome], registry: Path, hardware: str, runs_root: Path) -> tuple[Path, Path]:
@@ -469,12 +559,19 @@ def describe_registry(entries: Sequence[Entry]) -> str:
     """`--list`: every entry with what it claims, where from, how it is checked and its command."""
     blocks = []
     for e in entries:
-        blocks.append("\n".join([
-            f"{e.name}  [{e.hardware}, {e.seeds} seeds, ~{e.budget_minutes:g} min, {_verified_text(e)}]",
-            f"  claim:     {e.claim}", f"  source:    {e.source}",
-            f"  runs:      {e.spec}" + (f", variant {e.variant}" if e.variant else ""),
-            f"  check:     {e.metric}, published {_pct(e.published)}, {e.tolerance.describe()}",
-            f"  command:   {e.command}", *([f"  note:      {e.note}"] if e.note else [])]))
+        blocks.append(
+            "\n".join(
+                [
+                    f"{e.name}  [{e.hardware}, {e.seeds} seeds, ~{e.budget_minutes:g} min, {_verified_text(e)}]",
+                    f"  claim:     {e.claim}",
+                    f"  source:    {e.source}",
+                    f"  runs:      {e.spec}" + (f", variant {e.variant}" if e.variant else ""),
+                    f"  check:     {e.metric}, published {_pct(e.published)}, {e.tolerance.describe()}",
+                    f"  command:   {e.command}",
+                    *([f"  note:      {e.note}"] if e.note else []),
+                ]
+            )
+        )
     return "\n\n".join(blocks)
 
 
@@ -491,13 +588,26 @@ def dry_run(entries: Sequence[Entry], options: Options) -> str:
         expanded = expand(entry)
         statuses = [run_status(expanded.plan, Path(options.runs_root), run) for run in expanded.runs]
         todo = sum(s.state in ("pending", "failed") for s in statuses)
-        parts.append(f"{entry.name} ({entry.hardware}, budget ~{entry.budget_minutes:g} min): {expanded.plan.spec}\n"
-                     f"{status_table(statuses)}\nwould run {todo} runs, {options.jobs} at a time, each as:\n"
-                     f"  {shlex.join(options.task_command(entry))} --index I")
+        parts.append(
+            f"{entry.name} ({entry.hardware}, budget ~{entry.budget_minutes:g} min): {expanded.plan.spec}\n"
+            f"{status_table(statuses)}\nwould run {todo} runs, {options.jobs} at a time, each as:\n"
+            f"  {shlex.join(options.task_command(entry))} --index I"
+        )
     return "\n\n".join(parts)
 
 
 def task_command(registry: Path, runs_root: Path, extra_args: Sequence[str]) -> Callable[[Entry], list[str]]:
     """The argv of one run of an entry: `cnn-jax reproduce --only NAME` in a child process (+ `--index I`)."""
-    return lambda entry: [sys.executable, "-m", "cnn_jax.cli", "reproduce", "--registry", str(Path(registry).resolve()),
-                          "--only", entry.name, "--runs-root", str(runs_root), *extra_args]
+    return lambda entry: [
+        sys.executable,
+        "-m",
+        "cnn_jax.cli",
+        "reproduce",
+        "--registry",
+        str(Path(registry).resolve()),
+        "--only",
+        entry.name,
+        "--runs-root",
+        str(runs_root),
+        *extra_args,
+    ]

@@ -50,7 +50,7 @@ def load_config(run_dir: Path) -> ml_collections.ConfigDict:
 def record_start(run_dir: Path, info: dict[str, Any], resumed_from: int | None) -> None:
     """Write the manifest on the first start; on a resume, append this start to its list of restarts."""
     path = Path(run_dir) / MANIFEST
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if path.exists() and resumed_from is not None:
         manifest = json.loads(path.read_text())
         manifest.setdefault("resumes", []).append({"at": now, "from_step": resumed_from, **info})

@@ -53,6 +53,7 @@ def _backend_started() -> bool:
         return False
     try:
         from jax._src import xla_bridge
+
         return bool(xla_bridge.backends_are_initialized())
     except (ImportError, AttributeError):  # a JAX without this check: assume in time
         return False
@@ -69,13 +70,19 @@ def apply_xla_flags(environ=os.environ) -> list[str]:
         environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
         if _backend_started():
             _late[:] = added
-            warnings.warn(f"cnn_jax was imported after JAX started its backend, so {' '.join(added)} is not in "
-                          "effect here (CPU convolutions stay on one thread): import cnn_jax before using JAX, or put "
-                          "the flag in XLA_FLAGS yourself", stacklevel=2)
+            warnings.warn(
+                f"cnn_jax was imported after JAX started its backend, so {' '.join(added)} is not in "
+                "effect here (CPU convolutions stay on one thread): import cnn_jax before using JAX, or put "
+                "the flag in XLA_FLAGS yourself",
+                stacklevel=2,
+            )
     return added
 
 
 def describe() -> dict[str, object]:
     """What a manifest records: the formulation, XLA_FLAGS, and flags that came too late to take effect."""
-    return {"formulation": "plain" if plain() else "tuned", "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "xla_flags_not_in_effect": list(_late)}
+    return {
+        "formulation": "plain" if plain() else "tuned",
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "xla_flags_not_in_effect": list(_late),
+    }

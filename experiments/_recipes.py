@@ -11,8 +11,18 @@ and starts its get_config from one of these functions, changing only what differ
 from cnn_jax.config import default_config
 
 
-def warmup_cosine(experiment: str, dataset: str, model: str, *, epochs: int, warmup_epochs: float,
-                  optimizer: str = "adamw", lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 128):
+def warmup_cosine(
+    experiment: str,
+    dataset: str,
+    model: str,
+    *,
+    epochs: int,
+    warmup_epochs: float,
+    optimizer: str = "adamw",
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    batch_size: int = 128,
+):
     """AdamW (or `optimizer`) at `lr` with a linear warm-up, then cosine decay."""
     config = _start(experiment, dataset, model, optimizer, lr, weight_decay, batch_size, epochs)
     config.schedule.name = "cosine"
@@ -20,8 +30,16 @@ def warmup_cosine(experiment: str, dataset: str, model: str, *, epochs: int, war
     return config
 
 
-def sgd_step(experiment: str, dataset: str, model: str, *, lr: float, weight_decay: float,
-             boundaries_epochs: tuple[float, ...], epochs: int):
+def sgd_step(
+    experiment: str,
+    dataset: str,
+    model: str,
+    *,
+    lr: float,
+    weight_decay: float,
+    boundaries_epochs: tuple[float, ...],
+    epochs: int,
+):
     """A paper's recipe for a GPU/TPU: SGD with momentum 0.9, the rate times 0.1 after each boundary, batch 128,
     computing in bfloat16 (float32 parameters and loss)."""
     config = _start(experiment, dataset, model, "sgd", lr, weight_decay, 128, epochs)

@@ -27,8 +27,15 @@ recipes = load_module(Path(__file__).with_name("_recipes.py"))
 
 
 def get_config(preset: str = "cpu"):
-    config = recipes.sgd_step("allcnn_cifar10", "cifar10", "allcnn_all_c", lr=0.05, weight_decay=1e-3,
-                              boundaries_epochs=(200.0, 250.0, 300.0), epochs=350)
+    config = recipes.sgd_step(
+        "allcnn_cifar10",
+        "cifar10",
+        "allcnn_all_c",
+        lr=0.05,
+        weight_decay=1e-3,
+        boundaries_epochs=(200.0, 250.0, 300.0),
+        epochs=350,
+    )
     if preset == "cpu":
         recipes.cpu_rehearsal(config, warmup_epochs=0.5)
         config.model.width_multiplier = 1 / 3
@@ -37,5 +44,6 @@ def get_config(preset: str = "cpu"):
 
 
 def get_sweep(preset: str = "cpu") -> Sweep:
-    return Sweep(axes=(field_axis("model", "model.name", MODELS),), seeds=(0, 1, 2),
-                 baseline={"model": "allcnn_model_c"})
+    return Sweep(
+        axes=(field_axis("model", "model.name", MODELS),), seeds=(0, 1, 2), baseline={"model": "allcnn_model_c"}
+    )

@@ -1,7 +1,8 @@
 """The Fashion-MNIST README's benchmark row "2 Conv+pooling, preprocessing None, 0.916" (TensorFlow's doc).
 
 zalandoresearch/fashion-mnist, README.md, section Benchmark, row
-`|2 Conv+pooling | None | 0.916| - |[Tensorflow's doc](https://www.tensorflow.org/tutorials/layers) | [:link:](/benchmark/convnet.py)|`;
+`|2 Conv+pooling | None | 0.916| - |[Tensorflow's doc](https://www.tensorflow.org/tutorials/layers) |
+[:link:](/benchmark/convnet.py)|`;
 its code, benchmark/convnet.py: conv 5x5 32 SAME + ReLU, max-pool 2x2, conv 5x5 64 SAME + ReLU,
 max-pool 2x2, dense 1024 + ReLU, dropout 0.4, dense 10; plain SGD at 0.001, batch 400.
 
@@ -26,8 +27,16 @@ recipes = load_module(Path(__file__).with_name("_recipes.py"))
 
 
 def get_config(preset: str = "default"):
-    config = recipes.warmup_cosine("fashion_mnist_tf_convnet", "fashion_mnist", "ablation_net", optimizer="adam",
-                                   lr=1e-3, weight_decay=0.0, warmup_epochs=0.0, epochs=10)
+    config = recipes.warmup_cosine(
+        "fashion_mnist_tf_convnet",
+        "fashion_mnist",
+        "ablation_net",
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        warmup_epochs=0.0,
+        epochs=10,
+    )
     config.model.stages = 2
     config.model.convs_per_stage = 1
     config.model.width = 32

@@ -1,4 +1,5 @@
-"""One 5x5 convolution vs two stacked 3x3 convolutions (same 5x5 receptive field), at equal width and at equal parameters.
+"""One 5x5 convolution vs two stacked 3x3 convolutions (same 5x5 receptive field), at equal width and at equal
+parameters.
 
 The network is `ablation_net` with two kernel-scheme units per stage (three stages, width doubling,
 max-pooling, global average pooling); only the unit changes. A 5x5 conv from C to C channels has
@@ -38,9 +39,12 @@ def get_config(preset: str = "cpu"):
 
 
 def get_sweep(preset: str = "cpu") -> Sweep:
-    kernel = Axis("kernel", {
-        "5x5": {"model.kernel_scheme": "5x5"},
-        "3x3x2": {"model.kernel_scheme": "3x3x2"},
-        "3x3x2_wide": {"model.kernel_scheme": "3x3x2", "model.width": MATCHED_WIDTH},
-    })
+    kernel = Axis(
+        "kernel",
+        {
+            "5x5": {"model.kernel_scheme": "5x5"},
+            "3x3x2": {"model.kernel_scheme": "3x3x2"},
+            "3x3x2_wide": {"model.kernel_scheme": "3x3x2", "model.width": MATCHED_WIDTH},
+        },
+    )
     return Sweep(axes=(kernel,), seeds=(0, 1, 2) if preset == "cpu" else (0, 1, 2, 3, 4), baseline={"kernel": "5x5"})

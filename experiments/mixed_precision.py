@@ -29,6 +29,8 @@ def get_config(preset: str = "cpu"):
 
 
 def get_sweep(preset: str = "cpu") -> Sweep:
-    return Sweep(axes=(field_axis("compute_dtype", "train.compute_dtype", ("float32", "bfloat16")),),
-                 seeds=(0, 1, 2) if preset == "cpu" else (0, 1, 2, 3, 4),
-                 baseline={"compute_dtype": "float32"})
+    return Sweep(
+        axes=(field_axis("compute_dtype", "train.compute_dtype", ("float32", "bfloat16")),),
+        seeds=(0, 1, 2) if preset == "cpu" else (0, 1, 2, 3, 4),
+        baseline={"compute_dtype": "float32"},
+    )

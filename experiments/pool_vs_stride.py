@@ -33,6 +33,8 @@ def get_config(preset: str = "cpu"):
 
 
 def get_sweep(preset: str = "cpu") -> Sweep:
-    return Sweep(axes=(field_axis("downsample", "model.downsample", ("max", "avg", "stride")),),
-                 seeds=(0, 1, 2) if preset == "cpu" else (0, 1, 2, 3, 4),
-                 baseline={"downsample": "max"})
+    return Sweep(
+        axes=(field_axis("downsample", "model.downsample", ("max", "avg", "stride")),),
+        seeds=(0, 1, 2) if preset == "cpu" else (0, 1, 2, 3, 4),
+        baseline={"downsample": "max"},
+    )

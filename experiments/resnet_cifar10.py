@@ -27,8 +27,9 @@ recipes = load_module(Path(__file__).with_name("_recipes.py"))
 
 
 def get_config(preset: str = "cpu"):
-    config = recipes.sgd_step("resnet_cifar10", "cifar10", "resnet20", lr=0.1, weight_decay=1e-4,
-                              boundaries_epochs=(82.0, 123.0), epochs=164)
+    config = recipes.sgd_step(
+        "resnet_cifar10", "cifar10", "resnet20", lr=0.1, weight_decay=1e-4, boundaries_epochs=(82.0, 123.0), epochs=164
+    )
     config.dataset.augment.random_crop_padding = 4
     config.dataset.augment.horizontal_flip = True
     if preset == "cpu":
@@ -38,7 +39,14 @@ def get_config(preset: str = "cpu"):
 
 def get_sweep(preset: str = "cpu") -> Sweep:
     depths = DEPTHS if preset == "full" else (20, 32)
-    depth = Axis("depth", {str(d): {"model.name": f"resnet{d}", **({"schedule.warmup_epochs": 1.0}
-                                                                    if d == 110 and preset == "full" else {})}
-                           for d in depths})
+    depth = Axis(
+        "depth",
+        {
+            str(d): {
+                "model.name": f"resnet{d}",
+                **({"schedule.warmup_epochs": 1.0} if d == 110 and preset == "full" else {}),
+            }
+            for d in depths
+        },
+    )
     return Sweep(axes=(depth,), seeds=(0, 1, 2) if preset == "cpu" else (0, 1, 2, 3, 4), baseline={"depth": "20"})

@@ -28,18 +28,27 @@ recipes = load_module(Path(__file__).with_name("_recipes.py"))
 
 
 def get_config(preset: str = "cpu"):
-    config = recipes.warmup_cosine("transfer_fashion_to_mnist", "mnist", "seed_cnn", batch_size=125,
-                                   warmup_epochs=1.0, epochs=15 if preset == "cpu" else 40)
+    config = recipes.warmup_cosine(
+        "transfer_fashion_to_mnist",
+        "mnist",
+        "seed_cnn",
+        batch_size=125,
+        warmup_epochs=1.0,
+        epochs=15 if preset == "cpu" else 40,
+    )
     config.dataset.train_subset = 1000
     config.train.log_every_steps = 8
     return config
 
 
 def get_sweep(preset: str = "cpu") -> Sweep:
-    init = Axis("init", {
-        "scratch": {},
-        "features": {**NEW_HEAD, "transfer.trainable": ("dense/*",)},
-        "finetune": {**NEW_HEAD, "transfer.backbone_lr_scale": 0.1},
-        "last_block": {**NEW_HEAD, "transfer.trainable": ("conv3/*", "dense/*"), "transfer.backbone_lr_scale": 0.1},
-    })
+    init = Axis(
+        "init",
+        {
+            "scratch": {},
+            "features": {**NEW_HEAD, "transfer.trainable": ("dense/*",)},
+            "finetune": {**NEW_HEAD, "transfer.backbone_lr_scale": 0.1},
+            "last_block": {**NEW_HEAD, "transfer.trainable": ("conv3/*", "dense/*"), "transfer.backbone_lr_scale": 0.1},
+        },
+    )
     return Sweep(axes=(init,), seeds=(0, 1, 2) if preset == "cpu" else (0, 1, 2, 3, 4), baseline={"init": "scratch"})

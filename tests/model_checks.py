@@ -45,8 +45,9 @@ def check_model(name: str, input_shape, num_classes: int = 10, batch: int = 2, *
     @jax.jit
     def step(params, opt_state):
         def loss_fn(p):
-            out, updates = model.apply({"params": p, **rest}, x, train=True, mutable=list(rest),
-                                       rngs={"dropout": jax.random.PRNGKey(3)})
+            out, updates = model.apply(
+                {"params": p, **rest}, x, train=True, mutable=list(rest), rngs={"dropout": jax.random.PRNGKey(3)}
+            )
             return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean()
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -56,5 +57,7 @@ def check_model(name: str, input_shape, num_classes: int = 10, batch: int = 2, *
     new_params, loss = step(params, tx.init(params))
     assert np.isfinite(float(loss))
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree_util.tree_leaves(new_params))
-    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(params),
-                                                        jax.tree_util.tree_leaves(new_params)))
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(new_params))
+    )

@@ -60,9 +60,10 @@ def _install() -> None:
     if shutil.which("apt-get") is None:
         pytest.skip(f"SLURM is not installed and apt-get is unavailable to install {' '.join(PACKAGES)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                     "-o", "DPkg::Lock::Timeout=120", *PACKAGES]):
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=120", *PACKAGES],
+    ):
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         except subprocess.TimeoutExpired:
@@ -132,9 +133,20 @@ def start(cluster: SlurmCluster) -> None:
     for path in (munge, munge / "munge.key"):
         shutil.chown(path, "munge", "munge")
     (munge / "munge.key").chmod(0o400)
-    _output(["runuser", "-u", "munge", "--", "munged", f"--socket={munge}/munge.sock",
-             f"--key-file={munge}/munge.key", f"--log-file={munge}/munged.log",
-             f"--pid-file={munge}/munged.pid", f"--seed-file={munge}/munged.seed"])
+    _output(
+        [
+            "runuser",
+            "-u",
+            "munge",
+            "--",
+            "munged",
+            f"--socket={munge}/munge.sock",
+            f"--key-file={munge}/munge.key",
+            f"--log-file={munge}/munged.log",
+            f"--pid-file={munge}/munged.pid",
+            f"--seed-file={munge}/munged.seed",
+        ]
+    )
     # the node line from the hardware slurmd sees, named localhost (slurmd -N localhost below)
     hardware = _output(["slurmd", "-C"]).splitlines()[0].split(" ", 1)[1]
     Path(cluster.env["SLURM_CONF"]).write_text(_config(root, f"NodeName=localhost {hardware}", *_free_ports(2)))

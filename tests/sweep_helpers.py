@@ -38,8 +38,11 @@ def get_sweep(preset="default"):
 '''
 
 
-def experiment(tmp_path: Path, body: str = "return Sweep(axes=(field_axis('downsample', 'model.downsample', "
-                                                "('max', 'avg')),), seeds=(0, 1))", name: str = "tiny.py") -> Path:
+def experiment(
+    tmp_path: Path,
+    body: str = "return Sweep(axes=(field_axis('downsample', 'model.downsample', ('max', 'avg')),), seeds=(0, 1))",
+    name: str = "tiny.py",
+) -> Path:
     path = tmp_path / name
     path.write_text(TINY.replace("{body}", textwrap.dedent(body)))
     return path
@@ -47,8 +50,14 @@ def experiment(tmp_path: Path, body: str = "return Sweep(axes=(field_axis('downs
 
 def cnn_jax(*args: str, data_dir: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
     data = ["--data-dir", str(data_dir)] if data_dir else []
-    return subprocess.run([sys.executable, "-m", "cnn_jax.cli", *args, *data], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "cnn_jax.cli", *args, *data],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        **kwargs,
+    )
 
 
 def results(runs_root: Path) -> dict[str, dict]:
@@ -58,7 +67,6 @@ def results(runs_root: Path) -> dict[str, dict]:
 def launch_tiny_sweep(tmp: Path, data_dir: Path) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """Run the tiny sweep locally with two concurrent jobs; returns (experiment file, runs root, output)."""
     path = experiment(tmp)
-    out = cnn_jax("sweep", str(path), "--runs-root", str(tmp / "runs"), "--jobs", "2", "--no-report",
-                  data_dir=data_dir)
+    out = cnn_jax("sweep", str(path), "--runs-root", str(tmp / "runs"), "--jobs", "2", "--no-report", data_dir=data_dir)
     assert out.returncode == 0, out.stderr + out.stdout
     return path, tmp / "runs", out

@@ -40,8 +40,9 @@ def imports(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cnn_jax":
-            found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
-                      for a in node.names}
+            found |= {
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module for a in node.names
+            }
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "cnn_jax"}
     return found
@@ -85,7 +86,7 @@ def test_there_is_no_import_cycle():
 
     def visit(module: str) -> None:
         if module in active:
-            raise AssertionError("import cycle: " + " -> ".join(active[active.index(module):] + [module]))
+            raise AssertionError("import cycle: " + " -> ".join(active[active.index(module) :] + [module]))
         if module in done:
             return
         active.append(module)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cnn_jax import config as config_lib
 from cnn_jax import validation
 from cnn_jax.errors import UserError
+
 from conftest import ROOT
 
 DEFAULT_EXPERIMENT = str(ROOT / "experiments" / "fashion_mnist_cnn.py")
@@ -53,48 +55,57 @@ def test_experiment_file_with_unknown_field_is_rejected(tmp_path):
         config_lib.load_experiment(str(bad))
 
 
-@pytest.mark.parametrize("arg, field, value", [
-    ("--config.optimizer.lr=0.05", "optimizer.lr", 0.05),
-    ("--config.train.epochs=3", "train.epochs", 3),
-    ("--config.optimizer.nesterov=true", "optimizer.nesterov", True),
-    ("--config.dataset.augment.horizontal_flip=False", "dataset.augment.horizontal_flip", False),
-    ("--config.schedule.boundaries_epochs=(5, 10)", "schedule.boundaries_epochs", (5, 10)),
-    ("--config.model.name=seed_cnn", "model.name", "seed_cnn"),
-    ("--config.optimizer.lr=1", "optimizer.lr", 1.0),
-])
+@pytest.mark.parametrize(
+    "arg, field, value",
+    [
+        ("--config.optimizer.lr=0.05", "optimizer.lr", 0.05),
+        ("--config.train.epochs=3", "train.epochs", 3),
+        ("--config.optimizer.nesterov=true", "optimizer.nesterov", True),
+        ("--config.dataset.augment.horizontal_flip=False", "dataset.augment.horizontal_flip", False),
+        ("--config.schedule.boundaries_epochs=(5, 10)", "schedule.boundaries_epochs", (5, 10)),
+        ("--config.model.name=seed_cnn", "model.name", "seed_cnn"),
+        ("--config.optimizer.lr=1", "optimizer.lr", 1.0),
+    ],
+)
 def test_overrides_are_parsed_by_the_type_of_the_field(arg, field, value):
     config = config_lib.apply_overrides(config_lib.default_config(), dict([config_lib.parse_override(arg)]))
     got = config_lib._get(config, field)
     assert got == value and type(got) is type(value)
 
 
-@pytest.mark.parametrize("arg, message", [
-    ("--config.optimizer.lrr=0.1", "unknown config field 'optimizer.lrr'. Did you mean 'optimizer.lr'"),
-    ("--config.optimiser.lr=0.1", "unknown config field 'optimiser'. Did you mean 'optimizer'"),
-    ("--config.optimizer.lr=fast", r"expected float"),
-    ("--config.train.epochs=2.5", r"expected int"),
-    ("--config.optimizer.nesterov=maybe", r"expected bool"),
-    ("--config.optimizer=adam", "is a section"),
-    ("--config.optimizer.lr", "malformed override"),
-    ("--conf.optimizer.lr=1", "malformed override"),
-    ("--config.=1", "malformed override"),
-])
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--config.optimizer.lrr=0.1", "unknown config field 'optimizer.lrr'. Did you mean 'optimizer.lr'"),
+        ("--config.optimiser.lr=0.1", "unknown config field 'optimiser'. Did you mean 'optimizer'"),
+        ("--config.optimizer.lr=fast", r"expected float"),
+        ("--config.train.epochs=2.5", r"expected int"),
+        ("--config.optimizer.nesterov=maybe", r"expected bool"),
+        ("--config.optimizer=adam", "is a section"),
+        ("--config.optimizer.lr", "malformed override"),
+        ("--conf.optimizer.lr=1", "malformed override"),
+        ("--config.=1", "malformed override"),
+    ],
+)
 def test_bad_overrides_name_the_field_and_the_fix(arg, message):
     with pytest.raises(UserError, match=message):
         config_lib.apply_overrides(config_lib.default_config(), dict([config_lib.parse_override(arg)]))
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("optimizer.lr", 0.0, "'optimizer.lr' = 0.0: must be > 0"),
-    ("optimizer.lr", -0.1, "must be > 0"),
-    ("train.batch_size", 0, "'train.batch_size' = 0: must be > 0"),
-    ("train.epochs", -1, "must be > 0"),
-    ("optimizer.name", "adamm", "unknown value 'adamm'. Did you mean 'adam'"),
-    ("model.name", "seed_cn", "unknown value 'seed_cn'. Did you mean 'seed_cnn'"),
-    ("schedule.name", "cosin", "Did you mean 'cosine'"),
-    ("loss.label_smoothing", 1.5, "must be in \\[0, 1\\)"),
-    ("schedule.warmup_epochs", 10.0, "must be smaller than train.epochs"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("optimizer.lr", 0.0, "'optimizer.lr' = 0.0: must be > 0"),
+        ("optimizer.lr", -0.1, "must be > 0"),
+        ("train.batch_size", 0, "'train.batch_size' = 0: must be > 0"),
+        ("train.epochs", -1, "must be > 0"),
+        ("optimizer.name", "adamm", "unknown value 'adamm'. Did you mean 'adam'"),
+        ("model.name", "seed_cn", "unknown value 'seed_cn'. Did you mean 'seed_cnn'"),
+        ("schedule.name", "cosin", "Did you mean 'cosine'"),
+        ("loss.label_smoothing", 1.5, "must be in \\[0, 1\\)"),
+        ("schedule.warmup_epochs", 10.0, "must be smaller than train.epochs"),
+    ],
+)
 def test_impossible_values_fail_validation(field, value, message):
     config = config_lib.apply_overrides(config_lib.default_config(), {field: value})
     with pytest.raises(UserError, match=message):

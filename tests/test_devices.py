@@ -40,15 +40,29 @@ np.savez(out / f"variables{jax.process_index()}.npz", **{k: np.asarray(v) for k,
 print(jax.device_count())
 """
 
-CONFIG = {"experiment": "devices", "model.name": "ablation_net", "model.stages": 2, "model.width": 8,
-          "model.batch_norm": True, "dataset.train_subset": 640, "train.batch_size": 32, "train.epochs": 1,
-          "train.log_every_steps": 5, "schedule.warmup_epochs": 0.0}
+CONFIG = {
+    "experiment": "devices",
+    "model.name": "ablation_net",
+    "model.stages": 2,
+    "model.width": 8,
+    "model.batch_norm": True,
+    "dataset.train_subset": 640,
+    "train.batch_size": 32,
+    "train.epochs": 1,
+    "train.log_every_steps": 5,
+    "schedule.warmup_epochs": 0.0,
+}
 
 
 def _start(out, data_dir, devices: int, *process_args) -> subprocess.Popen:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    return subprocess.Popen([sys.executable, "-c", TRAIN, str(data_dir), str(out), json.dumps(CONFIG), *process_args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", TRAIN, str(data_dir), str(out), json.dumps(CONFIG), *process_args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finished(process: subprocess.Popen) -> str:
@@ -109,8 +123,11 @@ def test_two_processes_train_one_run_together_like_one_device(one_device, tmp_pa
 
 def test_a_batch_that_does_not_divide_across_devices_is_refused():
     config = config_lib.apply_overrides(config_lib.default_config(), {"train.batch_size": 30})
-    with pytest.raises(UserError, match=r"'train.batch_size' = 30 does not divide across the 4 cpu devices; "
-                                        r"use a multiple of 4, e.g. 28"):
+    with pytest.raises(
+        UserError,
+        match=r"'train.batch_size' = 30 does not divide across the 4 cpu devices; "
+        r"use a multiple of 4, e.g. 28",
+    ):
         data_mesh(config, jax.devices() * 4)
     assert data_mesh(config).size == jax.local_device_count()
 

@@ -20,12 +20,15 @@ def init_apply(module, x=X):
     return module.apply(variables, x), count
 
 
-@pytest.mark.parametrize("kind, shape, params", [
-    ("max", (2, 4, 4, 3), 0),
-    ("avg", (2, 4, 4, 3), 0),
-    ("stride", (2, 4, 4, 3), 3 * 3 * 3 * 3 + 3),  # k*k*c_in*c_out + c_out
-    ("none", (2, 8, 8, 3), 0),
-])
+@pytest.mark.parametrize(
+    "kind, shape, params",
+    [
+        ("max", (2, 4, 4, 3), 0),
+        ("avg", (2, 4, 4, 3), 0),
+        ("stride", (2, 4, 4, 3), 3 * 3 * 3 * 3 + 3),  # k*k*c_in*c_out + c_out
+        ("none", (2, 8, 8, 3), 0),
+    ],
+)
 def test_downsampling_halves_h_and_w_with_the_expected_parameters(kind, shape, params):
     out, count = init_apply(Downsample(kind))
     assert out.shape == shape and count == params
@@ -37,10 +40,15 @@ def test_avg_and_max_pool_values():
     assert init_apply(Downsample("avg"), x)[0][0, :, :, 0].tolist() == [[2.5, 4.5], [10.5, 12.5]]
 
 
-@pytest.mark.parametrize("scheme, params", [
-    ("5x5", 25 * 3 * 8 + 8), ("3x3x2", 9 * 3 * 8 + 8 + 9 * 8 * 8 + 8),
-    ("7x7", 49 * 3 * 8 + 8), ("3x3x3", 9 * 3 * 8 + 8 + 2 * (9 * 8 * 8 + 8)),
-])
+@pytest.mark.parametrize(
+    "scheme, params",
+    [
+        ("5x5", 25 * 3 * 8 + 8),
+        ("3x3x2", 9 * 3 * 8 + 8 + 9 * 8 * 8 + 8),
+        ("7x7", 49 * 3 * 8 + 8),
+        ("3x3x3", 9 * 3 * 8 + 8 + 2 * (9 * 8 * 8 + 8)),
+    ],
+)
 def test_kernel_schemes_count_their_parameters(scheme, params):
     out, count = init_apply(ConvStack(8, scheme))
     assert out.shape == (2, 8, 8, 8) and count == params
@@ -52,13 +60,16 @@ def test_conv_padding_same_valid_and_explicit(padding, size):
     assert out.shape == (2, size, size, 4)
 
 
-@pytest.mark.parametrize("activation, expected", [
-    ("relu", lambda z: np.maximum(z, 0.0)),
-    ("leaky_relu", lambda z: np.where(z >= 0, z, 0.01 * z)),
-    ("elu", lambda z: np.where(z > 0, z, np.expm1(z))),
-    ("gelu", lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))),  # flax's tanh form
-    ("none", lambda z: z),
-])
+@pytest.mark.parametrize(
+    "activation, expected",
+    [
+        ("relu", lambda z: np.maximum(z, 0.0)),
+        ("leaky_relu", lambda z: np.where(z >= 0, z, 0.01 * z)),
+        ("elu", lambda z: np.where(z > 0, z, np.expm1(z))),
+        ("gelu", lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))),  # flax's tanh form
+        ("none", lambda z: z),
+    ],
+)
 def test_conv_unit_applies_its_activation_to_the_conv_output(activation, expected):
     unit = ConvUnit(4, kernel=1, act=ACTIVATIONS[activation])
     variables = unit.init(jax.random.PRNGKey(1), X)
@@ -99,16 +110,25 @@ def test_conv_output_size_is_w_minus_f_plus_2p_over_s_plus_1(size, kernel, strid
     """Seed 002's formula W2 = (W1 - F + 2P) / S + 1 (floor) against the jitted layer's shape."""
     assume(size + 2 * padding >= kernel)
     x = jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32)
-    out = jax.eval_shape(lambda v: ConvUnit(3, kernel=kernel, stride=stride, padding=padding).init_with_output(jax.random.PRNGKey(0), v)[0], x)
+    out = jax.eval_shape(
+        lambda v: ConvUnit(3, kernel=kernel, stride=stride, padding=padding).init_with_output(jax.random.PRNGKey(0), v)[
+            0
+        ],
+        x,
+    )
     expected = (size - kernel + 2 * padding) // stride + 1
     assert out.shape == (1, expected, expected, 3)
 
 
 @settings(max_examples=60, deadline=None)
-@given(size=st.integers(1, 40), window=st.integers(1, 4), stride=st.integers(1, 4), kind=st.sampled_from(["max", "avg"]))
+@given(
+    size=st.integers(1, 40), window=st.integers(1, 4), stride=st.integers(1, 4), kind=st.sampled_from(["max", "avg"])
+)
 def test_pool_output_size_follows_the_same_formula_without_padding(size, window, stride, kind):
     assume(size >= window)
     x = jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32)
-    out = jax.eval_shape(lambda v: Downsample(kind, window=window, stride=stride).init_with_output(jax.random.PRNGKey(0), v)[0], x)
+    out = jax.eval_shape(
+        lambda v: Downsample(kind, window=window, stride=stride).init_with_output(jax.random.PRNGKey(0), v)[0], x
+    )
     expected = (size - window) // stride + 1
     assert out.shape == (1, expected, expected, 2)

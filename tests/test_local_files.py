@@ -16,6 +16,7 @@ from cnn_jax.data import catalog
 from cnn_jax.data.arrays import class_counts
 from cnn_jax.data.local_files import read_idx, read_local
 from cnn_jax.errors import UserError
+
 from conftest import shared
 
 # sha256 of the uncompressed IDX payloads, from ../shared/data/README.md
@@ -130,10 +131,16 @@ def _folder(root, files):
 
 
 def test_image_folder_directory_and_tarball_give_the_same_dataset(tmp_path):
-    root = _folder(tmp_path / "shapes", {
-        "train/circle/a.png": _png(value=1), "train/square/b.png": _png(value=2),
-        "train/square/c.png": _png(value=3), "test/circle/d.png": _png(value=4), "test/square/e.png": _png(value=5),
-    })
+    root = _folder(
+        tmp_path / "shapes",
+        {
+            "train/circle/a.png": _png(value=1),
+            "train/square/b.png": _png(value=2),
+            "train/square/c.png": _png(value=3),
+            "test/circle/d.png": _png(value=4),
+            "test/square/e.png": _png(value=5),
+        },
+    )
     from_dir = read_local("shapes", root)
     with tarfile.open(tmp_path / "shapes.tgz", "w:gz") as tar:
         tar.add(root, arcname="shapes")
@@ -146,12 +153,21 @@ def test_image_folder_directory_and_tarball_give_the_same_dataset(tmp_path):
     assert from_dir.splits["train"].images[:, 0, 0, 0].tolist() == [1, 2, 3]
 
 
-@pytest.mark.parametrize("files, message", [
-    ({"train/a/x.png": _png(), "train/a/notes.txt": b"hello", "test/a/y.png": _png()}, "non-image files.*notes.txt"),
-    ({"train/a/x.png": _png(), "train/a/y.png": _png((9, 8, 3)), "test/a/z.png": _png()}, "mixes image sizes"),
-    ({"train/a/x.png": _png(), "train/b/y.png": _png(), "test/a/z.png": _png()}, "split 'test' has no images for classes \\['b'\\]"),
-    ({"train/a/x.png": b"not a png", "test/a/z.png": _png()}, "not a readable image"),
-])
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        (
+            {"train/a/x.png": _png(), "train/a/notes.txt": b"hello", "test/a/y.png": _png()},
+            "non-image files.*notes.txt",
+        ),
+        ({"train/a/x.png": _png(), "train/a/y.png": _png((9, 8, 3)), "test/a/z.png": _png()}, "mixes image sizes"),
+        (
+            {"train/a/x.png": _png(), "train/b/y.png": _png(), "test/a/z.png": _png()},
+            "split 'test' has no images for classes \\['b'\\]",
+        ),
+        ({"train/a/x.png": b"not a png", "test/a/z.png": _png()}, "not a readable image"),
+    ],
+)
 def test_bad_image_folders_are_rejected_with_the_offending_file(tmp_path, files, message):
     with pytest.raises(UserError, match=message):
         read_local("bad", _folder(tmp_path / "bad", files))

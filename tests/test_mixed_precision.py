@@ -23,14 +23,19 @@ MEAN, STD = jnp.full(1, 0.3), jnp.full(1, 0.35)
 
 def _config(**overrides):
     """A small batch-norm VGG (two stages, width 8) on 28x28 greyscale images."""
-    return config_lib.apply_overrides(config_lib.default_config(), {
-        "model.name": "ablation_net", "model.stages": 2, "model.width": 8, "model.batch_norm": True, **overrides})
+    return config_lib.apply_overrides(
+        config_lib.default_config(),
+        {"model.name": "ablation_net", "model.stages": 2, "model.width": 8, "model.batch_norm": True, **overrides},
+    )
 
 
 def _batch(n: int = 32, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    return {"image": jnp.asarray(rng.integers(0, 256, (n, 28, 28, 1)), jnp.uint8),
-            "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32), "mask": jnp.ones(n, bool)}
+    return {
+        "image": jnp.asarray(rng.integers(0, 256, (n, 28, 28, 1)), jnp.uint8),
+        "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32),
+        "mask": jnp.ones(n, bool),
+    }
 
 
 def _setup(config):
@@ -66,8 +71,9 @@ def test_bfloat16_step_keeps_parameters_optimizer_state_and_batch_statistics_flo
     before, after, sums = steps["bfloat16"]
     assert _dtypes(after.params) == _dtypes(after.opt_state) == _dtypes(after.batch_stats) == {jnp.dtype(jnp.float32)}
     assert after.batch_stats and sums["loss_sum"].dtype == jnp.float32 and np.isfinite(float(sums["loss_sum"]))
-    changed = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b), (before.params, before.batch_stats),
-                                     (after.params, after.batch_stats))
+    changed = jax.tree_util.tree_map(
+        lambda a, b: not np.array_equal(a, b), (before.params, before.batch_stats), (after.params, after.batch_stats)
+    )
     assert all(jax.tree_util.tree_leaves(changed))  # gradients reached every parameter; statistics were updated
 
 
@@ -131,8 +137,10 @@ def test_cast_floating_leaves_integer_leaves_alone():
 def test_bfloat16_loss_is_close_to_but_not_the_float32_loss(steps):
     f32, bf16 = steps["float32"][2]["loss_sum"], steps["bfloat16"][2]["loss_sum"]
     model, _, state = _setup(_config())
-    f32_eval, bf16_eval = (jax.jit(make_eval_step(model, MEAN, STD, compute_dtype=d))(state, _batch(seed=1))["loss_sum"]
-                           for d in ("float32", "bfloat16"))
+    f32_eval, bf16_eval = (
+        jax.jit(make_eval_step(model, MEAN, STD, compute_dtype=d))(state, _batch(seed=1))["loss_sum"]
+        for d in ("float32", "bfloat16")
+    )
     for f32_loss, bf16_loss in ((f32, bf16), (f32_eval, bf16_eval)):
         assert float(bf16_loss) != float(f32_loss)
         assert float(bf16_loss) == pytest.approx(float(f32_loss), rel=1e-2)  # measured: 6e-5 to 5e-4 (3 batches)
@@ -143,8 +151,10 @@ def test_float32_compute_is_the_unchanged_program(steps):
     model, tx, state = _setup(default)
     args = (state, _batch(), jax.random.PRNGKey(0))
     train = [str(jax.make_jaxpr(make_train_step(model, tx, c, MEAN, STD))(*args)) for c in (default, explicit)]
-    evals = [str(jax.make_jaxpr(step)(state, _batch())) for step in
-             (make_eval_step(model, MEAN, STD), make_eval_step(model, MEAN, STD, compute_dtype="float32"))]
+    evals = [
+        str(jax.make_jaxpr(step)(state, _batch()))
+        for step in (make_eval_step(model, MEAN, STD), make_eval_step(model, MEAN, STD, compute_dtype="float32"))
+    ]
     assert train[0] == train[1] and evals[0] == evals[1]
     assert "bf16" not in train[0] + evals[0]
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, steps["float32"], _train_step(explicit)))

@@ -8,9 +8,8 @@ import pytest
 from cnn_jax import cli, validation
 from cnn_jax import config as config_lib
 from cnn_jax.errors import UserError
-from cnn_jax.models import available_models, model_entry, model_fields
+from cnn_jax.models import available_models, build_model, model_entry, model_fields
 from cnn_jax.models.summary import summarize
-from cnn_jax.models import build_model
 
 
 def validated(**fields):
@@ -20,8 +19,11 @@ def validated(**fields):
 
 
 def test_a_misspelt_field_names_the_model_its_fields_and_the_closest():
-    with pytest.raises(UserError, match=r"model 'ablation_net' has no field 'model.widht'. Did you mean 'width'\? "
-                                        r"Its fields: activation, batch_norm, .*width\."):
+    with pytest.raises(
+        UserError,
+        match=r"model 'ablation_net' has no field 'model.widht'. Did you mean 'width'\? "
+        r"Its fields: activation, batch_norm, .*width\.",
+    ):
         validated(name="ablation_net", widht="64")
 
 
@@ -33,16 +35,19 @@ def test_values_from_the_command_line_take_the_models_types_and_equal_configs_ge
     assert config_lib.run_id(config_lib.from_json(config_lib.to_json(typed))) == config_lib.run_id(typed)
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"name": "ablation_net", "width": "1.5"}, "'model.width' = 1.5 has type float; expected int"),
-    ({"name": "ablation_net", "dropout": "1.0"}, r"'model.dropout' = 1.0: must be in \[0, 1\)"),
-    ({"name": "ablation_net", "stages": "0"}, "'model.stages' = 0: must be > 0"),
-    ({"name": "ablation_net", "head": "mpl"}, "unknown value 'mpl'. Did you mean 'mlp'"),
-    ({"name": "vgg13", "kernel_scheme": "3x3x2"}, r"unknown value '3x3x2'.*Allowed: 3x3, 5x5"),
-    ({"name": "seed_cnn", "num_classes": "3"}, "the dataset's class count"),
-    ({"name": "ablation_net", "pool_window": "3", "downsample": "stride"}, "needs pooling"),
-    ({"name": "seed_cnn", "conv1.features": "3"}, "model fields are not nested"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"name": "ablation_net", "width": "1.5"}, "'model.width' = 1.5 has type float; expected int"),
+        ({"name": "ablation_net", "dropout": "1.0"}, r"'model.dropout' = 1.0: must be in \[0, 1\)"),
+        ({"name": "ablation_net", "stages": "0"}, "'model.stages' = 0: must be > 0"),
+        ({"name": "ablation_net", "head": "mpl"}, "unknown value 'mpl'. Did you mean 'mlp'"),
+        ({"name": "vgg13", "kernel_scheme": "3x3x2"}, r"unknown value '3x3x2'.*Allowed: 3x3, 5x5"),
+        ({"name": "seed_cnn", "num_classes": "3"}, "the dataset's class count"),
+        ({"name": "ablation_net", "pool_window": "3", "downsample": "stride"}, "needs pooling"),
+        ({"name": "seed_cnn", "conv1.features": "3"}, "model fields are not nested"),
+    ],
+)
 def test_impossible_model_fields_fail_validation_by_name(fields, message):
     with pytest.raises(UserError, match=message):
         validated(**fields)

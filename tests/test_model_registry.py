@@ -3,21 +3,45 @@
 from __future__ import annotations
 
 import pytest
-from model_checks import check_model
 
 from cnn_jax.models import available_models, build_model, model_entry
 from cnn_jax.models.summary import summarize
 
+from model_checks import check_model
+
 CHECKED_IN_FAMILY_FILES = {
-    "seed_cnn", "lenet5", "lenet5_1998", "alexnet", "alexnet_torchvision", "vgg11_bn_cifar", "resnet18",
-    "resnet20", "resnet50", "googlenet", "allcnn_model_c", "allcnn_strided_c", "allcnn_convpool_c",
-    "allcnn_all_c", "ablation_net",
+    "seed_cnn",
+    "lenet5",
+    "lenet5_1998",
+    "alexnet",
+    "alexnet_torchvision",
+    "vgg11_bn_cifar",
+    "resnet18",
+    "resnet20",
+    "resnet50",
+    "googlenet",
+    "allcnn_model_c",
+    "allcnn_strided_c",
+    "allcnn_convpool_c",
+    "allcnn_all_c",
+    "ablation_net",
 }
 SLOW = ("vgg11", "vgg13", "vgg16", "vgg19", "resnet101", "resnet152")  # 100M+ parameters or very deep
 # Deeper copies of a builder already checked here or in the family files (same code, another depth
 # tuple): their exact parameter counts are checked by the summary test below, their train step is not.
-DEPTH_VARIANTS = {"vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg19", "vgg19_bn", "resnet44", "resnet56", "resnet110",
-                  "resnet101", "resnet152"}
+DEPTH_VARIANTS = {
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg19",
+    "vgg19_bn",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnet101",
+    "resnet152",
+}
 
 
 def small_input(name: str) -> tuple[int, int, int]:
@@ -30,10 +54,14 @@ def test_every_model_has_a_one_line_description():
         assert description and "\n" not in description, name
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.slow) if n.removesuffix("_bn") in SLOW else n
-    for n in available_models() if n not in CHECKED_IN_FAMILY_FILES | DEPTH_VARIANTS
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n.removesuffix("_bn") in SLOW else n
+        for n in available_models()
+        if n not in CHECKED_IN_FAMILY_FILES | DEPTH_VARIANTS
+    ],
+)
 def test_model_passes_the_common_checks(name):
     check_model(name, small_input(name))
 

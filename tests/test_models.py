@@ -9,8 +9,8 @@ import pytest
 from flax import linen as nn
 
 from cnn_jax.errors import UserError
-from cnn_jax.models.layers import max_pool
 from cnn_jax.models import available_models, build_model
+from cnn_jax.models.layers import max_pool
 
 
 def test_seed_cnn_has_exactly_the_keras_parameter_counts_of_seed_002():
@@ -36,7 +36,7 @@ def _pool_value_and_grad(pool, x, weights):
 def _with_ties(x, window):
     """ReLU zeros, the first window all zeros, and the second diagonal window's maximum repeated twice."""
     x = jnp.maximum(x, 0).at[..., :window, :window, :].set(0.0)
-    top = x[..., window:2 * window, window:2 * window, :].max(axis=(-3, -2))
+    top = x[..., window : 2 * window, window : 2 * window, :].max(axis=(-3, -2))
     return x.at[..., window + 1, window, :].set(top).at[..., window + 1, window + 1, :].set(top)
 
 
@@ -46,8 +46,10 @@ def _with_ties(x, window):
 def test_tiled_max_pool_equals_flax_max_pool_in_value_and_gradient(shape, window, ties):
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     x = _with_ties(x, window) if ties else x
+
     def reference(v):
         return nn.max_pool(v, (window, window), strides=(window, window), padding="VALID")
+
     weights = jax.random.normal(jax.random.PRNGKey(1), reference(x).shape)
     ours, g_ours = _pool_value_and_grad(lambda v: max_pool(v, window), x, weights)
     theirs, g_ref = _pool_value_and_grad(reference, x, weights)
@@ -60,8 +62,10 @@ def test_tiled_max_pool_equals_flax_max_pool_in_value_and_gradient(shape, window
 
 def test_tiled_max_pool_gradient_under_vmap_and_in_bfloat16():
     x = _with_ties(jax.random.normal(jax.random.PRNGKey(2), (3, 2, 10, 10, 4)), 2).astype(jnp.bfloat16)
+
     def reference(v):
         return nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID")
+
     weights = jax.random.normal(jax.random.PRNGKey(3), (2, 5, 5, 4))
     ours = jax.vmap(lambda v: _pool_value_and_grad(lambda u: max_pool(u, 2), v, weights))(x)
     theirs = jax.vmap(lambda v: _pool_value_and_grad(reference, v, weights))(x)

@@ -4,12 +4,13 @@ counts, the paper's geometry, and the common model checks."""
 from __future__ import annotations
 
 import pytest
-from model_checks import check_model, count_params
 
 from cnn_jax.config import apply_overrides, default_config
 from cnn_jax.errors import UserError
 from cnn_jax.models import build_model
 from cnn_jax.models.summary import summarize
+
+from model_checks import check_model, count_params
 
 CIFAR = (32, 32, 3)
 
@@ -24,12 +25,15 @@ MODEL_C = CONV_3_96 + CONV_96_96 + CONV_96_192 + 2 * CONV_192_192 + CONV1X1_192 
 EXTRA_CONVS = CONV_96_96 + CONV_192_192  # one more 3x3 conv per stage (ConvPool) or instead of each pool (All)
 
 
-@pytest.mark.parametrize("name, expected, paper_table_3", [
-    ("allcnn_model_c", 954_730, "~1.3M"),  # the paper's rounding is off here: Table 1's layers give 0.95M
-    ("allcnn_strided_c", 954_730, "~1.3M"),  # stride moves, no weights change
-    ("allcnn_convpool_c", 1_369_738, "~1.4M"),
-    ("allcnn_all_c", 1_369_738, "~1.4M"),
-])
+@pytest.mark.parametrize(
+    "name, expected, paper_table_3",
+    [
+        ("allcnn_model_c", 954_730, "~1.3M"),  # the paper's rounding is off here: Table 1's layers give 0.95M
+        ("allcnn_strided_c", 954_730, "~1.3M"),  # stride moves, no weights change
+        ("allcnn_convpool_c", 1_369_738, "~1.4M"),
+        ("allcnn_all_c", 1_369_738, "~1.4M"),
+    ],
+)
 def test_allcnn_parameter_counts_are_exact(name, expected, paper_table_3):
     assert MODEL_C == 954_730 and MODEL_C + EXTRA_CONVS == 1_369_738
     assert count_params(name, CIFAR, 10) == (expected, 0)
@@ -64,16 +68,23 @@ def build_model_with(**options):
     return build_model(apply_overrides(default_config(), overrides).model, num_classes=10)
 
 
-@pytest.mark.parametrize("options, expected", [
-    ({}, (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + (16 * 10 + 10)),
-    ({"downsample": "avg"}, (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + (16 * 10 + 10)),
-    ({"downsample": "stride"},  # plus a 3x3 conv keeping the channels after each stage
-     (9 * 1 * 8 + 8) + (9 * 8 * 8 + 8) + (9 * 8 * 16 + 16) + (9 * 16 * 16 + 16) + (16 * 10 + 10)),
-    ({"kernel_scheme": "5x5"}, (25 * 1 * 8 + 8) + (25 * 8 * 16 + 16) + (16 * 10 + 10)),
-    ({"kernel_scheme": "3x3x2", "convs_per_stage": 2},
-     (9 * 1 * 8 + 8) + 3 * (9 * 8 * 8 + 8) + (9 * 8 * 16 + 16) + 3 * (9 * 16 * 16 + 16) + (16 * 10 + 10)),
-    ({"head": "mlp"}, (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + (7 * 7 * 16 * 256 + 256) + (256 * 10 + 10)),
-])
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({}, (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + (16 * 10 + 10)),
+        ({"downsample": "avg"}, (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + (16 * 10 + 10)),
+        (
+            {"downsample": "stride"},  # plus a 3x3 conv keeping the channels after each stage
+            (9 * 1 * 8 + 8) + (9 * 8 * 8 + 8) + (9 * 8 * 16 + 16) + (9 * 16 * 16 + 16) + (16 * 10 + 10),
+        ),
+        ({"kernel_scheme": "5x5"}, (25 * 1 * 8 + 8) + (25 * 8 * 16 + 16) + (16 * 10 + 10)),
+        (
+            {"kernel_scheme": "3x3x2", "convs_per_stage": 2},
+            (9 * 1 * 8 + 8) + 3 * (9 * 8 * 8 + 8) + (9 * 8 * 16 + 16) + 3 * (9 * 16 * 16 + 16) + (16 * 10 + 10),
+        ),
+        ({"head": "mlp"}, (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + (7 * 7 * 16 * 256 + 256) + (256 * 10 + 10)),
+    ],
+)
 def test_ablation_net_counts_follow_the_formula(options, expected):
     assert count_params("ablation_net", (28, 28, 1), 10, **SMALL, **options) == (expected, 0)
 
@@ -94,13 +105,16 @@ def test_stacked_3x3_convs_have_fewer_weights_than_one_big_kernel_of_equal_recep
     assert stacked_count < big_count
 
 
-@pytest.mark.parametrize("options", [  # each downsample kind and each kernel scheme once; one stage keeps it fast
-    {"downsample": "max", "kernel_scheme": "5x5", "stages": 1},
-    {"downsample": "avg", "kernel_scheme": "3x3x2", "stages": 1},
-    {"downsample": "stride", "kernel_scheme": "7x7", "stages": 1},
-    {"downsample": "none", "kernel_scheme": "3x3x3", "stages": 1},
-    {"stages": 2, "pool_window": 3, "batch_norm": True, "head": "mlp", "dropout": 0.5},
-])
+@pytest.mark.parametrize(
+    "options",
+    [  # each downsample kind and each kernel scheme once; one stage keeps it fast
+        {"downsample": "max", "kernel_scheme": "5x5", "stages": 1},
+        {"downsample": "avg", "kernel_scheme": "3x3x2", "stages": 1},
+        {"downsample": "stride", "kernel_scheme": "7x7", "stages": 1},
+        {"downsample": "none", "kernel_scheme": "3x3x3", "stages": 1},
+        {"stages": 2, "pool_window": 3, "batch_norm": True, "head": "mlp", "dropout": 0.5},
+    ],
+)
 def test_ablation_net_passes_the_common_model_checks(options):
     check_model("ablation_net", (12, 12, 1), width=4, **options)
 

@@ -10,20 +10,27 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
-from model_checks import check_model, count_params
 
 from cnn_jax import config as config_lib
 from cnn_jax.models import build_model
 from cnn_jax.models.lenet import C3_INPUTS, PartialConv, RBFOutput
 from cnn_jax.models.summary import summarize
 
+from model_checks import check_model, count_params
+
 IMAGENET = (224, 224, 3)
 CIFAR = (32, 32, 3)
 
 # torchvision docs, models/generated/torchvision.models.<name>.html: num_params of IMAGENET1K_V1.
 TORCHVISION_VGG = {
-    "vgg11": 132_863_336, "vgg13": 133_047_848, "vgg16": 138_357_544, "vgg19": 143_667_240,
-    "vgg11_bn": 132_868_840, "vgg13_bn": 133_053_736, "vgg16_bn": 138_365_992, "vgg19_bn": 143_678_248,
+    "vgg11": 132_863_336,
+    "vgg13": 133_047_848,
+    "vgg16": 138_357_544,
+    "vgg19": 143_667_240,
+    "vgg11_bn": 132_868_840,
+    "vgg13_bn": 133_053_736,
+    "vgg16_bn": 138_365_992,
+    "vgg19_bn": 143_678_248,
 }
 IMAGENET_HEAD = (25_088 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 1000 + 1000)
 
@@ -53,11 +60,15 @@ def sizes(tree: dict) -> dict[str, int]:
 
 
 def shape_chain(model: nn.Module, input_shape, kinds=("Conv", "MaxPool", "Flatten", "Dense")) -> list[tuple]:
-    return [(row.path.split("/")[-2 if row.kind in ("Conv", "MaxPool") else -1], row.output_shape)
-            for row in summarize(model, input_shape).rows if row.kind in kinds]
+    return [
+        (row.path.split("/")[-2 if row.kind in ("Conv", "MaxPool") else -1], row.output_shape)
+        for row in summarize(model, input_shape).rows
+        if row.kind in kinds
+    ]
 
 
 # ----------------------------------------------------------------------------- LeNet-5
+
 
 def test_lenet5_has_the_61706_parameters_of_the_pytorch_tutorial_on_32x32_and_padded_28x28():
     # PyTorch "Neural Networks" tutorial: 156 + 2,416 + 48,120 + 10,164 + 850.
@@ -107,6 +118,7 @@ def test_lenet5_1998_rbf_output_has_fixed_centres_and_returns_minus_squared_dist
 
 # ----------------------------------------------------------------------------- AlexNet
 
+
 def test_alexnet_has_62378344_parameters_as_the_single_gpu_paper_layout():
     # Krizhevsky et al. 2012, Section 3 / Fig. 2, ungrouped: 34,944 + 614,656 + 885,120 + 1,327,488
     # + 884,992 convs, 37,752,832 + 16,781,312 + 4,097,000 fc.
@@ -115,10 +127,18 @@ def test_alexnet_has_62378344_parameters_as_the_single_gpu_paper_layout():
 
 def test_alexnet_shape_chain_on_227x227_follows_the_paper():
     assert shape_chain(build("alexnet", (227, 227, 3), 1000), (227, 227, 3)) == [
-        ("conv1", (55, 55, 96)), ("pool1", (27, 27, 96)),
-        ("conv2", (27, 27, 256)), ("pool2", (13, 13, 256)),
-        ("conv3", (13, 13, 384)), ("conv4", (13, 13, 384)), ("conv5", (13, 13, 256)), ("pool5", (6, 6, 256)),
-        ("flatten", (9216,)), ("Dense_0", (4096,)), ("Dense_1", (4096,)), ("Dense_2", (1000,)),
+        ("conv1", (55, 55, 96)),
+        ("pool1", (27, 27, 96)),
+        ("conv2", (27, 27, 256)),
+        ("pool2", (13, 13, 256)),
+        ("conv3", (13, 13, 384)),
+        ("conv4", (13, 13, 384)),
+        ("conv5", (13, 13, 256)),
+        ("pool5", (6, 6, 256)),
+        ("flatten", (9216,)),
+        ("Dense_0", (4096,)),
+        ("Dense_1", (4096,)),
+        ("Dense_2", (1000,)),
     ]
 
 
@@ -136,6 +156,7 @@ def test_alexnet_torchvision_has_the_documented_61100840_parameters_on_any_input
 
 # ----------------------------------------------------------------------------- VGG
 
+
 @pytest.mark.parametrize("name", sorted(TORCHVISION_VGG))
 def test_vgg_imagenet_heads_match_torchvision_and_running_statistics_are_not_parameters(name):
     trainable, non_trainable = count_params(name, IMAGENET, 1000)
@@ -144,11 +165,19 @@ def test_vgg_imagenet_heads_match_torchvision_and_running_statistics_are_not_par
     assert non_trainable == TORCHVISION_VGG[name] - TORCHVISION_VGG[plain]  # running mean + var = scale + bias
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("vgg11_cifar", 9_225_610), ("vgg13_cifar", 9_410_122), ("vgg16_cifar", 14_719_818), ("vgg19_cifar", 20_029_514),
-    ("vgg11_bn_cifar", 9_231_114), ("vgg13_bn_cifar", 9_416_010), ("vgg16_bn_cifar", 14_728_266),
-    ("vgg19_bn_cifar", 20_040_522),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("vgg11_cifar", 9_225_610),
+        ("vgg13_cifar", 9_410_122),
+        ("vgg16_cifar", 14_719_818),
+        ("vgg19_cifar", 20_029_514),
+        ("vgg11_bn_cifar", 9_231_114),
+        ("vgg13_bn_cifar", 9_416_010),
+        ("vgg16_bn_cifar", 14_728_266),
+        ("vgg19_bn_cifar", 20_040_522),
+    ],
+)
 def test_vgg_cifar_heads_match_kuangliu_pytorch_cifar(name, expected):
     # kuangliu/pytorch-cifar models/vgg.py: torchvision's features (convs with bias, BN scale + bias)
     # and one fc 512 -> 10 instead of torchvision's ImageNet head.
@@ -173,20 +202,27 @@ def test_vgg_downsample_switch_reaches_every_pooling_layer():
 
 # ----------------------------------------------------------------------------- common checks
 
-@pytest.mark.parametrize("name, input_shape, options", [
-    ("lenet5", (32, 32, 1), {}),
-    ("lenet5", (28, 28, 1), {"downsample": "avg"}),
-    ("lenet5_1998", (28, 28, 1), {}),
-    ("vgg11_bn_cifar", CIFAR, {}),
-])
+
+@pytest.mark.parametrize(
+    "name, input_shape, options",
+    [
+        ("lenet5", (32, 32, 1), {}),
+        ("lenet5", (28, 28, 1), {"downsample": "avg"}),
+        ("lenet5_1998", (28, 28, 1), {}),
+        ("vgg11_bn_cifar", CIFAR, {}),
+    ],
+)
 def test_classic_models_pass_the_common_checks(name, input_shape, options):
     check_model(name, input_shape, **options)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, input_shape", [
-    ("alexnet", (67, 67, 3)),  # the smallest input that leaves a 1x1 map after pool5
-    ("alexnet_torchvision", (63, 63, 3)),  # likewise; adaptive pooling restores the 6x6 head
-])
+@pytest.mark.parametrize(
+    "name, input_shape",
+    [
+        ("alexnet", (67, 67, 3)),  # the smallest input that leaves a 1x1 map after pool5
+        ("alexnet_torchvision", (63, 63, 3)),  # likewise; adaptive pooling restores the 6x6 head
+    ],
+)
 def test_alexnets_pass_the_common_checks(name, input_shape):
     check_model(name, input_shape)  # 22M and 61M parameters: over 10 s each on 2 CPU cores

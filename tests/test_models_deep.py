@@ -9,15 +9,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from model_checks import check_model, count_params
 
 from cnn_jax import config as config_lib
-from cnn_jax.models.blocks import AdaptiveAvgPool, BasicBlock, Bottleneck, InceptionV1, Shortcut
 from cnn_jax.errors import UserError
 from cnn_jax.models import build_model
+from cnn_jax.models.blocks import AdaptiveAvgPool, BasicBlock, Bottleneck, InceptionV1, Shortcut
 from cnn_jax.models.googlenet import INCEPTIONS, GoogLeNet
 from cnn_jax.models.resnet import CifarResNet
 from cnn_jax.models.summary import summarize
+
+from model_checks import check_model, count_params
 
 # torchvision.models documentation, "num_params" of the IMAGENET1K_V1 weights (1000 classes).
 TORCHVISION_COUNTS = {
@@ -40,12 +41,14 @@ CIFAR_COUNTS = {
 
 def _abstract(module, input_shape) -> tuple[tuple[int, ...], int]:
     """(output shape, trainable parameters) of `module` on one input, without compute."""
-    out, variables = jax.eval_shape(lambda: module.init_with_output(jax.random.PRNGKey(0),
-                                                                    jnp.zeros((1, *input_shape))))
+    out, variables = jax.eval_shape(
+        lambda: module.init_with_output(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape)))
+    )
     return out.shape[1:], sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(variables.get("params", {})))
 
 
 # ----------------------------------------------------------------------------- parameter counts
+
 
 @pytest.mark.parametrize("name, count", TORCHVISION_COUNTS.items())
 def test_imagenet_models_have_torchvisions_parameter_counts(name, count):
@@ -100,6 +103,7 @@ def test_resnet_stem_pool_follows_the_downsample_switch():
 
 # ----------------------------------------------------------------------------- blocks
 
+
 @pytest.mark.parametrize("block, expansion", [(BasicBlock, 1), (Bottleneck, 4)])
 def test_shortcut_options_a_and_b_give_equal_shapes_and_only_b_has_parameters(block, expansion):
     out_features = 32 * expansion
@@ -146,8 +150,12 @@ def test_googlenet_returns_main_logits_and_sows_aux_logits_only_in_training():
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
 
     def run(train: bool):
-        return jax.eval_shape(lambda v: model.apply(v, x, train=train, mutable=["batch_stats", "intermediates"],
-                                                    rngs={"dropout": jax.random.PRNGKey(1)}), variables)
+        return jax.eval_shape(
+            lambda v: model.apply(
+                v, x, train=train, mutable=["batch_stats", "intermediates"], rngs={"dropout": jax.random.PRNGKey(1)}
+            ),
+            variables,
+        )
 
     logits, state = run(True)
     assert logits.shape == (2, 10)
@@ -158,6 +166,7 @@ def test_googlenet_returns_main_logits_and_sows_aux_logits_only_in_training():
 
 
 # ----------------------------------------------------------------------------- common model checks
+
 
 def test_resnet20_passes_the_common_model_checks():
     check_model("resnet20", (32, 32, 3))

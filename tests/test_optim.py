@@ -27,8 +27,18 @@ def test_warmup_then_cosine_reaches_zero_at_the_last_step():
 
 
 def test_step_schedule_multiplies_by_the_factor_at_each_boundary():
-    schedule = make_schedule(cfg(**{"schedule.name": "step", "schedule.boundaries_epochs": (2.0, 4.0),
-                                    "schedule.decay_factor": 0.1, "optimizer.lr": 1.0, "train.epochs": 5}), 10)
+    schedule = make_schedule(
+        cfg(
+            **{
+                "schedule.name": "step",
+                "schedule.boundaries_epochs": (2.0, 4.0),
+                "schedule.decay_factor": 0.1,
+                "optimizer.lr": 1.0,
+                "train.epochs": 5,
+            }
+        ),
+        10,
+    )
     assert [float(schedule(s)) for s in (0, 19, 20, 39, 40)] == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01])
 
 
@@ -45,19 +55,26 @@ def _one_update(config, params, grads):
 
 def test_sgd_with_coupled_weight_decay_matches_the_formula():
     params, grads = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, 0.5])}
-    config = cfg(**{"optimizer.name": "sgd", "optimizer.lr": 0.1, "optimizer.weight_decay": 0.01,
-                    "optimizer.momentum": 0.9})
+    config = cfg(
+        **{"optimizer.name": "sgd", "optimizer.lr": 0.1, "optimizer.weight_decay": 0.01, "optimizer.momentum": 0.9}
+    )
     new = _one_update(config, params, grads)  # first momentum step equals plain SGD on g + wd * w
     np.testing.assert_allclose(new["w"], params["w"] - 0.1 * (grads["w"] + 0.01 * params["w"]), rtol=1e-6)
 
 
 def test_adamw_decay_is_decoupled_and_clipping_bounds_the_step():
     params, grads = {"w": jnp.array([1.0])}, {"w": jnp.array([1e-3])}
-    adamw = _one_update(cfg(**{"optimizer.name": "adamw", "optimizer.lr": 0.1, "optimizer.weight_decay": 0.5}),
-                        params, grads)
+    adamw = _one_update(
+        cfg(**{"optimizer.name": "adamw", "optimizer.lr": 0.1, "optimizer.weight_decay": 0.5}), params, grads
+    )
     np.testing.assert_allclose(adamw["w"], 1.0 - 0.1 * (1.0 + 0.5 * 1.0), rtol=1e-4)  # adam's first step is lr*sign(g)
-    clipped = _one_update(cfg(**{"optimizer.name": "sgd", "optimizer.momentum": 0.0, "optimizer.lr": 1.0,
-                                 "optimizer.grad_clip_norm": 1.0}), {"w": jnp.zeros(2)}, {"w": jnp.array([3.0, 4.0])})
+    clipped = _one_update(
+        cfg(
+            **{"optimizer.name": "sgd", "optimizer.momentum": 0.0, "optimizer.lr": 1.0, "optimizer.grad_clip_norm": 1.0}
+        ),
+        {"w": jnp.zeros(2)},
+        {"w": jnp.array([3.0, 4.0])},
+    )
     np.testing.assert_allclose(clipped["w"], [-0.6, -0.8], rtol=1e-6)
 
 

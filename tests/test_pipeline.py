@@ -38,7 +38,7 @@ def test_eval_padding_counts_every_example_exactly_once():
     assert len(split.labels) == 12 and split.size == 10
     masks = [slice_batch(split, i, 4)["mask"] for i in range(split.num_batches(4))]
     labels = [slice_batch(split, i, 4)["label"] for i in range(split.num_batches(4))]
-    counted = np.concatenate([np.asarray(l)[np.asarray(m)] for l, m in zip(labels, masks)])
+    counted = np.concatenate([np.asarray(y)[np.asarray(m)] for y, m in zip(labels, masks)])
     assert counted.tolist() == list(range(10))
 
 
@@ -55,8 +55,11 @@ def test_zero_padded_crop_shifts_content_and_fills_zeros():
     out = np.asarray(random_shift(images, jax.random.PRNGKey(0), 1, "constant"))
     assert out.shape == images.shape
     for shifted in out:  # every result is the image moved by at most one pixel, zeros shifted in
-        matches = [np.array_equal(shifted, np.roll(np.pad(image[0], ((1, 1), (1, 1), (0, 0))), (dy, dx), (0, 1))[1:5, 1:5])
-                   for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        matches = [
+            np.array_equal(shifted, np.roll(np.pad(image[0], ((1, 1), (1, 1), (0, 0))), (dy, dx), (0, 1))[1:5, 1:5])
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+        ]
         assert any(matches)
     assert len({arr.tobytes() for arr in out}) > 1
 

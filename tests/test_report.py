@@ -18,16 +18,35 @@ STEPS_PER_EPOCH, EPOCHS = 2, 3
 
 
 def manifest(commit: str = "c0ffee", resumes: list | None = None) -> dict:
-    return {"started": "2025-01-01T00:00:00+00:00", "packages": {"jax": "0.4.35", "numpy": "2.1.0"},
-            "git": {"commit": commit, "dirty": False},
-            "device": {"backend": "cpu", "count": 1, "kind": "cpu", "host": "box", "python": "3.11.9"},
-            "command": ["cnn-jax", "train"], "run_id": "x", "resumes": resumes or [],
-            "data": {"name": "fashion_mnist", "source": "tfds", "fingerprints": {"train": "aa11", "test": "bb22"},
-                     "sizes": {"train": 60000, "test": 10000}, "train_examples_used": 60000}}
+    return {
+        "started": "2025-01-01T00:00:00+00:00",
+        "packages": {"jax": "0.4.35", "numpy": "2.1.0"},
+        "git": {"commit": commit, "dirty": False},
+        "device": {"backend": "cpu", "count": 1, "kind": "cpu", "host": "box", "python": "3.11.9"},
+        "command": ["cnn-jax", "train"],
+        "run_id": "x",
+        "resumes": resumes or [],
+        "data": {
+            "name": "fashion_mnist",
+            "source": "tfds",
+            "fingerprints": {"train": "aa11", "test": "bb22"},
+            "sizes": {"train": 60000, "test": 10000},
+            "train_examples_used": 60000,
+        },
+    }
 
 
-def write_run(exp: Path, run_id: str, seed: int, accuracy: float | None, params: int = 1000,
-              stop_epoch: float = EPOCHS, commit: str = "c0ffee", first_step: int = 0, loop_seconds: float = 10.0):
+def write_run(
+    exp: Path,
+    run_id: str,
+    seed: int,
+    accuracy: float | None,
+    params: int = 1000,
+    stop_epoch: float = EPOCHS,
+    commit: str = "c0ffee",
+    first_step: int = 0,
+    loop_seconds: float = 10.0,
+):
     """A run directory; accuracy None leaves it unfinished at `stop_epoch`."""
     run = exp / run_id
     run.mkdir(parents=True)
@@ -37,49 +56,102 @@ def write_run(exp: Path, run_id: str, seed: int, accuracy: float | None, params:
     records = []
     for step in range(1, int(stop_epoch * STEPS_PER_EPOCH) + 1):
         epoch = step / STEPS_PER_EPOCH
-        record = {"step": step, "epoch": epoch, "lr": 0.1, "train_loss": 2.0 / step, "train_accuracy": 0.5,
-                  "images_per_sec": 100.0}
+        record = {
+            "step": step,
+            "epoch": epoch,
+            "lr": 0.1,
+            "train_loss": 2.0 / step,
+            "train_accuracy": 0.5,
+            "images_per_sec": 100.0,
+        }
         if step % STEPS_PER_EPOCH == 0:
-            record.update(eval_loss=1.0 / epoch, eval_accuracy=final * epoch / EPOCHS, eval_top5=0.99,
-                          train_top5=0.99)
+            record.update(eval_loss=1.0 / epoch, eval_accuracy=final * epoch / EPOCHS, eval_top5=0.99, train_top5=0.99)
         records.append(record)
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     if accuracy is not None:
-        (run / "result.json").write_text(json.dumps({
-            "run_id": run_id, "experiment": exp.name, "model": "seed_cnn", "dataset": "fashion_mnist",
-            "seed": seed, "steps": EPOCHS * STEPS_PER_EPOCH, "epochs": EPOCHS,
-            "final": {"eval_loss": 1.0 - accuracy, "eval_accuracy": accuracy, "eval_top5": 0.99},
-            "best": {"step": 4, "eval_loss": 0.2, "eval_accuracy": accuracy + 0.001, "eval_top5": 0.99},
-            "data_fingerprints": {"train": "aa11", "test": "bb22"}, "compile_seconds": 1.0,
-            "loop_seconds": loop_seconds, "images_per_sec_median": 500.0 + seed, "first_step": first_step,
-            "model_summary": {"params": params, "trainable_params": params, "flops": 2_500_000}}))
+        (run / "result.json").write_text(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "experiment": exp.name,
+                    "model": "seed_cnn",
+                    "dataset": "fashion_mnist",
+                    "seed": seed,
+                    "steps": EPOCHS * STEPS_PER_EPOCH,
+                    "epochs": EPOCHS,
+                    "final": {"eval_loss": 1.0 - accuracy, "eval_accuracy": accuracy, "eval_top5": 0.99},
+                    "best": {"step": 4, "eval_loss": 0.2, "eval_accuracy": accuracy + 0.001, "eval_top5": 0.99},
+                    "data_fingerprints": {"train": "aa11", "test": "bb22"},
+                    "compile_seconds": 1.0,
+                    "loop_seconds": loop_seconds,
+                    "images_per_sec_median": 500.0 + seed,
+                    "first_step": first_step,
+                    "model_summary": {"params": params, "trainable_params": params, "flops": 2_500_000},
+                }
+            )
+        )
 
 
-def write_sweep(exp: Path, accuracies: dict[tuple[str, int], float | None], axis: str = "downsample",
-                baseline: str = "max", preset: str = "cpu", options: dict | None = None) -> dict:
+def write_sweep(
+    exp: Path,
+    accuracies: dict[tuple[str, int], float | None],
+    axis: str = "downsample",
+    baseline: str = "max",
+    preset: str = "cpu",
+    options: dict | None = None,
+) -> dict:
     """A single-axis sweep over the (level, seed) pairs of `accuracies`, in that order (`options`: per run)."""
     levels = list(dict.fromkeys(level for level, _ in accuracies))
     runs = []
     for index, ((level, seed), accuracy) in enumerate(accuracies.items()):
         run_id = f"{index:04d}{level}{seed}"
-        runs.append({"index": index, "name": f"{axis}={level},seed={seed}", "variant": f"{axis}={level}",
-                     "levels": {axis: level}, "seed": seed, "run_id": run_id})
-        write_run(exp, run_id, seed, accuracy, params=1000 + 10 * levels.index(level),
-                  **(options or {}).get((level, seed), {}))
-    sweep = {"experiment": exp.name, "experiment_file": f"experiments/{exp.name}.py", "preset": preset,
-             "question": "Does max-pool beat avg-pool and strided conv?",
-             "axes": [{"name": axis, "levels": {lv: {f"model.{axis}": lv} for lv in levels}}],
-             "combine": "product", "seeds": sorted({s for _, s in accuracies}), "baseline": {axis: baseline},
-             "overrides": {"train.epochs": EPOCHS}, "command": f"./launch.sh experiments/{exp.name}.py {preset}",
-             "runs": runs}
+        runs.append(
+            {
+                "index": index,
+                "name": f"{axis}={level},seed={seed}",
+                "variant": f"{axis}={level}",
+                "levels": {axis: level},
+                "seed": seed,
+                "run_id": run_id,
+            }
+        )
+        write_run(
+            exp,
+            run_id,
+            seed,
+            accuracy,
+            params=1000 + 10 * levels.index(level),
+            **(options or {}).get((level, seed), {}),
+        )
+    sweep = {
+        "experiment": exp.name,
+        "experiment_file": f"experiments/{exp.name}.py",
+        "preset": preset,
+        "question": "Does max-pool beat avg-pool and strided conv?",
+        "axes": [{"name": axis, "levels": {lv: {f"model.{axis}": lv} for lv in levels}}],
+        "combine": "product",
+        "seeds": sorted({s for _, s in accuracies}),
+        "baseline": {axis: baseline},
+        "overrides": {"train.epochs": EPOCHS},
+        "command": f"./launch.sh experiments/{exp.name}.py {preset}",
+        "runs": runs,
+    }
     exp.mkdir(parents=True, exist_ok=True)
     (exp / f"sweep-{preset}.json").write_text(json.dumps(sweep))
     return sweep
 
 
-ACCURACIES = {("avg", 0): 0.91, ("avg", 1): 0.93, ("avg", 2): 0.92,
-              ("max", 0): 0.90, ("max", 1): 0.91, ("max", 2): 0.92,
-              ("stride", 0): 0.88, ("stride", 1): 0.89, ("stride", 2): None}
+ACCURACIES = {
+    ("avg", 0): 0.91,
+    ("avg", 1): 0.93,
+    ("avg", 2): 0.92,
+    ("max", 0): 0.90,
+    ("max", 1): 0.91,
+    ("max", 2): 0.92,
+    ("stride", 0): 0.88,
+    ("stride", 1): 0.89,
+    ("stride", 2): None,
+}
 
 
 def build(exp: Path) -> dict:
@@ -98,7 +170,7 @@ def test_variant_table_numbers(tmp_path):
     assert (base["finished"], base["planned"], stride["finished"], stride["planned"]) == (3, 3, 2, 3)
     assert base["final_accuracy"]["mean"] == pytest.approx(91.0)
     assert base["final_accuracy"]["std"] == pytest.approx(1.0)
-    half = scipy.stats.t.ppf(0.975, 2) * 1.0 / 3 ** 0.5
+    half = scipy.stats.t.ppf(0.975, 2) * 1.0 / 3**0.5
     assert base["final_accuracy"]["ci"] == pytest.approx([91.0 - half, 91.0 + half])
     assert base["best_accuracy"]["mean"] == pytest.approx(91.1)
     assert base["final_loss"]["mean"] == pytest.approx(0.09)
@@ -113,8 +185,12 @@ def test_pairs_by_seed_and_reports_missing_runs(tmp_path):
     write_sweep(exp, ACCURACIES)
     data = build(exp)
     paired = {(p["variant"], p["metric"]): p for p in data["paired"]}
-    assert set(paired) == {("downsample=avg", "final_accuracy"), ("downsample=avg", "final_loss"),
-                           ("downsample=stride", "final_accuracy"), ("downsample=stride", "final_loss")}
+    assert set(paired) == {
+        ("downsample=avg", "final_accuracy"),
+        ("downsample=avg", "final_loss"),
+        ("downsample=stride", "final_accuracy"),
+        ("downsample=stride", "final_loss"),
+    }
     avg = paired["downsample=avg", "final_accuracy"]
     assert avg["reference"] == "downsample=max" and avg["n"] == 3 and avg["seeds"] == [0, 1, 2]
     assert avg["mean"] == pytest.approx(1.0)
@@ -123,19 +199,31 @@ def test_pairs_by_seed_and_reports_missing_runs(tmp_path):
     assert stride["n"] == 2 and stride["seeds"] == [0, 1] and stride["mean"] == pytest.approx(-2.0)
     loss = paired["downsample=stride", "final_loss"]
     assert loss["mean"] == pytest.approx(0.02) and loss["p_value"] is None  # equal differences: no t-test
-    assert data["missing"] == [{"name": "downsample=stride,seed=2", "run_id": "0008stride2",
-                                "state": "unfinished, last logged epoch 3.00"}]
+    assert data["missing"] == [
+        {"name": "downsample=stride,seed=2", "run_id": "0008stride2", "state": "unfinished, last logged epoch 3.00"}
+    ]
 
 
 def test_unstarted_and_interrupted_runs_are_missing(tmp_path):
     exp = tmp_path / "e"
-    write_sweep(exp, {("max", 0): 0.9, ("max", 1): 0.91, ("avg", 0): 0.92, ("avg", 1): None},
-                options={("avg", 1): {"stop_epoch": 1.5}})
+    write_sweep(
+        exp,
+        {("max", 0): 0.9, ("max", 1): 0.91, ("avg", 0): 0.92, ("avg", 1): None},
+        options={("avg", 1): {"stop_epoch": 1.5}},
+    )
     with open(exp / "0003avg1" / "metrics.jsonl", "a") as f:
         f.write('{"step": 4, "epo')  # killed in the middle of a line
     sweep = json.loads((exp / "sweep-cpu.json").read_text())
-    sweep["runs"].append({"index": 4, "name": "downsample=avg,seed=2", "variant": "downsample=avg",
-                          "levels": {"downsample": "avg"}, "seed": 2, "run_id": "notyet"})
+    sweep["runs"].append(
+        {
+            "index": 4,
+            "name": "downsample=avg,seed=2",
+            "variant": "downsample=avg",
+            "levels": {"downsample": "avg"},
+            "seed": 2,
+            "run_id": "notyet",
+        }
+    )
     (exp / "sweep-cpu.json").write_text(json.dumps(sweep))
     data = build(exp)
     assert [m["state"] for m in data["missing"]] == ["unfinished, last logged epoch 1.50", "not started"]
@@ -184,8 +272,7 @@ def test_report_of_a_sweep_with_nothing_finished(tmp_path):
     write_sweep(exp, {("max", 0): None, ("avg", 0): None})
     result = report.write_report(exp)
     assert result.data["finished"] == 0 and len(result.data["missing"]) == 2
-    assert result.data["variants"][0]["final_accuracy"] == {"n": 0, "mean": None, "std": None, "ci": None,
-                                                            "values": []}
+    assert result.data["variants"][0]["final_accuracy"] == {"n": 0, "mean": None, "std": None, "ci": None, "values": []}
     assert "| downsample=max (baseline) | 0/1 | — | — | — | — | — | — | — |" in result.markdown
     assert all(path.exists() for path in result.paths.values())
 
@@ -199,8 +286,12 @@ def test_write_report_to_chosen_dir_from_the_sweep_file(tmp_path):
 
 def test_latex_is_escaped(tmp_path):
     exp = tmp_path / "e"
-    write_sweep(exp, {("max_pool", 0): 0.9, ("max_pool", 1): 0.92, ("avg_pool", 0): 0.91, ("avg_pool", 1): 0.95},
-                axis="down_sample", baseline="max_pool")
+    write_sweep(
+        exp,
+        {("max_pool", 0): 0.9, ("max_pool", 1): 0.92, ("avg_pool", 0): 0.91, ("avg_pool", 1): 0.95},
+        axis="down_sample",
+        baseline="max_pool",
+    )
     data = build(exp)
     summary, paired = report.latex_table(*report.summary_table(data)), report.latex_table(*report.paired_table(data))
     assert r"down\_sample=max\_pool (baseline)" in summary
@@ -210,8 +301,10 @@ def test_latex_is_escaped(tmp_path):
         cells = [cell for line in body for cell in line.split(" & ")]
         assert not [cell for cell in cells if re.search(r"(?<!\\)[_%&#]|[±—−Δ]", cell)]
         assert body[1] == r"\toprule" and body[-2] == r"\bottomrule"
-    assert report.latex_escape("50% of a_b & {c} $x$ ~ ^") == \
-        r"50\% of a\_b \& \{c\} \$x\$ \textasciitilde{} \textasciicircum{}"
+    assert (
+        report.latex_escape("50% of a_b & {c} $x$ ~ ^")
+        == r"50\% of a\_b \& \{c\} \$x\$ \textasciitilde{} \textasciicircum{}"
+    )
 
 
 def test_multi_axis_compares_one_axis_at_a_time(tmp_path):
@@ -221,28 +314,42 @@ def test_multi_axis_compares_one_axis_at_a_time(tmp_path):
     for index, (down, width) in enumerate([("max", "1"), ("avg", "1"), ("max", "2"), ("avg", "2")]):
         levels = {"downsample": down, "width": width}
         variant = f"downsample={down},width={width}"
-        runs.append({"index": index, "name": f"{variant},seed=0", "variant": variant, "levels": levels,
-                     "seed": 0, "run_id": f"r{index}"})
+        runs.append(
+            {
+                "index": index,
+                "name": f"{variant},seed=0",
+                "variant": variant,
+                "levels": levels,
+                "seed": 0,
+                "run_id": f"r{index}",
+            }
+        )
         write_run(exp, f"r{index}", 0, 0.9 + index / 100)
     sweep = {"experiment": "grid", "preset": "cpu", "seeds": [0], "baseline": baseline, "runs": runs}
     data = report.build_report(sweep, report.load_runs(sweep, exp))
     pairs = {(p["variant"], p["axis"], p["reference"]) for p in data["paired"] if p["metric"] == "final_accuracy"}
-    assert pairs == {("downsample=avg,width=1", "downsample", "downsample=max,width=1"),
-                     ("downsample=max,width=2", "width", "downsample=max,width=1"),
-                     ("downsample=avg,width=2", "downsample", "downsample=max,width=2"),
-                     ("downsample=avg,width=2", "width", "downsample=avg,width=1")}
+    assert pairs == {
+        ("downsample=avg,width=1", "downsample", "downsample=max,width=1"),
+        ("downsample=max,width=2", "width", "downsample=max,width=1"),
+        ("downsample=avg,width=2", "downsample", "downsample=max,width=2"),
+        ("downsample=avg,width=2", "width", "downsample=avg,width=1"),
+    }
     assert data["title"] == "grid"  # no question: the experiment names the report
 
 
 def test_provenance_differences_and_resumes_are_shown(tmp_path):
     exp = tmp_path / "e"
-    write_sweep(exp, {("max", 0): 0.9, ("max", 1): 0.91, ("avg", 0): 0.92, ("avg", 1): 0.93},
-                options={("avg", 1): {"commit": "beef00", "first_step": 3, "loop_seconds": 2.0}})
+    write_sweep(
+        exp,
+        {("max", 0): 0.9, ("max", 1): 0.91, ("avg", 0): 0.92, ("avg", 1): 0.93},
+        options={("avg", 1): {"commit": "beef00", "first_step": 3, "loop_seconds": 2.0}},
+    )
     data = build(exp)
     assert data["variants"][1]["train_seconds_median"] == 10.0 and data["variants"][1]["resumed_runs"] == 1
-    assert data["provenance"]["code"] == {"git c0ffee (clean)": ["downsample=max,seed=0", "downsample=max,seed=1",
-                                                                 "downsample=avg,seed=0"],
-                                          "git beef00 (clean)": ["downsample=avg,seed=1"]}
+    assert data["provenance"]["code"] == {
+        "git c0ffee (clean)": ["downsample=max,seed=0", "downsample=max,seed=1", "downsample=avg,seed=0"],
+        "git beef00 (clean)": ["downsample=avg,seed=1"],
+    }
     assert "**runs differ:** git c0ffee (clean)" in report.render_markdown(data)
 
 
@@ -270,8 +377,11 @@ def test_formulation_of_each_run_is_in_the_provenance(tmp_path):
     assert len(manifests) == 2
     for path, formulation in zip(manifests, ("tuned", "plain")):
         info = json.loads(path.read_text())
-        info["tuning"] = {"formulation": formulation, "xla_flags": "--x=1" if formulation == "tuned" else "",
-                          "xla_flags_not_in_effect": []}
+        info["tuning"] = {
+            "formulation": formulation,
+            "xla_flags": "--x=1" if formulation == "tuned" else "",
+            "xla_flags_not_in_effect": [],
+        }
         path.write_text(json.dumps(info))
     data = build(exp)
     assert sorted(data["provenance"]["formulation"]) == ["plain, XLA_FLAGS ''", "tuned, XLA_FLAGS '--x=1'"]

@@ -27,25 +27,46 @@ def test_seed_000_max_and_average_pooling_2x2():
 
 
 def test_seed_002_three_channel_convolution_with_bias():
-    red = [[156, 155, 156, 158, 158], [153, 154, 157, 159, 159], [149, 151, 155, 158, 159],
-           [146, 146, 149, 153, 158], [145, 143, 143, 148, 158]]
-    green = [[167, 166, 167, 169, 169], [164, 165, 168, 170, 170], [160, 162, 166, 169, 170],
-             [156, 156, 159, 163, 168], [155, 153, 153, 158, 168]]
-    blue = [[163, 162, 163, 165, 165], [160, 161, 164, 166, 166], [156, 158, 162, 165, 166],
-            [155, 155, 158, 162, 167], [154, 152, 152, 157, 167]]
-    kernels = [[[-1, -1, 1], [0, 1, -1], [0, 1, 1]], [[1, 0, 0], [1, -1, -1], [1, 0, -1]],
-               [[0, 1, 1], [0, 1, 0], [1, -1, 1]]]
+    red = [
+        [156, 155, 156, 158, 158],
+        [153, 154, 157, 159, 159],
+        [149, 151, 155, 158, 159],
+        [146, 146, 149, 153, 158],
+        [145, 143, 143, 148, 158],
+    ]
+    green = [
+        [167, 166, 167, 169, 169],
+        [164, 165, 168, 170, 170],
+        [160, 162, 166, 169, 170],
+        [156, 156, 159, 163, 168],
+        [155, 153, 153, 158, 168],
+    ]
+    blue = [
+        [163, 162, 163, 165, 165],
+        [160, 161, 164, 166, 166],
+        [156, 158, 162, 165, 166],
+        [155, 155, 158, 162, 167],
+        [154, 152, 152, 157, 167],
+    ]
+    kernels = [
+        [[-1, -1, 1], [0, 1, -1], [0, 1, 1]],
+        [[1, 0, 0], [1, -1, -1], [1, 0, -1]],
+        [[0, 1, 1], [0, 1, 0], [1, -1, 1]],
+    ]
     image = jnp.stack([jnp.array(c, jnp.float32) for c in (red, green, blue)], -1)[None]
     kernel = jnp.stack([jnp.array(k, jnp.float32) for k in kernels], -1)[..., None]  # (3, 3, 3 in, 1 out)
-    per_channel = [float(jnp.sum(jnp.pad(image[0, :2, :2, c], ((1, 0), (1, 0))) * kernel[:, :, c, 0]))
-                   for c in range(3)]
+    per_channel = [
+        float(jnp.sum(jnp.pad(image[0, :2, :2, c], ((1, 0), (1, 0))) * kernel[:, :, c, 0])) for c in range(3)
+    ]
     assert per_channel == [308, -498, 164]
     conv = ConvUnit(1, 3, padding=1, act=identity)  # zero padding of one pixel, as on the slide
     out = run(conv, image, {"Conv_0": {"kernel": kernel, "bias": jnp.ones(1)}})
     assert out[0, 0, 0, 0] == 308 - 498 + 164 + 1 == -25
 
 
-@pytest.mark.parametrize("size, kernel, stride, padding", [(227, 11, 4, 0), (27, 5, 1, 2), (13, 3, 1, 1), (28, 3, 1, 0)])
+@pytest.mark.parametrize(
+    "size, kernel, stride, padding", [(227, 11, 4, 0), (27, 5, 1, 2), (13, 3, 1, 1), (28, 3, 1, 0)]
+)
 def test_seed_002_output_size_formula_for_conv(size, kernel, stride, padding):
     expected = (size - kernel + 2 * padding) // stride + 1
     x = jnp.zeros((1, size, size, 1))
@@ -60,13 +81,28 @@ def test_seed_002_output_size_formula_for_pooling(size, window, stride):
 
 
 def test_seed_003_binary_image_valid_convolution():
-    image = np.array([[0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 1, 0, 0], [0, 1, 0, 1, 0, 0, 0],
-                      [0, 1, 1, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]], np.float32)
+    image = np.array(
+        [
+            [0, 0, 0, 0, 0, 0, 0],
+            [1, 1, 1, 1, 1, 1, 0],
+            [1, 1, 0, 0, 1, 0, 0],
+            [0, 1, 0, 1, 0, 0, 0],
+            [0, 1, 1, 0, 0, 0, 0],
+            [0, 1, 0, 0, 0, 0, 0],
+            [0, 0, 0, 0, 0, 0, 0],
+        ],
+        np.float32,
+    )
     kernel = np.array([[0, 0, 0], [0, 1, 1], [0, 1, 0]], np.float32)
     conv = ConvUnit(1, 3, padding="VALID", act=identity, use_bias=False)
     out = run(conv, jnp.asarray(image)[None, :, :, None], {"Conv_0": {"kernel": jnp.asarray(kernel)[:, :, None, None]}})
-    assert out[0, :, :, 0].astype(int).tolist() == [[3, 2, 2, 3, 1], [2, 0, 2, 1, 0], [2, 2, 1, 0, 0],
-                                                    [3, 1, 0, 0, 0], [1, 0, 0, 0, 0]]
+    assert out[0, :, :, 0].astype(int).tolist() == [
+        [3, 2, 2, 3, 1],
+        [2, 0, 2, 1, 0],
+        [2, 2, 1, 0, 0],
+        [3, 1, 0, 0, 0],
+        [1, 0, 0, 0, 0],
+    ]
 
 
 def test_seed_003_per_channel_2x2_example_sums_to_475():

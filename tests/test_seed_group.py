@@ -22,10 +22,21 @@ from sweep_helpers import cnn_jax, experiment, results
 # train losses and test metrics equal; the bounds leave room for other BLAS/XLA builds.
 PARAM_ATOL, LOSS_ATOL = 1e-5, 1e-5
 
-CONFIG = {"experiment": "seed_group", "model.name": "ablation_net", "model.stages": 2, "model.width": 8,
-          "model.batch_norm": True, "model.dropout": 0.1, "dataset.train_subset": 640, "train.batch_size": 32,
-          "train.epochs": 1, "train.log_every_steps": 5, "checkpoint.every_steps": 5,
-          "schedule.warmup_epochs": 0.0, "dataset.augment.translate": 2}
+CONFIG = {
+    "experiment": "seed_group",
+    "model.name": "ablation_net",
+    "model.stages": 2,
+    "model.width": 8,
+    "model.batch_norm": True,
+    "model.dropout": 0.1,
+    "dataset.train_subset": 640,
+    "train.batch_size": 32,
+    "train.epochs": 1,
+    "train.log_every_steps": 5,
+    "checkpoint.every_steps": 5,
+    "schedule.warmup_epochs": 0.0,
+    "dataset.augment.translate": 2,
+}
 SEEDS = (0, 3)
 
 
@@ -41,16 +52,16 @@ def variables(run_dir) -> dict:
 @pytest.fixture(scope="module")
 def alone(tmp_path_factory, fashion_paths):
     root = tmp_path_factory.mktemp("alone")
-    results = [train(c, root / str(c.seed), fashion_paths, progress=False, log=lambda *a: None)
-               for c in configs()]
+    results = [train(c, root / str(c.seed), fashion_paths, progress=False, log=lambda *a: None) for c in configs()]
     return root, results
 
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory, fashion_paths):
     root = tmp_path_factory.mktemp("group")
-    return root, train_seed_group(configs(), [root / str(s) for s in SEEDS], fashion_paths, progress=False,
-                                  log=lambda *a: None)
+    return root, train_seed_group(
+        configs(), [root / str(s) for s in SEEDS], fashion_paths, progress=False, log=lambda *a: None
+    )
 
 
 def test_each_seed_of_a_group_trains_like_that_seed_alone(alone, group):
@@ -68,7 +79,10 @@ def test_each_seed_of_a_group_trains_like_that_seed_alone(alone, group):
         for a, b in zip(log, reference_log):
             assert abs(a["train_loss"] - b["train_loss"]) < LOSS_ATOL
         assert abs(result["final"]["eval_accuracy"] - reference["final"]["eval_accuracy"]) <= 1e-4
-        assert sorted(p.name for p in (tmp_path / str(seed) / "checkpoints").iterdir() if p.name.isdigit()) == ["15", "20"]
+        assert sorted(p.name for p in (tmp_path / str(seed) / "checkpoints").iterdir() if p.name.isdigit()) == [
+            "15",
+            "20",
+        ]
     # the seeds really differ: a group that trained one seed twice would fail here
     a, b = variables(tmp_path / str(SEEDS[0])), variables(tmp_path / str(SEEDS[1]))
     assert any(not np.allclose(a[k], b[k]) for k in a)
@@ -77,13 +91,16 @@ def test_each_seed_of_a_group_trains_like_that_seed_alone(alone, group):
 def test_an_interrupted_group_resumes_to_the_unbroken_numbers(group, tmp_path, fashion_paths):
     _, unbroken = group
     dirs = [tmp_path / "b" / str(s) for s in SEEDS]
-    assert train_seed_group(configs(), dirs, fashion_paths, progress=False, log=lambda *a: None,
-                            stop_at_step=12) is None  # as a crash after step 12: checkpoints at 5 and 10
+    assert (
+        train_seed_group(configs(), dirs, fashion_paths, progress=False, log=lambda *a: None, stop_at_step=12) is None
+    )  # as a crash after step 12: checkpoints at 5 and 10
     resumed = train_seed_group(configs(), dirs, fashion_paths, progress=False, log=lambda *a: None)
     for a, b in zip(unbroken, resumed):
         assert a["final"] == b["final"] and b["first_step"] == 10
     for seed in SEEDS:
-        steps = [json.loads(line)["step"] for line in (tmp_path / "b" / str(seed) / "metrics.jsonl").read_text().splitlines()]
+        steps = [
+            json.loads(line)["step"] for line in (tmp_path / "b" / str(seed) / "metrics.jsonl").read_text().splitlines()
+        ]
         assert steps == [5, 10, 15, 20]
 
 
@@ -100,8 +117,9 @@ def test_runs_at_different_steps_are_not_grouped(tmp_path, fashion_paths):
     first, second = configs()
     train(first, tmp_path / "0", fashion_paths, progress=False, log=lambda *a: None, stop_at_step=7)
     with pytest.raises(UserError, match=r"stopped at different steps \(seed 0: 5, seed 3: 0\)"):
-        train_seed_group([first, second], [tmp_path / "0", tmp_path / "3"], fashion_paths,
-                         progress=False, log=lambda *a: None)
+        train_seed_group(
+            [first, second], [tmp_path / "0", tmp_path / "3"], fashion_paths, progress=False, log=lambda *a: None
+        )
 
 
 @pytest.mark.slow
@@ -109,12 +127,23 @@ def test_a_sweep_launches_its_seeds_in_groups(finished_sweep, fashion_data_dir, 
     """The tiny sweep (2 levels x 2 seeds) as 2 tasks of 2 seeds: every run still gets its own results."""
     _, one_at_a_time, _ = finished_sweep
     path, runs_root = experiment(tmp_path), tmp_path / "runs"
-    dry = cnn_jax("sweep", str(path), "--runs-root", str(runs_root), "--vmap-seeds", "2", "--dry-run",
-                  data_dir=fashion_data_dir)
+    dry = cnn_jax(
+        "sweep", str(path), "--runs-root", str(runs_root), "--vmap-seeds", "2", "--dry-run", data_dir=fashion_data_dir
+    )
     assert dry.returncode == 0 and "would run 2 tasks of up to 2 seeds each" in dry.stdout
     assert "--vmap-seeds 2" in dry.stdout
-    out = cnn_jax("sweep", str(path), "--runs-root", str(runs_root), "--vmap-seeds", "2", "--jobs", "2",
-                  "--no-report", data_dir=fashion_data_dir)
+    out = cnn_jax(
+        "sweep",
+        str(path),
+        "--runs-root",
+        str(runs_root),
+        "--vmap-seeds",
+        "2",
+        "--jobs",
+        "2",
+        "--no-report",
+        data_dir=fashion_data_dir,
+    )
     assert out.returncode == 0, out.stderr + out.stdout
     grouped, reference = results(runs_root), results(one_at_a_time)
     assert grouped.keys() == reference.keys() and len(grouped) == 4

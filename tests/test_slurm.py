@@ -13,10 +13,20 @@ import pytest
 
 from cnn_jax.errors import UserError
 from cnn_jax.sweep.slurm import SlurmOptions, compress_indices, render_script, submit, task_states, time_limit_s
+
 pytest_plugins = ["slurm_cluster"]  # the slurm_cluster fixture
 
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-                "BOOT_FAIL", "DEADLINE"}
+FINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 
 # Stands in for `cnn_jax.cli run-task`: argv is OUT_DIR MODE [...] --index I. Each attempt appends a
 # line to OUT_DIR/I.txt. MODE ok: exit 0. stop-once: exit 143 on the first attempt (as after a
@@ -48,6 +58,7 @@ def task_command(out: Path, mode: str) -> list[str]:
 
 # --- the rendered script -------------------------------------------------------------------------
 
+
 def sbatch_lines(script: str) -> dict[str, str]:
     options = {}
     for line in script.splitlines():
@@ -57,9 +68,16 @@ def sbatch_lines(script: str) -> dict[str, str]:
     return options
 
 
-@pytest.mark.parametrize("indices, expected", [
-    ([0, 1, 2, 5, 7, 8], "0-2,5,7-8"), ([3], "3"), ([5, 3, 4, 4], "3-5"), ([0, 2, 3], "0,2-3"), ([9, 1], "1,9"),
-])
+@pytest.mark.parametrize(
+    "indices, expected",
+    [
+        ([0, 1, 2, 5, 7, 8], "0-2,5,7-8"),
+        ([3], "3"),
+        ([5, 3, 4, 4], "3-5"),
+        ([0, 2, 3], "0,2-3"),
+        ([9, 1], "1,9"),
+    ],
+)
 def test_compress_indices(indices, expected):
     assert compress_indices(indices) == expected
 
@@ -69,10 +87,18 @@ def test_negative_index_is_refused():
         compress_indices([-1, 0])
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("30", 1800), ("2:30", 150), ("02:00:00", 7200), ("1-12", 129600), ("1-0:30", 88200),
-    ("1-00:00:10", 86410), ("UNLIMITED", None),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("30", 1800),
+        ("2:30", 150),
+        ("02:00:00", 7200),
+        ("1-12", 129600),
+        ("1-0:30", 88200),
+        ("1-00:00:10", 86410),
+        ("UNLIMITED", None),
+    ],
+)
 def test_time_limit_s(text, seconds):
     assert time_limit_s(text) == seconds
 
@@ -119,8 +145,9 @@ def test_optional_flags_only_when_set(tmp_path):
     plain = sbatch_lines(render_script([0], ["python"], tmp_path, tmp_path, SlurmOptions()))
     assert not {"--partition", "--gres", "--cpus-per-task", "--mem", "--time", "--signal"} & set(plain)
     assert "%" not in plain["--array"]
-    options = SlurmOptions(partition="gpu", gpus_per_task=2, cpus_per_task=8, time="02:00:00", mem="16G",
-                           job_name="sweep a")
+    options = SlurmOptions(
+        partition="gpu", gpus_per_task=2, cpus_per_task=8, time="02:00:00", mem="16G", job_name="sweep a"
+    )
     full = sbatch_lines(render_script([0], ["python"], tmp_path, tmp_path, options))
     assert full["--partition"] == "gpu" and full["--gres"] == "gpu:2" and full["--cpus-per-task"] == "8"
     assert full["--mem"] == "16G" and full["--time"] == "02:00:00" and full["--job-name"] == '"sweep a"'
@@ -169,15 +196,18 @@ def fake_tools(bin_dir: Path, **scripts: str) -> str:
     return f"{bin_dir}:/usr/bin:/bin"
 
 
-@pytest.mark.parametrize("exit_code, state, expected_code, requeued", [
-    (0, "RUNNING", 0, False),
-    (2, "RUNNING", 2, False),
-    (3, "RUNNING", 3, False),
-    (75, "RUNNING", 0, False),  # held by another live process: success
-    (143, "RUNNING", 0, True),  # SIGTERM ahead of the time limit: requeue
-    (130, "SIGNALING", 0, True),
-    (143, "COMPLETING", 143, False),  # scancel / preemption: the job is ending, SLURM decides
-])
+@pytest.mark.parametrize(
+    "exit_code, state, expected_code, requeued",
+    [
+        (0, "RUNNING", 0, False),
+        (2, "RUNNING", 2, False),
+        (3, "RUNNING", 3, False),
+        (75, "RUNNING", 0, False),  # held by another live process: success
+        (143, "RUNNING", 0, True),  # SIGTERM ahead of the time limit: requeue
+        (130, "SIGNALING", 0, True),
+        (143, "COMPLETING", 143, False),  # scancel / preemption: the job is ending, SLURM decides
+    ],
+)
 def test_script_exit_codes(tmp_path, exit_code, state, expected_code, requeued):
     """The script's exit-code handling, run by bash with stand-ins for squeue and scontrol."""
     calls = tmp_path / "calls"
@@ -195,8 +225,9 @@ def test_script_passes_sigterm_to_the_task(tmp_path):
     path = fake_tools(tmp_path / "bin", squeue="echo RUNNING", scontrol=f'echo "$@" >> {calls}')
     script = render_script([1], task_command(tmp_path, "wait-signal"), tmp_path, tmp_path, SlurmOptions())
     env = {**os.environ, "PATH": path, "SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "1", "SLURM_JOB_ID": "8"}
-    shell = subprocess.Popen(["bash", "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+    shell = subprocess.Popen(
+        ["bash", "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 30
     while not (tmp_path / "1.txt").exists() and time.monotonic() < deadline:  # its SIGTERM handler is set
         time.sleep(0.05)
@@ -208,6 +239,7 @@ def test_script_passes_sigterm_to_the_task(tmp_path):
 
 # --- submit --------------------------------------------------------------------------------------
 
+
 def test_submit_without_sbatch(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UserError, match="install the SLURM client or use --backend local"):
@@ -215,13 +247,16 @@ def test_submit_without_sbatch(tmp_path, monkeypatch):
 
 
 def test_submit_reports_sbatch_errors_on_one_line(tmp_path, monkeypatch):
-    body = 'echo "sbatch: error: invalid partition specified: gpu" >&2\n' \
-           'echo "sbatch: error: Batch job submission failed: Invalid partition name specified" >&2\nexit 1'
+    body = (
+        'echo "sbatch: error: invalid partition specified: gpu" >&2\n'
+        'echo "sbatch: error: Batch job submission failed: Invalid partition name specified" >&2\nexit 1'
+    )
     monkeypatch.setenv("PATH", fake_tools(tmp_path / "bin", sbatch=body))
     with pytest.raises(UserError) as error:
         submit("#!/bin/bash\n", tmp_path / "job.sh")
-    assert str(error.value) == ("sbatch failed: invalid partition specified: gpu; "
-                                "Batch job submission failed: Invalid partition name specified")
+    assert str(error.value) == (
+        "sbatch failed: invalid partition specified: gpu; Batch job submission failed: Invalid partition name specified"
+    )
 
 
 def test_submit_writes_the_script_and_returns_the_job_id(tmp_path, monkeypatch):
@@ -233,6 +268,7 @@ def test_submit_writes_the_script_and_returns_the_job_id(tmp_path, monkeypatch):
 
 
 # --- a real cluster ------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def cluster(slurm_cluster, monkeypatch):
@@ -269,8 +305,7 @@ def log_text(log_dir: Path, job_id: str, index: int) -> str:
 def test_array_runs_exactly_the_pending_indices(cluster, tmp_path):
     job_id, log_dir, script = launch(tmp_path, [0, 2, 3], "ok", max_parallel=2)
     assert sbatch_lines(script)["--array"] == "0,2-3%2"
-    assert wait_until_final(cluster, job_id, [0, 2, 3], timeout=60) == {0: "COMPLETED", 2: "COMPLETED",
-                                                                        3: "COMPLETED"}
+    assert wait_until_final(cluster, job_id, [0, 2, 3], timeout=60) == {0: "COMPLETED", 2: "COMPLETED", 3: "COMPLETED"}
     assert sorted(p.name for p in tmp_path.glob("*.txt")) == ["0.txt", "2.txt", "3.txt"]
     for index in (0, 2, 3):
         argv = [str(tmp_path), "ok", "an argument with spaces", "--index", str(index)]
@@ -321,4 +356,3 @@ def test_scancel_stops_a_task_for_good(cluster, tmp_path):
 @pytest.mark.slow
 def test_task_states_of_an_unknown_job(cluster):
     assert task_states("987654") == {}
-

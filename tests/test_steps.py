@@ -25,13 +25,17 @@ class TinyWithAuxHead(nn.Module):
 
 
 def _aux_change(aux_weight: float) -> float:
-    config = config_lib.apply_overrides(config_lib.default_config(),
-                                        {"loss.aux_weight": aux_weight, "optimizer.name": "sgd", "optimizer.lr": 0.1})
+    config = config_lib.apply_overrides(
+        config_lib.default_config(), {"loss.aux_weight": aux_weight, "optimizer.name": "sgd", "optimizer.lr": 0.1}
+    )
     model = TinyWithAuxHead()
     tx = make_optimizer(config, make_schedule(config, 10))
     state = create_train_state(model, tx, (2, 2, 1), seed=0)
-    batch = {"image": jnp.arange(8, dtype=jnp.uint8).reshape(2, 2, 2, 1), "label": jnp.array([0, 2]),
-             "mask": jnp.ones(2, bool)}
+    batch = {
+        "image": jnp.arange(8, dtype=jnp.uint8).reshape(2, 2, 2, 1),
+        "label": jnp.array([0, 2]),
+        "mask": jnp.ones(2, bool),
+    }
     step = make_train_step(model, tx, config, jnp.zeros(1), jnp.ones(1))
     new_state, _ = jax.jit(step)(state, batch, jax.random.PRNGKey(0))
     return float(np.abs(new_state.params["aux"]["kernel"] - state.params["aux"]["kernel"]).max())

@@ -25,10 +25,15 @@ def conv_rows(summary: Summary):
     return [r for r in summary.rows if r.kind == "Conv"]
 
 
-@pytest.mark.parametrize("scheme, receptive_fields", [
-    ("5x5", [5]), ("3x3x2", [3, 5]),  # one 5x5 and two stacked 3x3 both see 5x5 pixels
-    ("7x7", [7]), ("3x3x3", [3, 5, 7]),  # one 7x7 and three stacked 3x3 both see 7x7
-])
+@pytest.mark.parametrize(
+    "scheme, receptive_fields",
+    [
+        ("5x5", [5]),
+        ("3x3x2", [3, 5]),  # one 5x5 and two stacked 3x3 both see 5x5 pixels
+        ("7x7", [7]),
+        ("3x3x3", [3, 5, 7]),  # one 7x7 and three stacked 3x3 both see 7x7
+    ],
+)
 def test_receptive_field_of_a_kernel_scheme(scheme, receptive_fields):
     summary = ablation_summary(stages=1, width=4, kernel_scheme=scheme, downsample="none")
     assert [r.receptive_field for r in conv_rows(summary)] == receptive_fields
@@ -54,18 +59,36 @@ def test_downsample_none_keeps_the_jump_at_1():
 def test_seed_cnn_rows_shapes_and_parameters():
     summary = summarize(build_model("seed_cnn", num_classes=10), (28, 28, 1), "seed_cnn")
     assert [r.output_shape for r in summary.rows] == [
-        (26, 26, 64), (13, 13, 64), (11, 11, 128), (5, 5, 128), (3, 3, 256), (256,), (10,)]
+        (26, 26, 64),
+        (13, 13, 64),
+        (11, 11, 128),
+        (5, 5, 128),
+        (3, 3, 256),
+        (256,),
+        (10,),
+    ]
     assert [r.params for r in summary.rows] == [640, 0, 73_856, 0, 295_168, 0, 2_570]
     assert summary.total_params == summary.trainable_params == 372_234
     assert [r.receptive_field for r in summary.rows] == [3, 4, 8, 10, 18, None, None]
 
 
-@pytest.mark.parametrize("build, shape, layer, where", [
-    (lambda: build_model("seed_cnn", num_classes=10), (14, 14, 1),
-     "conv3/Conv_0", "2x2 input (shape (2, 2, 128))"),  # VALID 3x3 on 2x2: 14 -> 12 -> 6 -> 4 -> 2
-    (lambda: ablation_model(stages=5, width=4), (28, 28, 1),
-     "stage5/Downsample_0/Pool_0", "1x1 input (shape (1, 1, 64))"),  # 28 -> 14 -> 7 -> 3 -> 1, no 2x2 window
-])
+@pytest.mark.parametrize(
+    "build, shape, layer, where",
+    [
+        (
+            lambda: build_model("seed_cnn", num_classes=10),
+            (14, 14, 1),
+            "conv3/Conv_0",
+            "2x2 input (shape (2, 2, 128))",
+        ),  # VALID 3x3 on 2x2: 14 -> 12 -> 6 -> 4 -> 2
+        (
+            lambda: ablation_model(stages=5, width=4),
+            (28, 28, 1),
+            "stage5/Downsample_0/Pool_0",
+            "1x1 input (shape (1, 1, 64))",
+        ),  # 28 -> 14 -> 7 -> 3 -> 1, no 2x2 window
+    ],
+)
 def test_impossible_geometry_is_a_user_error_naming_layer_and_shape(build, shape, layer, where):
     with pytest.raises(UserError) as error:
         summarize(build(), shape)
@@ -107,10 +130,13 @@ def test_cli_summary_prints_the_table(capsys):
     assert "stage3/Downsample_0/ConvUnit_0/Conv_0" in out and "total params:" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["summary", "ablation_net", "--input", "32x32"], "--input '32x32'"),
-    (["summary", "ablation_net", "--input", "28x28x1", "--config.model.stages=5"], "stage5/Downsample_0/Pool_0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["summary", "ablation_net", "--input", "32x32"], "--input '32x32'"),
+        (["summary", "ablation_net", "--input", "28x28x1", "--config.model.stages=5"], "stage5/Downsample_0/Pool_0"),
+    ],
+)
 def test_cli_summary_user_errors_exit_2(capsys, argv, message):
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err

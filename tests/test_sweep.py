@@ -21,14 +21,17 @@ from cnn_jax.sweep.status import sweep_status
 
 from sweep_helpers import ROOT, cnn_jax, experiment, results
 
-
 # ----------------------------------------------------------------------------- expansion
 
+
 def test_product_of_axes_and_seeds_gives_named_runs_with_stable_distinct_ids(tmp_path):
-    path = experiment(tmp_path, """return Sweep(axes=(field_axis('downsample', 'model.downsample', ('max', 'stride')),
+    path = experiment(
+        tmp_path,
+        """return Sweep(axes=(field_axis('downsample', 'model.downsample', ('max', 'stride')),
                                       Axis('kernel', {'5x5': {'model.kernel_scheme': '5x5'},
                                                       '3x3x2': {'model.kernel_scheme': '3x3x2'}})),
-                                seeds=(0, 1, 2), baseline={'kernel': '5x5'})""")
+                                seeds=(0, 1, 2), baseline={'kernel': '5x5'})""",
+    )
     plan = load_plan(str(path))
     assert len(plan.runs) == 2 * 2 * 3
     assert plan.runs[0].name == "downsample=max,kernel=5x5,seed=0"
@@ -41,27 +44,46 @@ def test_product_of_axes_and_seeds_gives_named_runs_with_stable_distinct_ids(tmp
 
 
 def test_zip_pairs_levels_and_overrides_reach_every_run(tmp_path):
-    path = experiment(tmp_path, """return Sweep(axes=(field_axis('downsample', 'model.downsample', ('max', 'stride')),
-                                      field_axis('width', 'model.width', (8, 16))), combine='zip', seeds=(3,))""")
+    path = experiment(
+        tmp_path,
+        """return Sweep(axes=(field_axis('downsample', 'model.downsample', ('max', 'stride')),
+                                      field_axis('width', 'model.width', (8, 16))), combine='zip', seeds=(3,))""",
+    )
     plan = load_plan(f"{path}:other", {"train.epochs": "1"})
     assert [r.name for r in plan.runs] == ["downsample=max,width=8,seed=3", "downsample=stride,width=16,seed=3"]
     assert all(r.config.train.epochs == 1 for r in plan.runs)
     assert plan.preset == "other" and plan.spec.endswith("tiny.py:other")
 
 
-@pytest.mark.parametrize("body, message", [
-    ("return None", "returned NoneType, not a cnn_jax.sweep.plan.Sweep"),
-    ("return Sweep(axes=(field_axis('d', 'model.downsample', ('max', 'avg')),), seeds=(0, 0))", "distinct integers"),
-    ("return Sweep(axes=(field_axis('d', 'model.downsample', ('max', 'avg')),), baseline={'d': 'maxx'})",
-     "unknown value 'maxx'. Did you mean 'max'?"),
-    ("return Sweep(axes=(field_axis('d', 'model.downsample', ('max',)), field_axis('w', 'model.width', (8, 16))), "
-     "combine='zip')", "equal numbers of levels: d: 1, w: 2"),
-    ("return Sweep(axes=(field_axis('d', 'model.downsampel', ('max',)),))", "model 'ablation_net' has no field 'model.downsampel'. Did you mean 'downsample'?"),
-    ("return Sweep(axes=(field_axis('d', 'model.downsample', ('max', 'maxi')),))", "model.downsample"),
-    ("return Sweep(axes=(Axis('d', {'a': {'model.width': 8}, 'b': {'model.width': 8}}),))",
-     "runs 'd=a,seed=0' and 'd=b,seed=0' resolve to the same config"),
-    ("raise RuntimeError('boom')", "raised in get_sweep('default'): RuntimeError: boom"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("return None", "returned NoneType, not a cnn_jax.sweep.plan.Sweep"),
+        (
+            "return Sweep(axes=(field_axis('d', 'model.downsample', ('max', 'avg')),), seeds=(0, 0))",
+            "distinct integers",
+        ),
+        (
+            "return Sweep(axes=(field_axis('d', 'model.downsample', ('max', 'avg')),), baseline={'d': 'maxx'})",
+            "unknown value 'maxx'. Did you mean 'max'?",
+        ),
+        (
+            "return Sweep(axes=(field_axis('d', 'model.downsample', ('max',)), "
+            "field_axis('w', 'model.width', (8, 16))), combine='zip')",
+            "equal numbers of levels: d: 1, w: 2",
+        ),
+        (
+            "return Sweep(axes=(field_axis('d', 'model.downsampel', ('max',)),))",
+            "model 'ablation_net' has no field 'model.downsampel'. Did you mean 'downsample'?",
+        ),
+        ("return Sweep(axes=(field_axis('d', 'model.downsample', ('max', 'maxi')),))", "model.downsample"),
+        (
+            "return Sweep(axes=(Axis('d', {'a': {'model.width': 8}, 'b': {'model.width': 8}}),))",
+            "runs 'd=a,seed=0' and 'd=b,seed=0' resolve to the same config",
+        ),
+        ("raise RuntimeError('boom')", "raised in get_sweep('default'): RuntimeError: boom"),
+    ],
+)
 def test_a_sweep_that_cannot_expand_is_a_user_error_naming_the_problem(tmp_path, body, message):
     with pytest.raises(UserError, match=re.escape(message)):
         load_plan(str(experiment(tmp_path, body)))
@@ -78,8 +100,10 @@ def test_an_experiment_without_a_sweep_and_an_override_of_an_axis_are_refused(tm
 
 # ----------------------------------------------------------------------------- claims
 
-HOLD = "import sys, time; from cnn_jax.sweep.claims import claim\nwith claim(sys.argv[1]) as held:\n" \
-       "    print(held, flush=True); time.sleep(60)\n"
+HOLD = (
+    "import sys, time; from cnn_jax.sweep.claims import claim\nwith claim(sys.argv[1]) as held:\n"
+    "    print(held, flush=True); time.sleep(60)\n"
+)
 
 
 def test_a_claim_is_exclusive_and_freed_when_its_holder_is_killed(tmp_path):
@@ -101,6 +125,7 @@ def test_a_claim_is_exclusive_and_freed_when_its_holder_is_killed(tmp_path):
 
 # ----------------------------------------------------------------------------- launching (real data)
 
+
 @pytest.mark.slow
 def test_a_sweep_trains_each_run_once_and_a_rerun_skips_them(finished_sweep, fashion_data_dir):
     path, runs_root, out = finished_sweep
@@ -119,13 +144,25 @@ def test_a_sweep_trains_each_run_once_and_a_rerun_skips_them(finished_sweep, fas
 
 @pytest.mark.slow
 def test_two_launchers_on_one_sweep_never_train_a_run_twice_and_reproduce_its_numbers(
-        tmp_path, finished_sweep, fashion_data_dir):
+    tmp_path, finished_sweep, fashion_data_dir
+):
     _, first_root, _ = finished_sweep
     path = experiment(tmp_path)
-    args = [sys.executable, "-m", "cnn_jax.cli", "sweep", str(path), "--runs-root", str(tmp_path / "runs"),
-            "--no-report", "--data-dir", str(fashion_data_dir)]
-    launchers = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+    args = [
+        sys.executable,
+        "-m",
+        "cnn_jax.cli",
+        "sweep",
+        str(path),
+        "--runs-root",
+        str(tmp_path / "runs"),
+        "--no-report",
+        "--data-dir",
+        str(fashion_data_dir),
+    ]
+    launchers = [
+        subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=600) for p in launchers]
     assert all(p.returncode == 0 for p in launchers), outputs
     plan = load_plan(str(path))
@@ -146,8 +183,11 @@ def test_two_launchers_on_one_sweep_never_train_a_run_twice_and_reproduce_its_nu
 
 @pytest.mark.slow
 def test_a_failing_run_is_reported_the_others_finish_and_status_says_why(tmp_path, fashion_data_dir):
-    path = experiment(tmp_path, "return Sweep(axes=(Axis('subset', {'small': {'dataset.train_subset': 640}, "
-                                "'huge': {'dataset.train_subset': 10 ** 6}}),), seeds=(0,))")
+    path = experiment(
+        tmp_path,
+        "return Sweep(axes=(Axis('subset', {'small': {'dataset.train_subset': 640}, "
+        "'huge': {'dataset.train_subset': 10 ** 6}}),), seeds=(0,))",
+    )
     out = cnn_jax("sweep", str(path), "--runs-root", str(tmp_path / "runs"), "--no-report", data_dir=fashion_data_dir)
     assert out.returncode == 1
     assert "1 runs failed: subset=huge,seed=0" in out.stderr
@@ -159,12 +199,28 @@ def test_a_failing_run_is_reported_the_others_finish_and_status_says_why(tmp_pat
 
 @pytest.mark.slow
 def test_sigterm_stops_the_sweep_with_checkpoints_and_a_rerun_finishes_it_identically(
-        tmp_path, finished_sweep, fashion_data_dir):
+    tmp_path, finished_sweep, fashion_data_dir
+):
     path, unbroken_root, _ = finished_sweep
     runs_root = tmp_path / "runs"
-    launcher = subprocess.Popen([sys.executable, "-m", "cnn_jax.cli", "sweep", str(path), "--runs-root",
-                                 str(runs_root), "--no-report", "--data-dir", str(fashion_data_dir)],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cnn_jax.cli",
+            "sweep",
+            str(path),
+            "--runs-root",
+            str(runs_root),
+            "--no-report",
+            "--data-dir",
+            str(fashion_data_dir),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     plan = load_plan(str(path))
     first_metrics = plan.run_dir(runs_root, plan.runs[0]) / rundir.METRICS
     deadline = time.time() + 300
@@ -177,8 +233,9 @@ def test_sigterm_stops_the_sweep_with_checkpoints_and_a_rerun_finishes_it_identi
     states = [s.state for s in sweep_status(plan, runs_root)]
     assert states == ["pending"] * 4
     assert "resumes from step" in cnn_jax("status", str(path), "--runs-root", str(runs_root)).stdout
-    rerun = cnn_jax("sweep", str(path), "--runs-root", str(runs_root), "--no-report", "--jobs", "2",
-                    data_dir=fashion_data_dir)
+    rerun = cnn_jax(
+        "sweep", str(path), "--runs-root", str(runs_root), "--no-report", "--jobs", "2", data_dir=fashion_data_dir
+    )
     assert rerun.returncode == 0, rerun.stderr
     resumed, unbroken = results(runs_root), results(unbroken_root)
     for run_id in unbroken:

@@ -31,17 +31,30 @@ def wait_until_completed(job_id: str, tasks: int, runs_root, cluster) -> None:
 
 @pytest.mark.slow
 def test_a_sweep_submitted_to_slurm_runs_every_run_once_with_the_local_numbers(
-        slurm_cluster, finished_sweep, fashion_data_dir, tmp_path, monkeypatch):
+    slurm_cluster, finished_sweep, fashion_data_dir, tmp_path, monkeypatch
+):
     for key, value in slurm_cluster.env.items():
         monkeypatch.setenv(key, value)
     _, local_root, _ = finished_sweep
     path, runs_root = experiment(tmp_path), tmp_path / "runs"
-    dry = cnn_jax("sweep", str(path), "--runs-root", str(runs_root), "--backend", "slurm", "--dry-run",
-                  data_dir=fashion_data_dir)
+    dry = cnn_jax(
+        "sweep", str(path), "--runs-root", str(runs_root), "--backend", "slurm", "--dry-run", data_dir=fashion_data_dir
+    )
     assert dry.returncode == 0 and "#SBATCH --array=0-3" in dry.stdout and not runs_root.exists()
 
-    out = cnn_jax("sweep", str(path), "--runs-root", str(runs_root), "--backend", "slurm", "--cpus", "1",
-                  "--max-parallel", "2", data_dir=fashion_data_dir)
+    out = cnn_jax(
+        "sweep",
+        str(path),
+        "--runs-root",
+        str(runs_root),
+        "--backend",
+        "slurm",
+        "--cpus",
+        "1",
+        "--max-parallel",
+        "2",
+        data_dir=fashion_data_dir,
+    )
     assert out.returncode == 0, out.stderr
     job_id = re.search(r"submitted job array (\d+) \(4 runs\)", out.stdout).group(1)
     wait_until_completed(job_id, 4, runs_root, slurm_cluster)
@@ -63,14 +76,25 @@ def test_one_run_spans_two_srun_tasks(slurm_cluster, finished_sweep, fashion_dat
     _, local_root, _ = finished_sweep
     one_run = "return Sweep(axes=(field_axis('downsample', 'model.downsample', ('max',)),), seeds=(0,))"
     path, runs_root = experiment(tmp_path, one_run), tmp_path / "runs"
-    out = cnn_jax("sweep", str(path), "--runs-root", str(runs_root), "--backend", "slurm", "--cpus", "1",
-                  "--tasks-per-run", "2", data_dir=fashion_data_dir)
+    out = cnn_jax(
+        "sweep",
+        str(path),
+        "--runs-root",
+        str(runs_root),
+        "--backend",
+        "slurm",
+        "--cpus",
+        "1",
+        "--tasks-per-run",
+        "2",
+        data_dir=fashion_data_dir,
+    )
     assert out.returncode == 0, out.stderr
     job_id = re.search(r"submitted job array (\d+) \(1 runs\)", out.stdout).group(1)
     wait_until_completed(job_id, 1, runs_root, slurm_cluster)
     script = next((runs_root / "tiny" / "slurm").glob("*.sbatch")).read_text()
     assert "#SBATCH --ntasks=2" in script and "srun --ntasks=2" in script
-    (run_id, remote), = results(runs_root).items()
+    ((run_id, remote),) = results(runs_root).items()
     manifest = json.loads((runs_root / "tiny" / run_id / "manifest.json").read_text())
     assert (manifest["processes"], manifest["devices"]) == (2, 2)
     local = results(local_root)[run_id]  # the same run on one device, from the local sweep

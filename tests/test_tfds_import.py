@@ -11,6 +11,7 @@ import pytest
 from cnn_jax.data import catalog, tfds_store
 from cnn_jax.data.local_files import read_local
 from cnn_jax.errors import UserError
+
 from conftest import shared
 
 
@@ -66,16 +67,25 @@ def test_missing_dataset_explains_every_way_to_provide_it(tmp_path):
         catalog.load("fashion_mnis", tmp_path, [])
 
 
-LOAD = "import sys; from pathlib import Path; from cnn_jax.data import catalog\n" \
-       "d = catalog.load('mnist', Path(sys.argv[1]), [Path(sys.argv[2])], log=lambda *a: None)\n" \
-       "print(d.fingerprints['train'])"
+LOAD = (
+    "import sys; from pathlib import Path; from cnn_jax.data import catalog\n"
+    "d = catalog.load('mnist', Path(sys.argv[1]), [Path(sys.argv[2])], log=lambda *a: None)\n"
+    "print(d.fingerprints['train'])"
+)
 
 
 @pytest.mark.slow
 def test_runs_started_together_import_a_dataset_once_and_both_read_it(tmp_path):
     source = shared("mnist")
-    loaders = [subprocess.Popen([sys.executable, "-c", LOAD, str(tmp_path / "tfds"), str(source.parent)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    loaders = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOAD, str(tmp_path / "tfds"), str(source.parent)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=300) for p in loaders]
     assert [p.returncode for p in loaders] == [0, 0], outputs
     fingerprints = [out.split()[-1] for out, _ in outputs]  # TFDS prints its own lines before

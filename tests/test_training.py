@@ -20,9 +20,17 @@ TIMING_KEYS = {"images_per_sec"}
 
 def small_config(**overrides):
     """300 steps of batch 32 on the first 4,800 training images (2 epochs of 150 steps)."""
-    base = {"experiment": "test", "dataset.train_subset": 4800, "train.batch_size": 32, "train.epochs": 2,
-            "train.log_every_steps": 25, "checkpoint.every_steps": 100, "checkpoint.keep": 2,
-            "dataset.augment.random_crop_padding": 2, "dataset.augment.horizontal_flip": True}
+    base = {
+        "experiment": "test",
+        "dataset.train_subset": 4800,
+        "train.batch_size": 32,
+        "train.epochs": 2,
+        "train.log_every_steps": 25,
+        "checkpoint.every_steps": 100,
+        "checkpoint.keep": 2,
+        "dataset.augment.random_crop_padding": 2,
+        "dataset.augment.horizontal_flip": True,
+    }
     return config_lib.apply_overrides(config_lib.default_config(), {**base, **overrides})
 
 
@@ -158,8 +166,16 @@ def test_rgb_image_folder_dataset_trains_end_to_end(tmp_path):
     from cnn_jax.train.setup import DataPaths
 
     catalog.import_dataset("cifar_sample", cifar_sample(tmp_path, {"train": 52, "test": 20}), tmp_path / "tfds")
-    config = small_config(**{"dataset.name": "cifar_sample", "dataset.train_subset": 512, "train.batch_size": 64,
-                             "train.eval_batch_size": 100, "train.epochs": 1, "dataset.augment.translate": 2})
+    config = small_config(
+        **{
+            "dataset.name": "cifar_sample",
+            "dataset.train_subset": 512,
+            "train.batch_size": 64,
+            "train.eval_batch_size": 100,
+            "train.epochs": 1,
+            "dataset.augment.translate": 2,
+        }
+    )
     result = train(config, tmp_path / "run", DataPaths(tmp_path / "tfds", ()), progress=False, log=lambda *_: None)
     assert result["steps"] == 8 and 0.0 <= result["final"]["eval_accuracy"] <= 1.0
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
@@ -170,8 +186,15 @@ def test_rgb_image_folder_dataset_trains_end_to_end(tmp_path):
 def test_divergence_stops_naming_the_step_and_keeps_only_finite_checkpoints(tmp_path, fashion_paths):
     from cnn_jax.errors import Diverged
 
-    config = small_config(**{"optimizer.name": "sgd", "optimizer.lr": 1e6, "train.epochs": 1,
-                             "train.log_every_steps": 10, "checkpoint.every_steps": 5})
+    config = small_config(
+        **{
+            "optimizer.name": "sgd",
+            "optimizer.lr": 1e6,
+            "train.epochs": 1,
+            "train.log_every_steps": 10,
+            "checkpoint.every_steps": 5,
+        }
+    )
     with pytest.raises(Diverged, match=r"diverged by step \d+: the training loss is not finite"):
         train(config, tmp_path / "run", fashion_paths, progress=False, log=lambda *_: None)
     manager = open_checkpoints(tmp_path / "run", config, read_only=True)
@@ -182,8 +205,15 @@ def test_divergence_stops_naming_the_step_and_keeps_only_finite_checkpoints(tmp_
 
 
 def test_skipping_non_finite_updates_finishes_with_finite_weights_and_counts_the_skips(tmp_path, fashion_paths):
-    config = small_config(**{"optimizer.name": "sgd", "optimizer.lr": 1e6, "train.epochs": 1,
-                             "train.log_every_steps": 10, "train.skip_nonfinite_updates": True})
+    config = small_config(
+        **{
+            "optimizer.name": "sgd",
+            "optimizer.lr": 1e6,
+            "train.epochs": 1,
+            "train.log_every_steps": 10,
+            "train.skip_nonfinite_updates": True,
+        }
+    )
     result = train(config, tmp_path / "run", fashion_paths, progress=False, log=lambda *_: None)
     assert result["steps"] == config.dataset.train_subset // config.train.batch_size
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -208,8 +238,18 @@ def _train_command(config, workdir, data_dir, tmp_path) -> list[str]:
 
     experiment = tmp_path / "small.py"
     experiment.write_text(EXPERIMENT_TEMPLATE.format(overrides=config_lib._flatten(config.to_dict())))
-    return [sys.executable, "-m", "cnn_jax.cli", "train", str(experiment), "--workdir", str(workdir),
-            "--data-dir", str(data_dir), "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "cnn_jax.cli",
+        "train",
+        str(experiment),
+        "--workdir",
+        str(workdir),
+        "--data-dir",
+        str(data_dir),
+        "--no-progress",
+    ]
 
 
 def _wait_for(path, timeout=120):
@@ -221,14 +261,18 @@ def _wait_for(path, timeout=120):
 
 
 def _assert_equals_unbroken(unbroken_dir, run_dir, config):
-    for x, y in zip(jax.tree_util.tree_leaves(final_params(unbroken_dir, config)),
-                    jax.tree_util.tree_leaves(final_params(run_dir, config))):
+    for x, y in zip(
+        jax.tree_util.tree_leaves(final_params(unbroken_dir, config)),
+        jax.tree_util.tree_leaves(final_params(run_dir, config)),
+    ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     records = rundir.read_metrics(run_dir)
     assert science(records) == science(rundir.read_metrics(unbroken_dir))  # each step once, no gaps
 
 
-def test_sigterm_saves_the_current_step_exits_143_and_resumes_to_the_unbroken_result(unbroken, tmp_path, fashion_data_dir):
+def test_sigterm_saves_the_current_step_exits_143_and_resumes_to_the_unbroken_result(
+    unbroken, tmp_path, fashion_data_dir
+):
     import signal
     import subprocess
 

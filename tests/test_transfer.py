@@ -42,8 +42,15 @@ def source_run(tmp_path_factory, fashion_data_dir):
 
 
 def test_feature_extraction_keeps_the_backbone_bitwise_and_trains_the_new_head(source_run, fashion_paths):
-    config = tiny(**{"seed": 1, "transfer.source": str(source_run), "transfer.skip": ("classifier/*",),
-                     "transfer.trainable": ("classifier/*",), "optimizer.lr": 0.05})
+    config = tiny(
+        **{
+            "seed": 1,
+            "transfer.source": str(source_run),
+            "transfer.skip": ("classifier/*",),
+            "transfer.trainable": ("classifier/*",),
+            "optimizer.lr": 0.05,
+        }
+    )
     run_dir = source_run.parent / "features"
     result = train(config, run_dir, fashion_paths, progress=False, log=lambda *a: None)
     _, before = load_model(source_run, "latest")
@@ -63,15 +70,20 @@ def test_fine_tuning_with_a_smaller_backbone_rate_moves_the_backbone_less(source
         train(config, source_run.parent / name, fashion_paths, progress=False, log=lambda *a: None)
         runs[name] = flat(load_model(source_run.parent / name, "latest")[1]["params"])
     src = flat(load_model(source_run, "latest")[1]["params"])
-    moved = {name: sum(np.abs(p[k] - src[k]).sum() for k in src if not k.startswith("classifier/"))
-             for name, p in runs.items()}
+    moved = {
+        name: sum(np.abs(p[k] - src[k]).sum() for k in src if not k.startswith("classifier/"))
+        for name, p in runs.items()
+    }
     assert 0 < moved["fine_slow"] < 0.1 * moved["fine_full"]
 
 
 def test_a_source_of_another_shape_is_refused_naming_the_parameter(source_run, fashion_paths):
     config = tiny(**{"model.width": 16, "transfer.source": str(source_run)})
-    with pytest.raises(UserError, match=r"'stage1/.*kernel' has shape \(3, 3, 1, 8\) in the source run .* but "
-                                        r"\(3, 3, 1, 16\) here"):
+    with pytest.raises(
+        UserError,
+        match=r"'stage1/.*kernel' has shape \(3, 3, 1, 8\) in the source run .* but "
+        r"\(3, 3, 1, 16\) here",
+    ):
         train(config, source_run.parent / "wider", fashion_paths, progress=False, log=lambda *a: None)
 
 
@@ -91,21 +103,33 @@ def test_first_conv_channels_are_adapted_only_when_asked():
     rgb, _ = transfer.transplant(target, source, tiny(**{"transfer.adapt_input": "grey_to_rgb"}), "src")
     image = np.random.default_rng(0).random((2, 2, 1)).astype(np.float32)
     as_rgb = np.repeat(image, 3, axis=2)  # a grey image shown as RGB gives the same response
-    np.testing.assert_allclose(np.einsum("hwc,hwcf->f", as_rgb, np.asarray(rgb["params"]["conv"]["kernel"])),
-                               np.einsum("hwc,hwcf->f", image, kernel), rtol=1e-6)
-    grey, _ = transfer.transplant({"params": {"conv": {"kernel": np.zeros((2, 2, 1, 3), np.float32)}}},
-                                  {"params": {"conv": {"kernel": np.asarray(rgb["params"]["conv"]["kernel"])}}},
-                                  tiny(**{"transfer.adapt_input": "rgb_to_grey"}), "src")
+    np.testing.assert_allclose(
+        np.einsum("hwc,hwcf->f", as_rgb, np.asarray(rgb["params"]["conv"]["kernel"])),
+        np.einsum("hwc,hwcf->f", image, kernel),
+        rtol=1e-6,
+    )
+    grey, _ = transfer.transplant(
+        {"params": {"conv": {"kernel": np.zeros((2, 2, 1, 3), np.float32)}}},
+        {"params": {"conv": {"kernel": np.asarray(rgb["params"]["conv"]["kernel"])}}},
+        tiny(**{"transfer.adapt_input": "rgb_to_grey"}),
+        "src",
+    )
     np.testing.assert_allclose(np.asarray(grey["params"]["conv"]["kernel"]), kernel, rtol=1e-6)
 
 
 def test_patterns_select_what_is_copied_and_what_trains():
     config = tiny(**{"transfer.source": "x", "transfer.skip": ("head/*",), "transfer.trainable": ("b/*", "head/*")})
     params = {"a": {"kernel": 0}, "b": {"kernel": 0}, "head": {"kernel": 0}}
-    assert transfer.optimizer_labels(params, config) == {"a": {"kernel": "frozen"}, "b": {"kernel": "backbone"},
-                                                         "head": {"kernel": "new"}}
-    assert transfer.trainable_mask(params, config) == {"a": {"kernel": False}, "b": {"kernel": True},
-                                                       "head": {"kernel": True}}
+    assert transfer.optimizer_labels(params, config) == {
+        "a": {"kernel": "frozen"},
+        "b": {"kernel": "backbone"},
+        "head": {"kernel": "new"},
+    }
+    assert transfer.trainable_mask(params, config) == {
+        "a": {"kernel": False},
+        "b": {"kernel": True},
+        "head": {"kernel": True},
+    }
 
 
 def test_frozen_batch_norm_statistics_and_parameters_stay_bitwise_through_train_steps():
@@ -122,14 +146,19 @@ def test_frozen_batch_norm_statistics_and_parameters_stay_bitwise_through_train_
     model = build_model(config.model, num_classes=10)
     abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), train=False))
     tx = make_optimizer(config, optax.constant_schedule(0.1), transfer.optimizer_labels(abstract["params"], config))
-    mask = {"params": transfer.trainable_mask(abstract["params"], config),
-            "batch_stats": transfer.trainable_mask(abstract["batch_stats"], config)}
+    mask = {
+        "params": transfer.trainable_mask(abstract["params"], config),
+        "batch_stats": transfer.trainable_mask(abstract["batch_stats"], config),
+    }
     step = jax.jit(make_train_step(model, tx, config, jnp.zeros(1), jnp.ones(1), mask))
     state = before = create_train_state(model, tx, (28, 28, 1), seed=0)
     rng = np.random.default_rng(0)
     for i in range(3):
-        batch = {"image": jnp.asarray(rng.integers(0, 256, (16, 28, 28, 1)), jnp.uint8),
-                 "label": jnp.asarray(rng.integers(0, 10, 16), jnp.int32), "mask": jnp.ones(16, bool)}
+        batch = {
+            "image": jnp.asarray(rng.integers(0, 256, (16, 28, 28, 1)), jnp.uint8),
+            "label": jnp.asarray(rng.integers(0, 10, 16), jnp.int32),
+            "mask": jnp.ones(16, bool),
+        }
         state, _ = step(state, batch, jax.random.PRNGKey(i))
     for collection in ("params", "batch_stats"):
         old, new = flat(getattr(before, collection)), flat(getattr(state, collection))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cnn_jax import tuning
+
 from conftest import shared
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
@@ -40,8 +41,10 @@ def test_apply_appends_to_the_environment_and_plain_leaves_it_alone(monkeypatch)
 
 
 def test_importing_cnn_jax_after_jax_started_warns_and_the_manifest_says_so():
-    script = ("import jax; jax.devices()\nimport warnings; warnings.simplefilter('always')\n"
-              "import cnn_jax, json; from cnn_jax import tuning; print(json.dumps(tuning.describe()))")
+    script = (
+        "import jax; jax.devices()\nimport warnings; warnings.simplefilter('always')\n"
+        "import cnn_jax, json; from cnn_jax import tuning; print(json.dumps(tuning.describe()))"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", tuning.PLAIN_ENV)}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -54,8 +57,13 @@ def _probe(fashion: Path, plain: bool) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", tuning.PLAIN_ENV)}
     if plain:
         env[tuning.PLAIN_ENV] = "1"
-    done = subprocess.run([sys.executable, str(Path(__file__).with_name("tuning_probe.py")), str(fashion)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("tuning_probe.py")), str(fashion)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -34,8 +34,13 @@ def convolutions(hlo: str) -> dict[str, int]:
             bodies[name] = []
         elif name is not None:
             bodies[name].append(line)
-    called = {target for lines in bodies.values() for line in lines if "__ynn_fusion" in line
-              for target in re.findall(r"calls=%([\w.\-]+)", line)}
+    called = {
+        target
+        for lines in bodies.values()
+        for line in lines
+        if "__ynn_fusion" in line
+        for target in re.findall(r"calls=%([\w.\-]+)", line)
+    }
     count = {name: sum(" convolution(" in line for line in lines) for name, lines in bodies.items()}
     inside = sum(count[name] for name in called if name in count)
     return {"in_ynn_fusions": inside, "total": sum(count.values())}
@@ -44,19 +49,34 @@ def convolutions(hlo: str) -> dict[str, int]:
 def main(fashion_dir: str) -> None:
     train = read_idx_dir("fashion_mnist", Path(fashion_dir)).splits["train"]
     images, labels = train.images[: STEPS * BATCH], train.labels[: STEPS * BATCH]
-    config = config_lib.apply_overrides(config_lib.default_config(), {
-        "model.name": "seed_cnn", "optimizer.name": "sgd", "optimizer.lr": 0.05, "optimizer.momentum": 0.9,
-        "schedule.name": "constant", "train.batch_size": BATCH})
+    config = config_lib.apply_overrides(
+        config_lib.default_config(),
+        {
+            "model.name": "seed_cnn",
+            "optimizer.name": "sgd",
+            "optimizer.lr": 0.05,
+            "optimizer.momentum": 0.9,
+            "schedule.name": "constant",
+            "train.batch_size": BATCH,
+        },
+    )
     model = build_model(config.model, num_classes=10)
     tx = make_optimizer(config, make_schedule(config, STEPS))
     state = create_train_state(model, tx, (28, 28, 1), seed=0)
     mean, std = channel_stats(train)
-    batches = [{"image": jnp.asarray(images[i * BATCH:(i + 1) * BATCH]), "mask": jnp.ones(BATCH, bool),
-                "label": jnp.asarray(labels[i * BATCH:(i + 1) * BATCH])} for i in range(STEPS)]
+    batches = [
+        {
+            "image": jnp.asarray(images[i * BATCH : (i + 1) * BATCH]),
+            "mask": jnp.ones(BATCH, bool),
+            "label": jnp.asarray(labels[i * BATCH : (i + 1) * BATCH]),
+        }
+        for i in range(STEPS)
+    ]
     key = jax.random.PRNGKey(0)
     step = jax.jit(make_train_step(model, tx, config, jnp.asarray(mean), jnp.asarray(std)))
     step = step.lower(state, batches[0], key).compile()
     placement = convolutions(step.as_text())
+
     def conv2_kernel(state) -> list[float]:
         return np.asarray(state.params["conv2"]["Conv_0"]["kernel"]).ravel()[:64].tolist()
 
@@ -64,8 +84,16 @@ def main(fashion_dir: str) -> None:
     for batch in batches:
         state, sums = step(state, batch, key)
         losses.append(float(sums["loss_sum"] / sums["count"]))
-    print(json.dumps({"losses": losses, "conv2_kernel": conv2_kernel(state), "conv2_kernel_initial": initial,
-                      "convolutions": placement}))
+    print(
+        json.dumps(
+            {
+                "losses": losses,
+                "conv2_kernel": conv2_kernel(state),
+                "conv2_kernel_initial": initial,
+                "convolutions": placement,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from cnn_jax import config as config_lib
+from cnn_jax.checkpoints import flatten
 from cnn_jax.errors import UserError, unknown_choice
 from cnn_jax.files import write_bytes_atomic, write_json_atomic
-from cnn_jax.checkpoints import flatten
 from cnn_jax.loading import LoadedRun, load_run
 
 FORMATS = ("npz", "safetensors")
@@ -43,8 +43,9 @@ def export_run(run_dir: Path, step: str | int | None = None, fmt: str = "npz", o
     info = describe(loaded, out.name, fmt)
     write_bytes_atomic(out, encode(tensors, info))
     sidecar = out.with_name(out.name + ".json")
-    write_json_atomic(sidecar, {**info, "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
-                                                    for k, v in tensors.items()}})
+    write_json_atomic(
+        sidecar, {**info, "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in tensors.items()}}
+    )
     return Exported(out, sidecar, loaded.step, len(tensors))
 
 
@@ -79,10 +80,16 @@ def read_export(path: Path) -> dict[str, Any]:
 def describe(loaded: LoadedRun, file_name: str, fmt: str) -> dict[str, Any]:
     """What a user of the file needs besides the tensors: model config, classes, normalization."""
     info = loaded.info
-    return {"file": file_name, "format": fmt, "run_dir": str(loaded.run_dir), "step": loaded.step,
-            "model": loaded.config.model.name, "config": json.loads(config_lib.to_json(loaded.config)),
-            "data": {"name": info.name, "image_shape": list(info.image_shape), "classes": list(info.classes)},
-            "normalization": {"mean": info.mean.tolist(), "std": info.std.tolist(), "preprocess": PREPROCESS}}
+    return {
+        "file": file_name,
+        "format": fmt,
+        "run_dir": str(loaded.run_dir),
+        "step": loaded.step,
+        "model": loaded.config.model.name,
+        "config": json.loads(config_lib.to_json(loaded.config)),
+        "data": {"name": info.name, "image_shape": list(info.image_shape), "classes": list(info.classes)},
+        "normalization": {"mean": info.mean.tolist(), "std": info.std.tolist(), "preprocess": PREPROCESS},
+    }
 
 
 def _npz_bytes(tensors: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
@@ -95,8 +102,9 @@ def _safetensors_encoder():
     try:
         from safetensors.numpy import save
     except ImportError:
-        raise UserError("--format safetensors needs the safetensors package: pip install safetensors "
-                        "(or use --format npz).") from None
+        raise UserError(
+            "--format safetensors needs the safetensors package: pip install safetensors (or use --format npz)."
+        ) from None
 
     def encode(tensors: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
         metadata = {key: json.dumps(value) for key, value in info.items()}  # safetensors metadata is str -> str

@@ -75,8 +75,9 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     return (x - x.min()) / span if span > 0 else np.zeros_like(x)
 
 
-def plot_filters(run_dir: Path, layer: str | None = None, step: str | int | None = None,
-                 out: Path | None = None) -> Picture:
+def plot_filters(
+    run_dir: Path, layer: str | None = None, step: str | int | None = None, out: Path | None = None
+) -> Picture:
     """A PNG grid of a conv layer's kernels (default: the first conv layer), one tile per output channel."""
     loaded = load_run(run_dir, step)
     convs = conv_layers(loaded)
@@ -88,8 +89,10 @@ def plot_filters(run_dir: Path, layer: str | None = None, step: str | int | None
     kernel = _subtree(loaded.variables["params"], layer)["kernel"]
     tiles, how = filter_tiles(kernel)
     kh, kw, c_in, c_out = kernel.shape
-    note = (f"{c_out} filters of {kh}x{kw}x{c_in}, {how}; each tile min-max scaled on its own (dark = its min, "
-            f"bright = its max); kernel values span [{float(np.min(kernel)):.3g}, {float(np.max(kernel)):.3g}]")
+    note = (
+        f"{c_out} filters of {kh}x{kw}x{c_in}, {how}; each tile min-max scaled on its own (dark = its min, "
+        f"bright = its max); kernel values span [{float(np.min(kernel)):.3g}, {float(np.max(kernel)):.3g}]"
+    )
     out = Path(out) if out else loaded.run_dir / f"filters_step{loaded.step}.png"
     grid = plots.filter_grid(tiles, f"{loaded.config.model.name} step {loaded.step}: {layer}", note, out)
     return Picture(out, loaded.step, (layer,), grid=grid)
@@ -107,12 +110,17 @@ def read_image(path: Path, image_shape: tuple[int, int, int]) -> tuple[np.ndarra
 
     height, width, channels = image_shape
     if channels not in (1, 3):
-        raise UserError(f"the run's images have {channels} channels; only grey (1) or RGB (3) runs can read an "
-                        "image file. Use --test-index instead.")
+        raise UserError(
+            f"the run's images have {channels} channels; only grey (1) or RGB (3) runs can read an "
+            "image file. Use --test-index instead."
+        )
     try:
         with Image.open(path) as img:
-            done = [] if img.mode == ("L" if channels == 1 else "RGB") else [f"converted {img.mode} to "
-                                                                             f"{'grey' if channels == 1 else 'RGB'}"]
+            done = (
+                []
+                if img.mode == ("L" if channels == 1 else "RGB")
+                else [f"converted {img.mode} to {'grey' if channels == 1 else 'RGB'}"]
+            )
             img = img.convert("L" if channels == 1 else "RGB")
             if img.size != (width, height):
                 done.append(f"resized {img.size[0]}x{img.size[1]} to {width}x{height}")
@@ -130,14 +138,23 @@ def dataset_image(loaded: LoadedRun, paths, index: int) -> tuple[np.ndarray, str
     test = catalog.load(loaded.info.name, paths.data_dir, list(paths.search_roots), log=lambda *_: None)
     split = test.dataset.splits["test"]
     if not 0 <= index < len(split):
-        raise UserError(f"--test-index {index}: the test split of '{loaded.info.name}' has {len(split)} images "
-                        f"(0..{len(split) - 1}).")
+        raise UserError(
+            f"--test-index {index}: the test split of '{loaded.info.name}' has {len(split)} images "
+            f"(0..{len(split) - 1})."
+        )
     return split.images[index], loaded.info.classes[int(split.labels[index])]
 
 
-def plot_features(run_dir: Path, image: Path | None = None, layers: list[str] | None = None,
-                  step: str | int | None = None, out: Path | None = None, test_index: int | None = None,
-                  paths=None, max_channels: int = 32) -> Picture:
+def plot_features(
+    run_dir: Path,
+    image: Path | None = None,
+    layers: list[str] | None = None,
+    step: str | int | None = None,
+    out: Path | None = None,
+    test_index: int | None = None,
+    paths=None,
+    max_channels: int = 32,
+) -> Picture:
     """A PNG of the feature maps of `layers` (default: the model's top-level layers) for one image.
 
     The image is a file (`image`) or test image `test_index` of the run's dataset (`paths`: DataPaths).
@@ -165,9 +182,13 @@ def plot_features(run_dir: Path, image: Path | None = None, layers: list[str] | 
     top = int(np.argmax(probabilities))
     prediction = f"{loaded.info.classes[top]} (p={probabilities[top]:.2f})"
     out = Path(out) if out else loaded.run_dir / f"features_{name}_step{loaded.step}.png"
-    plots.feature_maps(pixels, panels, f"{loaded.config.model.name} step {loaded.step}: {source}; predicted "
-                       f"{prediction}", "each channel min-max scaled on its own (dark = its min, bright = its max)",
-                       out)
+    plots.feature_maps(
+        pixels,
+        panels,
+        f"{loaded.config.model.name} step {loaded.step}: {source}; predicted {prediction}",
+        "each channel min-max scaled on its own (dark = its min, bright = its max)",
+        out,
+    )
     return Picture(out, loaded.step, tuple(chosen), prediction=prediction)
 
 
@@ -182,5 +203,7 @@ def _panel(layer: str, maps: np.ndarray, max_channels: int) -> tuple[str, np.nda
 
 def _unknown_layer(option: str, name: str, available: list[str], what: str) -> UserError:
     more = f", ... ({len(available)} in all)" if len(available) > LISTED else ""
-    return UserError(f"{option}: no layer '{name}' in this model.{did_you_mean(name, available)} "
-                     f"{what.capitalize()}: {', '.join(available[:LISTED])}{more}.")
+    return UserError(
+        f"{option}: no layer '{name}' in this model.{did_you_mean(name, available)} "
+        f"{what.capitalize()}: {', '.join(available[:LISTED])}{more}."
+    )

@@ -29,6 +29,7 @@ def apply_kernel(image: jax.Array, kernel: jax.Array) -> jax.Array:
     x = jnp.pad(image.astype(jnp.float32), ((k, k), (k, k), (0, 0)), mode="edge")
     channels = image.shape[-1]
     weights = jnp.broadcast_to(kernel[:, :, None, None], (*kernel.shape, 1, channels))
-    out = jax.lax.conv_general_dilated(x[None], weights, (1, 1), "VALID",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+    out = jax.lax.conv_general_dilated(
+        x[None], weights, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels
+    )
     return jnp.clip(jnp.round(out[0]), 0, 255).astype(jnp.uint8)

@@ -49,11 +49,16 @@ def learning_curves(accuracy: dict[str, Band], train_loss: dict[str, Band], titl
     _write_png(fig, path)
 
 
-def intervals(rows: Sequence[tuple[str, float | None, tuple[float, float] | None, Sequence[float]]],
-              reference: float | None, xlabel: str, title: str, path: Path) -> None:
+def intervals(
+    rows: Sequence[tuple[str, float | None, tuple[float, float] | None, Sequence[float]]],
+    reference: float | None,
+    xlabel: str,
+    title: str,
+    path: Path,
+) -> None:
     """Per row (name, mean, 95% CI, per-seed values): a dot with its interval and the seeds as small dots."""
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.5 * len(rows)))
-    for y, (name, mean, ci, values) in enumerate(rows):
+    for y, (_, mean, ci, values) in enumerate(rows):
         ax.scatter(values, [y + 0.18] * len(values), s=12, color="grey", alpha=0.8, zorder=2)
         if mean is not None:
             ax.scatter([mean], [y], s=36, color="C0", zorder=3)
@@ -99,7 +104,7 @@ def mosaic(tiles: np.ndarray, cols: int, cmap: str | None = None) -> np.ndarray:
     out[:] = GAP_COLOR
     for i in range(n):
         r, k = divmod(i, cols)
-        out[1 + r * (h + 1):(r + 1) * (h + 1), 1 + k * (w + 1):(k + 1) * (w + 1)] = rgb[i]
+        out[1 + r * (h + 1) : (r + 1) * (h + 1), 1 + k * (w + 1) : (k + 1) * (w + 1)] = rgb[i]
     return out
 
 
@@ -116,8 +121,9 @@ def filter_grid(tiles: np.ndarray, title: str, note: str, path: Path) -> tuple[i
     return rows, cols
 
 
-def feature_maps(image: np.ndarray, panels: Sequence[tuple[str, np.ndarray]], title: str, note: str,
-                 path: Path) -> None:
+def feature_maps(
+    image: np.ndarray, panels: Sequence[tuple[str, np.ndarray]], title: str, note: str, path: Path
+) -> None:
     """The input image, then per layer its channel maps (N, h, w, 1 in [0, 1]) as a viridis mosaic."""
     images = [mosaic(maps, grid_shape(len(maps))[1], cmap="viridis") for _, maps in panels]
     ratios = [0.35] + [min(m.shape[0] / m.shape[1], 1.5) for m in images]

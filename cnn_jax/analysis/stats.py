@@ -51,8 +51,13 @@ def describe(values: Sequence[float], confidence: float = CONFIDENCE) -> Descrip
     return Description(int(x.size), mean, std, (mean - half, mean + half))
 
 
-def paired(variant: Sequence[float], reference: Sequence[float], confidence: float = CONFIDENCE,
-           n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Paired:
+def paired(
+    variant: Sequence[float],
+    reference: Sequence[float],
+    confidence: float = CONFIDENCE,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Paired:
     """Compare two aligned samples (same seed at the same position) through their differences."""
     a, b = np.asarray(variant, dtype=float), np.asarray(reference, dtype=float)
     if a.shape != b.shape:
@@ -63,20 +68,31 @@ def paired(variant: Sequence[float], reference: Sequence[float], confidence: flo
         p_value = None
     else:
         p_value = float(scipy.stats.ttest_rel(a, b).pvalue)
-    return Paired(summary.n, summary.mean, summary.std, summary.ci, p_value,
-                  bootstrap_interval(d, confidence, n_resamples, seed))
+    return Paired(
+        summary.n, summary.mean, summary.std, summary.ci, p_value, bootstrap_interval(d, confidence, n_resamples, seed)
+    )
 
 
-def bootstrap_interval(values: Sequence[float], confidence: float = CONFIDENCE,
-                       n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Interval | None:
+def bootstrap_interval(
+    values: Sequence[float],
+    confidence: float = CONFIDENCE,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Interval | None:
     """Percentile bootstrap interval of the mean with a fixed seed (None below two values)."""
     x = np.asarray(values, dtype=float)
     if x.size < 2:
         return None
     if _constant(x):
         return (float(x.mean()), float(x.mean()))
-    result = scipy.stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                                   method="percentile", rng=np.random.default_rng(seed))
+    result = scipy.stats.bootstrap(
+        (x,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return (float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 

@@ -56,8 +56,10 @@ def balanced_subset(split: Split, n: int) -> Split:
     order = np.random.default_rng(SUBSET_SEED).permutation(len(split))
     classes = np.unique(split.labels)
     quota = {c: n // len(classes) + (i < n % len(classes)) for i, c in enumerate(classes)}
-    chosen = np.sort(np.concatenate([order[split.labels[order] == c][:quota[c]] for c in classes]))
+    chosen = np.sort(np.concatenate([order[split.labels[order] == c][: quota[c]] for c in classes]))
     if len(chosen) != n:
-        raise UserError(f"config field 'dataset.train_subset' = {n}: cannot draw that many class-balanced examples "
-                        f"from class counts {np.bincount(split.labels).tolist()}; use fewer, or 0 for the whole split.")
+        raise UserError(
+            f"config field 'dataset.train_subset' = {n}: cannot draw that many class-balanced examples "
+            f"from class counts {np.bincount(split.labels).tolist()}; use fewer, or 0 for the whole split."
+        )
     return Split(split.images[chosen], split.labels[chosen])

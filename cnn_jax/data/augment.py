@@ -36,7 +36,9 @@ def random_horizontal_flip(images: jax.Array, key: jax.Array) -> jax.Array:
     return jnp.where(flip, images[:, :, ::-1, :], images)
 
 
-def augment(images: jax.Array, key: jax.Array, *, crop_padding: int, translate: int, horizontal_flip: bool) -> jax.Array:
+def augment(
+    images: jax.Array, key: jax.Array, *, crop_padding: int, translate: int, horizontal_flip: bool
+) -> jax.Array:
     """The configured train-time augmentations, each with its own key; identity when all are off."""
     crop_key, shift_key, flip_key = jax.random.split(key, 3)
     images = random_shift(images, crop_key, crop_padding, "constant")

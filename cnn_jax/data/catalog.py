@@ -31,20 +31,31 @@ class KnownDataset:
 KNOWN = {
     "mnist": KnownDataset(
         (28, 28, 1),
-        {"train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
-         "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)},
-        tuple(str(d) for d in range(10)), ("mnist",)),
+        {
+            "train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+            "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+        },
+        tuple(str(d) for d in range(10)),
+        ("mnist",),
+    ),
     "fashion_mnist": KnownDataset(
-        (28, 28, 1), {"train": (6000,) * 10, "test": (1000,) * 10},
+        (28, 28, 1),
+        {"train": (6000,) * 10, "test": (1000,) * 10},
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        ("fashion-mnist", "fashion_mnist")),
+        ("fashion-mnist", "fashion_mnist"),
+    ),
     "cifar10": KnownDataset(
-        (32, 32, 3), {"train": (5000,) * 10, "test": (1000,) * 10},
+        (32, 32, 3),
+        {"train": (5000,) * 10, "test": (1000,) * 10},
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-        ("cifar10", "cifar-10", "cifar10-jpeg", "cifar-10-batches-py", "cifar-10-batches-bin")),
+        ("cifar10", "cifar-10", "cifar10-jpeg", "cifar-10-batches-py", "cifar-10-batches-bin"),
+    ),
     "cifar100": KnownDataset(
-        (32, 32, 3), {"train": (500,) * 100, "test": (100,) * 100}, (),
-        ("cifar100", "cifar-100", "cifar-100-python", "cifar-100-binary")),
+        (32, 32, 3),
+        {"train": (500,) * 100, "test": (100,) * 100},
+        (),
+        ("cifar100", "cifar-100", "cifar-100-python", "cifar-100-binary"),
+    ),
 }
 
 
@@ -91,7 +102,8 @@ def verify(dataset: ArrayDataset) -> None:
         if tuple(got) != expected:
             raise UserError(
                 f"dataset '{dataset.name}', split '{split}': class counts {got} differ from the published "
-                f"{list(expected)} ({len(dataset.splits[split])} vs {sum(expected)} examples). The files are incomplete or not this dataset."
+                f"{list(expected)} ({len(dataset.splits[split])} vs {sum(expected)} examples). "
+                "The files are incomplete or not this dataset."
             )
 
 
@@ -131,8 +143,10 @@ def load(name: str, data_dir: Path, search_roots: list[Path], log=print) -> Load
             if not imported.exists():
                 local = find_local(name, search_roots)
                 if local is not None:
-                    log(f"Importing '{name}' from {local} into {imported.parent.parent} "
-                        "(once; later runs read it from there).")
+                    log(
+                        f"Importing '{name}' from {local} into {imported.parent.parent} "
+                        "(once; later runs read it from there)."
+                    )
                     import_dataset(name, local, data_dir)
                 elif name in KNOWN and _tensorflow_installed():
                     return _download_stock(name, data_dir)
@@ -165,8 +179,10 @@ def _download_stock(name: str, data_dir: Path) -> LoadedDataset:
         builder = tfds.builder(name, data_dir=str(data_dir), file_format="array_record")
         builder.download_and_prepare()
     except Exception as exc:  # network, quota, checksum: report, do not substitute data
-        raise UserError(f"TFDS could not download '{name}' ({type(exc).__name__}: {exc}). "
-                        f"Import local files instead: cnn-jax data import {name} --from DIR") from exc
+        raise UserError(
+            f"TFDS could not download '{name}' ({type(exc).__name__}: {exc}). "
+            f"Import local files instead: cnn-jax data import {name} --from DIR"
+        ) from exc
     stock = tfds_store.stock_dir(data_dir, name)
     dataset = tfds_store.read_tfds_dir(stock, name)
     return LoadedDataset(dataset, f"tfds:{name}/{stock.name} in {data_dir}", tfds_store.split_fingerprints(dataset))
@@ -182,6 +198,7 @@ def _not_found(name: str, data_dir: Path, roots: list[Path]) -> UserError:
     looked = ", ".join(str(r) for r in roots)
     return UserError(
         f"dataset '{name}' is not prepared in '{data_dir}' and no local copy was found under [{looked}] "
-        f"(folder names {', '.join(KNOWN[name].local_dirnames)}). Fix: set {LOCAL_DATA_ENV}=DIR (a folder holding one of those), "
-        f"or run: cnn-jax data import {name} --from DIR, or install tensorflow-cpu (extra 'tfds-download') to let TFDS download it."
+        f"(folder names {', '.join(KNOWN[name].local_dirnames)}). Fix: set {LOCAL_DATA_ENV}=DIR (a folder holding "
+        f"one of those), or run: cnn-jax data import {name} --from DIR, or install tensorflow-cpu (extra "
+        "'tfds-download') to let TFDS download it."
     )

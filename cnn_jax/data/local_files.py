@@ -49,6 +49,7 @@ def read_local(name: str, path: Path, class_names: tuple[str, ...] = ()) -> Arra
 
 # ----------------------------------------------------------------------------- IDX
 
+
 def _find(directory: Path, stem: str) -> Path | None:
     for candidate in (directory / stem, directory / f"{stem}.gz"):
         if candidate.is_file():
@@ -60,12 +61,14 @@ def read_idx(path: Path) -> np.ndarray:
     """One IDX file (optionally gzip): a uint8 array with the header's dimensions."""
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise UserError(f"IDX file '{path}' has a wrong magic number ({raw[:4].hex()}); expected 0x000008NN for uint8 data.")
+        raise UserError(
+            f"IDX file '{path}' has a wrong magic number ({raw[:4].hex()}); expected 0x000008NN for uint8 data."
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise UserError(f"IDX file '{path}' is truncated inside its header.")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(shape))
     if len(raw) - header != expected:
         raise UserError(
@@ -83,13 +86,17 @@ def read_idx_dir(name: str, directory: Path, class_names: tuple[str, ...] = ()) 
             raise UserError(f"IDX directory '{directory}' lacks {image_stem}[.gz] or {label_stem}[.gz].")
         images, labels = read_idx(image_file), read_idx(label_file)
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise UserError(f"IDX files in '{directory}' for split '{split}' disagree: images {images.shape}, labels {labels.shape}.")
+            raise UserError(
+                f"IDX files in '{directory}' for split '{split}' disagree: images {images.shape}, "
+                f"labels {labels.shape}."
+            )
         splits[split] = Split(images[..., None], labels.astype(np.int32))
     num_classes = int(max(s.labels.max() for s in splits.values())) + 1
     return ArrayDataset(name, splits, class_names or tuple(str(i) for i in range(num_classes)))
 
 
 # ----------------------------------------------------------------------------- CIFAR
+
 
 def _unpickle(path: Path) -> dict:
     with open(path, "rb") as f:
@@ -121,7 +128,10 @@ def read_cifar_python(name: str, directory: Path) -> ArrayDataset:
 def read_cifar_binary(name: str, directory: Path) -> ArrayDataset:
     """cifar-10-batches-bin (<label><3072 bytes>) or cifar-100-binary (<coarse><fine><3072 bytes>)."""
     if (directory / "data_batch_1.bin").exists():
-        files = {"train": [directory / f"data_batch_{i}.bin" for i in range(1, 6)], "test": [directory / "test_batch.bin"]}
+        files = {
+            "train": [directory / f"data_batch_{i}.bin" for i in range(1, 6)],
+            "test": [directory / "test_batch.bin"],
+        }
         label_bytes, meta = 1, directory / "batches.meta.txt"
     else:
         files = {"train": [directory / "train.bin"], "test": [directory / "test.bin"]}
@@ -131,7 +141,10 @@ def read_cifar_binary(name: str, directory: Path) -> ArrayDataset:
     for split, paths in files.items():
         raw = np.concatenate([np.fromfile(p, dtype=np.uint8) for p in paths])
         if raw.size % record:
-            raise UserError(f"CIFAR binary files for split '{split}' in '{directory}' are truncated ({raw.size} bytes is not a multiple of {record}).")
+            raise UserError(
+                f"CIFAR binary files for split '{split}' in '{directory}' are truncated ({raw.size} bytes is not "
+                f"a multiple of {record})."
+            )
         raw = raw.reshape(-1, record)
         splits[split] = Split(_chw_rows_to_nhwc(raw[:, label_bytes:]), raw[:, label_bytes - 1].astype(np.int32))
     names = tuple(line.strip() for line in meta.read_text().splitlines() if line.strip()) if meta.exists() else ()
@@ -144,6 +157,7 @@ def _numbered(splits: dict[str, Split]) -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------- image folders
 
+
 def read_image_folder(name: str, root: Path) -> ArrayDataset:
     """`root/<split>/<class>/*.png|jpg` (a directory or a tar archive); classes sorted by name."""
     if root.is_dir():
@@ -155,16 +169,20 @@ def read_image_folder(name: str, root: Path) -> ArrayDataset:
         raise UserError(f"image folder '{root}' has no files of the form <split>/<class>/<image>.")
     bad = [f"{s}/{c}/{f}" for s, c, f, _ in files if not f.lower().endswith(IMAGE_SUFFIXES)]
     if bad:
-        raise UserError(f"image folder '{root}' holds non-image files, e.g. '{bad[0]}' ({len(bad)} in all); "
-                        f"only {', '.join(IMAGE_SUFFIXES)} are allowed. Remove them.")
+        raise UserError(
+            f"image folder '{root}' holds non-image files, e.g. '{bad[0]}' ({len(bad)} in all); "
+            f"only {', '.join(IMAGE_SUFFIXES)} are allowed. Remove them."
+        )
     split_names = sorted({s for s, *_ in files})
     class_names = tuple(sorted({c for _, c, *_ in files}))
     splits = {}
     for split in split_names:
         present = {c for s, c, *_ in files if s == split}
         if set(class_names) - present:
-            raise UserError(f"image folder '{root}': split '{split}' has no images for classes "
-                            f"{sorted(set(class_names) - present)}; every class needs images in every split.")
+            raise UserError(
+                f"image folder '{root}': split '{split}' has no images for classes "
+                f"{sorted(set(class_names) - present)}; every class needs images in every split."
+            )
         images, labels, shape = [], [], None
         for s, c, f, load in files:
             if s != split:
@@ -173,8 +191,10 @@ def read_image_folder(name: str, root: Path) -> ArrayDataset:
             if shape is None:
                 shape = image.shape
             elif image.shape != shape:
-                raise UserError(f"image folder '{root}' mixes image sizes: '{s}/{c}/{f}' is {image.shape}, "
-                                f"earlier images are {shape}. Resize them to one size first.")
+                raise UserError(
+                    f"image folder '{root}' mixes image sizes: '{s}/{c}/{f}' is {image.shape}, "
+                    f"earlier images are {shape}. Resize them to one size first."
+                )
             images.append(image)
             labels.append(class_names.index(c))
         splits[split] = Split(np.stack(images), np.asarray(labels, dtype=np.int32))
@@ -198,8 +218,7 @@ def _list_image_folder(root: Path) -> Iterator[tuple[str, str, str, callable]]:
                 yield path.parts[-3], path.parts[-2], path.name, path.read_bytes
         return
     with tarfile.open(root) as archive:  # read in stream order: seeking back in a .tgz is quadratic
-        members = [(m.name.removeprefix("./").split("/"), archive.extractfile(m).read())
-                   for m in archive if m.isfile()]
+        members = [(m.name.removeprefix("./").split("/"), archive.extractfile(m).read()) for m in archive if m.isfile()]
     depth = min((len(parts) for parts, _ in members), default=0)
     for parts, data in members:
         if len(parts) == depth and depth >= 3:

@@ -39,11 +39,11 @@ def channel_stats(split: Split) -> tuple[np.ndarray, np.ndarray]:
     mean = np.zeros(pixels.shape[1])
     sq = np.zeros(pixels.shape[1])
     for start in range(0, len(pixels), 1 << 22):  # chunks keep float64 memory small
-        chunk = pixels[start:start + (1 << 22)].astype(np.float64) / 255.0
+        chunk = pixels[start : start + (1 << 22)].astype(np.float64) / 255.0
         mean += chunk.sum(0)
-        sq += (chunk ** 2).sum(0)
+        sq += (chunk**2).sum(0)
     mean /= len(pixels)
-    std = np.sqrt(sq / len(pixels) - mean ** 2)
+    std = np.sqrt(sq / len(pixels) - mean**2)
     return mean.astype(np.float32), std.astype(np.float32)
 
 
@@ -60,6 +60,8 @@ def take_batch(split: DeviceSplit, order: jax.Array, index: jax.Array, batch_siz
 
 def slice_batch(split: DeviceSplit, index: jax.Array, batch_size: int) -> dict[str, jax.Array]:
     """Batch `index` in stored order (traceable: use inside jit)."""
+
     def cut(x):
         return jax.lax.dynamic_slice_in_dim(x, index * batch_size, batch_size)
+
     return {"image": cut(split.images), "label": cut(split.labels), "mask": cut(split.mask)}

@@ -26,7 +26,11 @@ def imported_dir(data_dir: Path, name: str) -> Path:
 
 def list_imported(data_dir: Path) -> list[str]:
     root = Path(data_dir) / IMPORTS_SUBDIR
-    return sorted(p.name for p in root.iterdir() if (p / IMPORT_VERSION / "dataset_info.json").exists()) if root.is_dir() else []
+    return (
+        sorted(p.name for p in root.iterdir() if (p / IMPORT_VERSION / "dataset_info.json").exists())
+        if root.is_dir()
+        else []
+    )
 
 
 def write_imported(dataset: ArrayDataset, data_dir: Path, provenance: dict) -> Path:
@@ -85,11 +89,13 @@ def _builder_class(dataset: ArrayDataset):
             return tfds.core.DatasetInfo(
                 builder=self,
                 description=f"{dataset.name}, imported from local files by cnn_jax.",
-                features=tfds.features.FeaturesDict({
-                    "image": tfds.features.Tensor(shape=dataset.image_shape, dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(names=list(dataset.class_names)),
-                    "index": tfds.features.Scalar(dtype=np.int64),
-                }),
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Tensor(shape=dataset.image_shape, dtype=np.uint8),
+                        "label": tfds.features.ClassLabel(names=list(dataset.class_names)),
+                        "index": tfds.features.Scalar(dtype=np.int64),
+                    }
+                ),
                 supervised_keys=("image", "label"),
             )
 

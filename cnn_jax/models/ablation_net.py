@@ -36,8 +36,10 @@ class AblationNet(nn.Module):
 
     def __post_init__(self):
         if self.pool_window != 2 and self.downsample not in ("max", "avg"):
-            raise ValueError(f"config field 'model.pool_window' = {self.pool_window} needs pooling, but "
-                             f"model.downsample = '{self.downsample}'; leave pool_window at 2 or use max/avg.")
+            raise ValueError(
+                f"config field 'model.pool_window' = {self.pool_window} needs pooling, but "
+                f"model.downsample = '{self.downsample}'; leave pool_window at 2 or use max/avg."
+            )
         super().__post_init__()
 
     @nn.compact
@@ -45,19 +47,30 @@ class AblationNet(nn.Module):
         act = ACTIVATIONS[self.activation]
         conv = partial(ConvUnit, norm=BATCH_NORM if self.batch_norm else None, act=act)
         for i in range(self.stages):
-            x = VGGBlock(self.width * 2**i, num_convs=self.convs_per_stage, scheme=self.kernel_scheme,
-                         downsample=self.downsample, pool_window=self.pool_window, conv=conv,
-                         name=f"stage{i + 1}")(x, train)
+            x = VGGBlock(
+                self.width * 2**i,
+                num_convs=self.convs_per_stage,
+                scheme=self.kernel_scheme,
+                downsample=self.downsample,
+                pool_window=self.pool_window,
+                conv=conv,
+                name=f"stage{i + 1}",
+            )(x, train)
         if self.head == "mlp":
             x = Flatten(name="flatten")(x)
-            return MLPHead((MLP_HIDDEN,), num_classes=self.num_classes, dropout=self.dropout, act=act,
-                           name="mlp")(x, train)
+            return MLPHead((MLP_HIDDEN,), num_classes=self.num_classes, dropout=self.dropout, act=act, name="mlp")(
+                x, train
+            )
         x = Dropout(self.dropout, name="dropout")(GlobalAvgPool(name="gap")(x), train)
         return nn.Dense(self.num_classes, name="classifier")(x)
 
 
 MODELS = {
-    "ablation_net": ModelSpec(AblationNet, "VGG-style net shaped by config: stages x convs_per_stage kernel-scheme "
-                                           "units, width doubling per stage, downsampling switch, GAP or MLP head",
-                              input_shape=(32, 32, 3), num_classes=10),
+    "ablation_net": ModelSpec(
+        AblationNet,
+        "VGG-style net shaped by config: stages x convs_per_stage kernel-scheme "
+        "units, width doubling per stage, downsampling switch, GAP or MLP head",
+        input_shape=(32, 32, 3),
+        num_classes=10,
+    ),
 }

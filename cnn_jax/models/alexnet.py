@@ -60,8 +60,13 @@ class AlexNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = AlexNetFeatures(PAPER_WIDTHS, conv1_padding="VALID", downsample=self.downsample,
-                            pool_window=self.pool_window, name="features")(x, train)
+        x = AlexNetFeatures(
+            PAPER_WIDTHS,
+            conv1_padding="VALID",
+            downsample=self.downsample,
+            pool_window=self.pool_window,
+            name="features",
+        )(x, train)
         x = Flatten(name="flatten")(x)
         return MLPHead((4096, 4096), num_classes=self.num_classes, dropout=self.dropout, name="classifier")(x, train)
 
@@ -77,8 +82,13 @@ class AlexNetTorchvision(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = AlexNetFeatures(TORCHVISION_WIDTHS, conv1_padding=2, downsample=self.downsample,
-                            pool_window=self.pool_window, name="features")(x, train)
+        x = AlexNetFeatures(
+            TORCHVISION_WIDTHS,
+            conv1_padding=2,
+            downsample=self.downsample,
+            pool_window=self.pool_window,
+            name="features",
+        )(x, train)
         x = Flatten(name="flatten")(AdaptiveAvgPool(6, name="avgpool")(x))
         x = nn.relu(nn.Dense(4096, name="fc6")(Dropout(self.dropout, name="dropout6")(x, train)))
         x = nn.relu(nn.Dense(4096, name="fc7")(Dropout(self.dropout, name="dropout7")(x, train)))
@@ -86,9 +96,16 @@ class AlexNetTorchvision(nn.Module):
 
 
 MODELS = {
-    "alexnet": ModelSpec(AlexNet, "AlexNet of Krizhevsky et al. 2012 on one GPU, 227x227 input, no LRN; "
-                                  "62,378,344 params for 1000 classes", input_shape=(227, 227, 3), num_classes=1000),
-    "alexnet_torchvision": ModelSpec(AlexNetTorchvision, "torchvision's AlexNet (64-192-384-256-256, adaptive 6x6 "
-                                                         "pooling); 61,100,840 params for 1000 classes",
-                                     input_shape=(224, 224, 3), num_classes=1000),
+    "alexnet": ModelSpec(
+        AlexNet,
+        "AlexNet of Krizhevsky et al. 2012 on one GPU, 227x227 input, no LRN; 62,378,344 params for 1000 classes",
+        input_shape=(227, 227, 3),
+        num_classes=1000,
+    ),
+    "alexnet_torchvision": ModelSpec(
+        AlexNetTorchvision,
+        "torchvision's AlexNet (64-192-384-256-256, adaptive 6x6 pooling); 61,100,840 params for 1000 classes",
+        input_shape=(224, 224, 3),
+        num_classes=1000,
+    ),
 }

@@ -55,18 +55,18 @@ class AllCNN(nn.Module):
 
         wide = max(1, round(192 * self.width_multiplier))
         for stage, width in enumerate((max(1, round(96 * self.width_multiplier)), wide), start=1):
-            x = conv(x, width)
-            x = conv(x, width, stride=2 if self.variant == "strided" else 1)
+            x = conv(x, features=width)
+            x = conv(x, features=width, stride=2 if self.variant == "strided" else 1)
             if self.variant == "convpool":
-                x = conv(x, width)
+                x = conv(x, features=width)
             if self.variant in ("model_c", "convpool"):
                 x = Pool("max", window=3, stride=2, padding="SAME", name=f"pool{stage}")(x)
             if self.variant == "all":
-                x = conv(x, width, stride=2)
+                x = conv(x, features=width, stride=2)
             x = Dropout(self.dropout, name=f"dropout{stage}")(x, train)
-        x = conv(x, wide, padding="VALID")
-        x = conv(x, wide, kernel=1, padding=0)
-        x = conv(x, self.num_classes, kernel=1, padding=0)
+        x = conv(x, features=wide, padding="VALID")
+        x = conv(x, features=wide, kernel=1, padding=0)
+        x = conv(x, features=self.num_classes, kernel=1, padding=0)
         return GlobalAvgPool(name="gap")(x)
 
 
@@ -74,14 +74,26 @@ class AllCNN(nn.Module):
 # ~1.3M (Model C, Strided-CNN-C) and ~1.4M (ConvPool-CNN-C, All-CNN-C). Model C's 954,730 is nearer 1.0M;
 # the layers of Tables 1 and 2, which fix every count, are what we follow.
 PAPER_MODELS = {
-    "allcnn_model_c": ("model_c", "All-CNN paper's Model C: 3x3 convs 96-96, max-pool 3x3/2, 192-192, max-pool, "
-                                  "192 VALID, 1x1 192, 1x1 classes, GAP; 954,730 params"),
-    "allcnn_strided_c": ("strided", "Strided-CNN-C: Model C without pooling, the conv before each pool has stride 2; "
-                                    "954,730 params"),
-    "allcnn_convpool_c": ("convpool", "ConvPool-CNN-C: Model C with an extra 3x3 conv before each pooling; "
-                                      "1,369,738 params"),
-    "allcnn_all_c": ("all", "All-CNN-C (Springenberg et al. 2014): each pooling of Model C replaced by a 3x3 "
-                            "stride-2 conv; 1,369,738 params"),
+    "allcnn_model_c": (
+        "model_c",
+        "All-CNN paper's Model C: 3x3 convs 96-96, max-pool 3x3/2, 192-192, max-pool, "
+        "192 VALID, 1x1 192, 1x1 classes, GAP; 954,730 params",
+    ),
+    "allcnn_strided_c": (
+        "strided",
+        "Strided-CNN-C: Model C without pooling, the conv before each pool has stride 2; 954,730 params",
+    ),
+    "allcnn_convpool_c": (
+        "convpool",
+        "ConvPool-CNN-C: Model C with an extra 3x3 conv before each pooling; 1,369,738 params",
+    ),
+    "allcnn_all_c": (
+        "all",
+        "All-CNN-C (Springenberg et al. 2014): each pooling of Model C replaced by a 3x3 "
+        "stride-2 conv; 1,369,738 params",
+    ),
 }
-MODELS = {name: ModelSpec(partial(AllCNN, variant=variant), description, input_shape=(32, 32, 3), num_classes=10)
-          for name, (variant, description) in PAPER_MODELS.items()}
+MODELS = {
+    name: ModelSpec(partial(AllCNN, variant=variant), description, input_shape=(32, 32, 3), num_classes=10)
+    for name, (variant, description) in PAPER_MODELS.items()
+}

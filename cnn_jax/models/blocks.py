@@ -12,7 +12,16 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from cnn_jax.models.layers import (
-    BATCH_NORM, AdaptiveAvgPool, ConvStack, ConvUnit, Downsample, Dropout, Flatten, ModuleDef, Pool, identity,
+    BATCH_NORM,
+    AdaptiveAvgPool,
+    ConvStack,
+    ConvUnit,
+    Downsample,
+    Dropout,
+    Flatten,
+    ModuleDef,
+    Pool,
+    identity,
 )
 
 
@@ -64,13 +73,13 @@ class InceptionV1(nn.Module):
         def unit(features: int, kernel: int, name: str) -> nn.Module:
             return self.conv(features, kernel=kernel, padding=kernel // 2, name=name)
 
-        branch1 = unit(self.ch1x1, 1, "branch1")(x, train)
-        branch2 = unit(self.ch3x3red, 1, "branch2_reduce")(x, train)
-        branch2 = unit(self.ch3x3, 3, "branch2")(branch2, train)
-        branch3 = unit(self.ch5x5red, 1, "branch3_reduce")(x, train)
-        branch3 = unit(self.ch5x5, self.ch5x5_kernel, "branch3")(branch3, train)
+        branch1 = unit(self.ch1x1, kernel=1, name="branch1")(x, train)
+        branch2 = unit(self.ch3x3red, kernel=1, name="branch2_reduce")(x, train)
+        branch2 = unit(self.ch3x3, kernel=3, name="branch2")(branch2, train)
+        branch3 = unit(self.ch5x5red, kernel=1, name="branch3_reduce")(x, train)
+        branch3 = unit(self.ch5x5, kernel=self.ch5x5_kernel, name="branch3")(branch3, train)
         branch4 = Pool("max", window=3, stride=1, padding="SAME", name="branch4_pool")(x)
-        branch4 = unit(self.pool_proj, 1, "branch4")(branch4, train)
+        branch4 = unit(self.pool_proj, kernel=1, name="branch4")(branch4, train)
         return jnp.concatenate([branch1, branch2, branch3, branch4], axis=-1)
 
 
@@ -118,8 +127,16 @@ class Shortcut(nn.Module):
         if self.stride == 1 and x.shape[-1] == self.features:
             return x
         if self.kind == "projection":
-            return ConvUnit(self.features, kernel=1, stride=self.stride, padding=0, norm=self.norm, act=identity,
-                            kernel_init=self.kernel_init, name="projection")(x, train)
+            return ConvUnit(
+                self.features,
+                kernel=1,
+                stride=self.stride,
+                padding=0,
+                norm=self.norm,
+                act=identity,
+                kernel_init=self.kernel_init,
+                name="projection",
+            )(x, train)
         if self.stride > 1:
             x = Pool("avg", window=1, stride=self.stride, name="subsample")(x)
         return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, self.features - x.shape[-1])))
@@ -141,8 +158,14 @@ class BasicBlock(nn.Module):
         conv = partial(ConvUnit, norm=self.norm, kernel_init=self.kernel_init)
         y = conv(self.features, kernel=3, stride=self.stride, padding=1, act=self.act, name="conv1")(x, train)
         y = conv(self.features, kernel=3, stride=1, padding=1, act=identity, name="conv2")(y, train)
-        residual = Shortcut(self.features, stride=self.stride, kind=self.shortcut, norm=self.norm,
-                            kernel_init=self.kernel_init, name="shortcut")(x, train)
+        residual = Shortcut(
+            self.features,
+            stride=self.stride,
+            kind=self.shortcut,
+            norm=self.norm,
+            kernel_init=self.kernel_init,
+            name="shortcut",
+        )(x, train)
         return self.act(y + residual)
 
 
@@ -169,6 +192,12 @@ class Bottleneck(nn.Module):
         y = conv(self.features, kernel=1, stride=1, padding=0, act=self.act, name="conv1")(x, train)
         y = conv(self.features, kernel=3, stride=self.stride, padding=1, act=self.act, name="conv2")(y, train)
         y = conv(self.features * self.expansion, kernel=1, stride=1, padding=0, act=identity, name="conv3")(y, train)
-        residual = Shortcut(self.features * self.expansion, stride=self.stride, kind=self.shortcut, norm=self.norm,
-                            kernel_init=self.kernel_init, name="shortcut")(x, train)
+        residual = Shortcut(
+            self.features * self.expansion,
+            stride=self.stride,
+            kind=self.shortcut,
+            norm=self.norm,
+            kernel_init=self.kernel_init,
+            name="shortcut",
+        )(x, train)
         return self.act(y + residual)

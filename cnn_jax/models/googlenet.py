@@ -55,17 +55,18 @@ class GoogLeNet(nn.Module):
         def conv(features: int, kernel: int, stride: int, name: str) -> nn.Module:
             return GOOGLENET_CONV(features, kernel=kernel, stride=stride, padding=kernel // 2, name=name)
 
-        x = conv(64, 7, 2, "conv1")(x, train)
+        x = conv(64, kernel=7, stride=2, name="conv1")(x, train)
         x = Pool("max", window=3, stride=2, padding="SAME", name="pool1")(x)
-        x = conv(64, 1, 1, "conv2")(x, train)
-        x = conv(192, 3, 1, "conv3")(x, train)
+        x = conv(64, kernel=1, stride=1, name="conv2")(x, train)
+        x = conv(192, kernel=3, stride=1, name="conv3")(x, train)
         run_aux = self.aux_heads and (train or self.is_initializing())
         for name, channels in INCEPTIONS.items():
             if name in POOL_BEFORE:
                 pool_name, window = POOL_BEFORE[name]
                 x = Pool("max", window=window, stride=2, padding="SAME", name=pool_name)(x)
             x = InceptionV1(*channels, ch5x5_kernel=BRANCH_KERNELS[self.kernel_scheme], name=f"inception{name}")(
-                x, train)
+                x, train
+            )
             if name in AUX_AFTER and run_aux:
                 aux_logits = InceptionAux(self.num_classes, name=AUX_AFTER[name])(x, train)
                 self.sow("intermediates", "aux_logits", aux_logits)
@@ -75,7 +76,11 @@ class GoogLeNet(nn.Module):
 
 
 MODELS = {
-    "googlenet": ModelSpec(GoogLeNet, "GoogLeNet / Inception v1 (Szegedy et al. 2014) as in torchvision: 9 inception "
-                                      "modules, BN; 6,624,904 params (13,004,888 with aux heads) for 1000 classes",
-                           input_shape=(224, 224, 3), num_classes=1000),
+    "googlenet": ModelSpec(
+        GoogLeNet,
+        "GoogLeNet / Inception v1 (Szegedy et al. 2014) as in torchvision: 9 inception "
+        "modules, BN; 6,624,904 params (13,004,888 with aux heads) for 1000 classes",
+        input_shape=(224, 224, 3),
+        num_classes=1000,
+    ),
 }

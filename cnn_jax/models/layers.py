@@ -80,7 +80,7 @@ def _tiled_max_pool_backward(window: int, x, grad):
         winner = jnp.where(larger, k, winner)
     zero = jnp.zeros_like(grad)
     share = [jnp.where(winner == k, grad, zero) for k in range(len(positions))]
-    rows = [jnp.stack(share[i * window:(i + 1) * window], axis=3) for i in range(window)]
+    rows = [jnp.stack(share[i * window : (i + 1) * window], axis=3) for i in range(window)]
     b, hh, ww, c = grad.shape
     dx = jnp.stack(rows, axis=2).reshape(b, hh * window, ww * window, c)
     crop = ((0, 0), (0, x.shape[1] - hh * window), (0, x.shape[2] - ww * window), (0, 0))
@@ -109,8 +109,14 @@ class ConvUnit(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         use_bias = (self.norm is None) if self.use_bias is None else self.use_bias
-        x = nn.Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
-                    padding=flax_padding(self.padding), use_bias=use_bias, kernel_init=self.kernel_init)(x)
+        x = nn.Conv(
+            self.features,
+            (self.kernel, self.kernel),
+            strides=(self.stride, self.stride),
+            padding=flax_padding(self.padding),
+            use_bias=use_bias,
+            kernel_init=self.kernel_init,
+        )(x)
         if self.norm is not None:
             x = self.norm(use_running_average=not train)(x)
         return self.act(x)
@@ -130,8 +136,13 @@ class Pool(nn.Module):
             return max_pool(x, window=self.window, stride=self.stride)
         pool = nn.max_pool if self.kind == "max" else nn.avg_pool
         kwargs = {} if self.kind == "max" else {"count_include_pad": False}
-        return pool(x, (self.window, self.window), strides=(self.stride, self.stride),
-                    padding=flax_padding(self.padding), **kwargs)
+        return pool(
+            x,
+            (self.window, self.window),
+            strides=(self.stride, self.stride),
+            padding=flax_padding(self.padding),
+            **kwargs,
+        )
 
 
 class Downsample(nn.Module):
@@ -192,8 +203,10 @@ class AdaptiveAvgPool(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         def pool_axis(x: jax.Array, axis: int) -> jax.Array:
             n = x.shape[axis]
-            cells = [jax.lax.slice_in_dim(x, i * n // self.size, -(-(i + 1) * n // self.size), axis=axis)
-                     for i in range(self.size)]
+            cells = [
+                jax.lax.slice_in_dim(x, i * n // self.size, -(-(i + 1) * n // self.size), axis=axis)
+                for i in range(self.size)
+            ]
             return jnp.concatenate([c.mean(axis=axis, keepdims=True) for c in cells], axis=axis)
 
         return pool_axis(pool_axis(x, 1), 2)
@@ -260,5 +273,6 @@ class TransposedConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        return nn.ConvTranspose(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
-                                padding="SAME")(x)
+        return nn.ConvTranspose(
+            self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride), padding="SAME"
+        )(x)

@@ -31,9 +31,21 @@ from cnn_jax.models.spec import ModelSpec
 LENET_INPUT = 32
 # Table I of the paper: the S2 maps each C3 map reads.
 C3_INPUTS = (
-    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
-    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
-    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2),
+    (1, 2, 3),
+    (2, 3, 4),
+    (3, 4, 5),
+    (4, 5, 0),
+    (5, 0, 1),
+    (0, 1, 2, 3),
+    (1, 2, 3, 4),
+    (2, 3, 4, 5),
+    (3, 4, 5, 0),
+    (4, 5, 0, 1),
+    (5, 0, 1, 2),
+    (0, 1, 3, 4),
+    (1, 2, 4, 5),
+    (0, 2, 3, 5),
     (0, 1, 2, 3, 4, 5),
 )
 
@@ -67,7 +79,7 @@ class LeNet5(nn.Module):
         x = ConvUnit(16, kernel=5, padding="VALID", name="conv2")(x)
         x = Downsample(self.downsample, name="pool2")(x, train)
         x = Flatten(name="flatten")(x)
-        return MLPHead((120, 84), self.num_classes, name="classifier")(x, train)
+        return MLPHead((120, 84), num_classes=self.num_classes, name="classifier")(x, train)
 
 
 class Subsampling(nn.Module):
@@ -108,8 +120,13 @@ class PartialConv(nn.Module):
         for fan_in, same_fan_in in itertools.groupby(self.inputs, key=len):
             group = tuple(same_fan_in)
             gathered = SelectMaps(tuple(channel for maps in group for channel in maps), name=f"select{fan_in}")(x)
-            conv = nn.Conv(len(group), (self.kernel, self.kernel), padding="VALID",
-                           feature_group_count=len(group), name=f"from{fan_in}")
+            conv = nn.Conv(
+                len(group),
+                (self.kernel, self.kernel),
+                padding="VALID",
+                feature_group_count=len(group),
+                name=f"from{fan_in}",
+            )
             outputs.append(conv(gathered))
         return jnp.concatenate(outputs, axis=-1)
 
@@ -154,10 +171,18 @@ class LeNet5_1998(nn.Module):
 
 
 MODELS = {
-    "lenet5": ModelSpec(LeNet5, "LeNet-5 as in PyTorch's 'Neural Networks' tutorial: conv 6-16 5x5, 2x2 max pools, "
-                                "dense 120-84, ReLU; 61,706 params for 10 classes",
-                        input_shape=(32, 32, 1), num_classes=10),
-    "lenet5_1998": ModelSpec(LeNet5_1998, "LeNet-5 of LeCun et al. 1998: trainable subsampling, C3 connection "
-                                          "table, scaled tanh, fixed RBF output; 60,000 trainable + 840 fixed params",
-                             input_shape=(32, 32, 1), num_classes=10),
+    "lenet5": ModelSpec(
+        LeNet5,
+        "LeNet-5 as in PyTorch's 'Neural Networks' tutorial: conv 6-16 5x5, 2x2 max pools, "
+        "dense 120-84, ReLU; 61,706 params for 10 classes",
+        input_shape=(32, 32, 1),
+        num_classes=10,
+    ),
+    "lenet5_1998": ModelSpec(
+        LeNet5_1998,
+        "LeNet-5 of LeCun et al. 1998: trainable subsampling, C3 connection "
+        "table, scaled tanh, fixed RBF output; 60,000 trainable + 840 fixed params",
+        input_shape=(32, 32, 1),
+        num_classes=10,
+    ),
 }

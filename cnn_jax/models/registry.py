@@ -25,8 +25,11 @@ from cnn_jax.models.spec import ModelSpec
 FAMILIES = (ablation_net, alexnet, allcnn, googlenet, lenet, resnet, seed_cnn, vgg)
 REGISTRY: dict[str, ModelSpec] = {name: spec for family in FAMILIES for name, spec in family.MODELS.items()}
 # Allowed values of the string switches; a model narrows them with a class attribute CHOICES.
-SWITCH_CHOICES = {"downsample": DOWNSAMPLE_KINDS, "kernel_scheme": tuple(KERNEL_SCHEMES),
-                  "activation": tuple(ACTIVATIONS)}
+SWITCH_CHOICES = {
+    "downsample": DOWNSAMPLE_KINDS,
+    "kernel_scheme": tuple(KERNEL_SCHEMES),
+    "activation": tuple(ACTIVATIONS),
+}
 FRACTIONS = ("dropout",)  # numeric fields in [0, 1); every other numeric field must be > 0
 NOT_CONFIG = ("parent", "name", "num_classes")  # module fields that the config does not set
 
@@ -65,16 +68,19 @@ def check_model_config(section: Mapping[str, Any] | str) -> dict[str, Any]:
     checked = {"name": name}
     for key, value in section.items():
         if key == "num_classes":
-            raise UserError("config field 'model.num_classes' is not set by the config: it is the dataset's "
-                            "class count.")
+            raise UserError(
+                "config field 'model.num_classes' is not set by the config: it is the dataset's class count."
+            )
         if key not in fields:
             known = ", ".join(sorted(fields)) or "none besides model.name"
-            raise UserError(f"model '{name}' has no field 'model.{key}'.{did_you_mean(key, fields)} "
-                            f"Its fields: {known}.")
+            raise UserError(
+                f"model '{name}' has no field 'model.{key}'.{did_you_mean(key, fields)} Its fields: {known}."
+            )
         checked[key] = _checked_value(f"model.{key}", value, fields[key], choices.get(key))
     try:  # a model's own rules between its fields run when it is constructed
-        model_entry(name).module(num_classes=model_entry(name).num_classes,
-                                 **{k: v for k, v in checked.items() if k != "name"})
+        model_entry(name).module(
+            num_classes=model_entry(name).num_classes, **{k: v for k, v in checked.items() if k != "name"}
+        )
     except ValueError as exc:
         raise UserError(f"model '{name}': {exc}") from None
     return checked
@@ -112,8 +118,10 @@ def _checked_value(field: str, value: Any, default: Any, allowed: tuple[str, ...
     else:
         ok = isinstance(value, kind)
     if not ok:
-        raise UserError(f"config field '{field}' = {value!r} has type {type(value).__name__}; expected {kind.__name__} "
-                        f"(the model's own value is {default!r}).")
+        raise UserError(
+            f"config field '{field}' = {value!r} has type {type(value).__name__}; expected {kind.__name__} "
+            f"(the model's own value is {default!r})."
+        )
     if allowed is not None and isinstance(value, str) and value not in allowed:
         raise unknown_choice(f"config field '{field}'", value, allowed)
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -58,8 +58,9 @@ class ResNet(nn.Module):
         x = STEM_CONV(64, kernel=7, stride=2, padding=3, name="stem")(x, train)
         x = self._stem_pool(x, train)
         for i, (size, width) in enumerate(zip(self.stage_sizes, (64, 128, 256, 512))):
-            x = ResidualStage(self.block, num_blocks=size, features=width, stride=1 if i == 0 else 2,
-                              name=f"stage{i + 1}")(x, train)
+            x = ResidualStage(
+                self.block, num_blocks=size, features=width, stride=1 if i == 0 else 2, name=f"stage{i + 1}"
+            )(x, train)
         x = GlobalAvgPool(name="gap")(x)
         return nn.Dense(self.num_classes, name="fc")(x)
 
@@ -86,8 +87,9 @@ class CifarResNet(nn.Module):
         x = STEM_CONV(16, kernel=3, stride=1, padding=1, name="stem")(x, train)
         block = partial(BasicBlock, shortcut=self.shortcut)
         for i, width in enumerate((16, 32, 64)):
-            x = ResidualStage(block, num_blocks=self.blocks_per_stage, features=width, stride=1 if i == 0 else 2,
-                              name=f"stage{i + 1}")(x, train)
+            x = ResidualStage(
+                block, num_blocks=self.blocks_per_stage, features=width, stride=1 if i == 0 else 2, name=f"stage{i + 1}"
+            )(x, train)
         x = GlobalAvgPool(name="gap")(x)
         return nn.Dense(self.num_classes, name="fc")(x)
 
@@ -110,14 +112,24 @@ CIFAR = {
     "resnet110": (18, "1,727,962"),
 }
 MODELS = {
-    **{name: ModelSpec(partial(ResNet, block=block, stage_sizes=sizes),
-                       f"ResNet-{name.removeprefix('resnet')} (He et al. 2015, Table 1) as in torchvision: "
-                       f"{BLOCK_NAMES[block]} {'-'.join(map(str, sizes))}; {count} params for 1000 classes",
-                       input_shape=(224, 224, 3), num_classes=1000)
-       for name, (block, sizes, count) in IMAGENET.items()},
-    **{name: ModelSpec(partial(CifarResNet, blocks_per_stage=n),
-                       f"CIFAR ResNet-{name.removeprefix('resnet')} (He et al. 2015, Sec. 4.2): 3 stages of {n} basic "
-                       f"blocks, 16-32-64 channels, option A shortcuts; {count} params for 10 classes",
-                       input_shape=(32, 32, 3), num_classes=10)
-       for name, (n, count) in CIFAR.items()},
+    **{
+        name: ModelSpec(
+            partial(ResNet, block=block, stage_sizes=sizes),
+            f"ResNet-{name.removeprefix('resnet')} (He et al. 2015, Table 1) as in torchvision: "
+            f"{BLOCK_NAMES[block]} {'-'.join(map(str, sizes))}; {count} params for 1000 classes",
+            input_shape=(224, 224, 3),
+            num_classes=1000,
+        )
+        for name, (block, sizes, count) in IMAGENET.items()
+    },
+    **{
+        name: ModelSpec(
+            partial(CifarResNet, blocks_per_stage=n),
+            f"CIFAR ResNet-{name.removeprefix('resnet')} (He et al. 2015, Sec. 4.2): 3 stages of {n} basic "
+            f"blocks, 16-32-64 channels, option A shortcuts; {count} params for 10 classes",
+            input_shape=(32, 32, 3),
+            num_classes=10,
+        )
+        for name, (n, count) in CIFAR.items()
+    },
 }

@@ -28,6 +28,10 @@ class SeedCNN(nn.Module):
 
 
 MODELS = {
-    "seed_cnn": ModelSpec(SeedCNN, "seed 002's Keras CNN: 3 VALID 3x3 convs (64-128-256), 2 pools, GAP, dense; "
-                                   "372,234 params", input_shape=(28, 28, 1), num_classes=10),
+    "seed_cnn": ModelSpec(
+        SeedCNN,
+        "seed 002's Keras CNN: 3 VALID 3x3 convs (64-128-256), 2 pools, GAP, dense; 372,234 params",
+        input_shape=(28, 28, 1),
+        num_classes=10,
+    ),
 }

@@ -18,11 +18,21 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from cnn_jax.models import layers
 from cnn_jax.errors import UserError
+from cnn_jax.models import layers
 
-LEAF_TYPES = (nn.Conv, nn.ConvTranspose, nn.Dense, nn.BatchNorm, layers.Pool, layers.AdaptiveAvgPool,
-              layers.GlobalAvgPool, layers.Flatten, layers.Upsample, nn.Dropout)
+LEAF_TYPES = (
+    nn.Conv,
+    nn.ConvTranspose,
+    nn.Dense,
+    nn.BatchNorm,
+    layers.Pool,
+    layers.AdaptiveAvgPool,
+    layers.GlobalAvgPool,
+    layers.Flatten,
+    layers.Upsample,
+    nn.Dropout,
+)
 
 
 @dataclass(frozen=True)
@@ -50,18 +60,38 @@ class Summary:
     def table(self) -> str:
         """A Keras-like text table with totals."""
         head = ("layer", "type", "output", "params", "FLOPs", "RF", "jump")
-        body = [(r.path, r.kind, "x".join(map(str, r.output_shape)), f"{r.params + r.non_trainable:,}",
-                 _si(r.flops), "all" if r.receptive_field is None else str(r.receptive_field),
-                 "-" if r.jump is None else f"{r.jump:g}") for r in self.rows]
+        body = [
+            (
+                r.path,
+                r.kind,
+                "x".join(map(str, r.output_shape)),
+                f"{r.params + r.non_trainable:,}",
+                _si(r.flops),
+                "all" if r.receptive_field is None else str(r.receptive_field),
+                "-" if r.jump is None else f"{r.jump:g}",
+            )
+            for r in self.rows
+        ]
         widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
-        line = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w)  # noqa: E731
-                                       for i, (c, w) in enumerate(zip(cells, widths)))
+
+        def line(cells: tuple[str, ...]) -> str:
+            return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
         rule = "-" * len(line(head))
         shape = "x".join(map(str, self.input_shape))
-        return "\n".join([f"{self.model} on {shape}", rule, line(head), rule, *map(line, body), rule,
-                          f"total params: {self.total_params:,}   trainable: {self.trainable_params:,}   "
-                          f"non-trainable: {self.non_trainable_params:,}",
-                          f"FLOPs per image: {self.flops:,} ({_si(self.flops)}; a multiply-add counts 2)"])
+        return "\n".join(
+            [
+                f"{self.model} on {shape}",
+                rule,
+                line(head),
+                rule,
+                *map(line, body),
+                rule,
+                f"total params: {self.total_params:,}   trainable: {self.trainable_params:,}   "
+                f"non-trainable: {self.non_trainable_params:,}",
+                f"FLOPs per image: {self.flops:,} ({_si(self.flops)}; a multiply-add counts 2)",
+            ]
+        )
 
 
 def _si(n: int) -> str:
@@ -129,7 +159,9 @@ class _Tracer:
 def _window(module) -> tuple[int, int]:
     if isinstance(module, (nn.Conv, nn.ConvTranspose)):
         k = module.kernel_size[0]
-        dilation = module.kernel_dilation[0] if isinstance(module.kernel_dilation, tuple) else (module.kernel_dilation or 1)
+        dilation = (
+            module.kernel_dilation[0] if isinstance(module.kernel_dilation, tuple) else (module.kernel_dilation or 1)
+        )
         strides = module.strides if module.strides is not None else (1,)
         stride = strides[0] if isinstance(strides, tuple) else strides
         return dilation * (k - 1) + 1, stride
@@ -196,26 +228,48 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], name: str = "
 
     def init():
         with nn.intercept_methods(tracer):
-            return model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
-                              jnp.zeros((1, *input_shape), jnp.float32), train=False)
+            return model.init(
+                {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
+                jnp.zeros((1, *input_shape), jnp.float32),
+                train=False,
+            )
 
     variables = jax.eval_shape(init)
     params, stats = variables.get("params", {}), variables.get("batch_stats", {})
     rows = []
     for path, module, shape, flops, r, j in tracer.rows:
         own = _own_variables(_subtree(params, path)), _own_variables(_subtree(stats, path))
-        rows.append(Row("/".join(path), _kind(module), shape, _count(own[0]), _count(own[1]), flops,
-                        None if r is None else int(round(r)), j))
+        rows.append(
+            Row(
+                "/".join(path),
+                _kind(module),
+                shape,
+                _count(own[0]),
+                _count(own[1]),
+                flops,
+                None if r is None else int(round(r)),
+                j,
+            )
+        )
     trainable, non_trainable = _count(params), _count(stats)
-    return Summary(name or type(model).__name__, tuple(input_shape), rows, trainable + non_trainable,
-                   trainable, non_trainable, sum(r.flops for r in rows))
+    return Summary(
+        name or type(model).__name__,
+        tuple(input_shape),
+        rows,
+        trainable + non_trainable,
+        trainable,
+        non_trainable,
+        sum(r.flops for r in rows),
+    )
 
 
 def _own_variables(tree_or_module) -> dict:
     """Variables held by this level itself, not by its submodules (for a module: per collection)."""
     if isinstance(tree_or_module, nn.Module):
         return {col: _own_variables(tree) for col, tree in tree_or_module.variables.items()}
-    return {k: v for k, v in tree_or_module.items() if not isinstance(v, dict)} if isinstance(tree_or_module, dict) else {}
+    return (
+        {k: v for k, v in tree_or_module.items() if not isinstance(v, dict)} if isinstance(tree_or_module, dict) else {}
+    )
 
 
 def _kind(module) -> str:

@@ -26,7 +26,16 @@ from functools import partial
 import jax
 from flax import linen as nn
 
-from cnn_jax.models.layers import BATCH_NORM, AdaptiveAvgPool, ConvUnit, Downsample, Dropout, Flatten, MLPHead, ModuleDef
+from cnn_jax.models.layers import (
+    BATCH_NORM,
+    AdaptiveAvgPool,
+    ConvUnit,
+    Downsample,
+    Dropout,
+    Flatten,
+    MLPHead,
+    ModuleDef,
+)
 from cnn_jax.models.spec import ModelSpec
 
 STAGE_WIDTHS = (64, 128, 256, 512, 512)
@@ -69,9 +78,14 @@ class VGG(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         norm = BATCH_NORM if self.batch_norm else None
         for i, (width, convs) in enumerate(zip(STAGE_WIDTHS, self.stage_convs), start=1):
-            x = VGGStage(width, kernels=SCHEME_KERNELS[self.kernel_scheme](convs), downsample=self.downsample,
-                         conv=partial(ConvUnit, norm=norm, use_bias=True), downsample_conv=partial(ConvUnit, norm=norm),
-                         name=f"stage{i}")(x, train)
+            x = VGGStage(
+                width,
+                kernels=SCHEME_KERNELS[self.kernel_scheme](convs),
+                downsample=self.downsample,
+                conv=partial(ConvUnit, norm=norm, use_bias=True),
+                downsample_conv=partial(ConvUnit, norm=norm),
+                name=f"stage{i}",
+            )(x, train)
         if self.cifar_head:
             x = Dropout(self.dropout, name="dropout")(Flatten(name="flatten")(x), train)
             return nn.Dense(self.num_classes, name="classifier")(x)
@@ -93,16 +107,24 @@ def _variants() -> dict[str, ModelSpec]:
     for depth, config in PAPER_CONFIG.items():
         for batch_norm in (False, True):
             name = f"vgg{depth}" + ("_bn" if batch_norm else "")
-            title = f"VGG-{depth}{' with batch norm' if batch_norm else ''} (Simonyan & Zisserman 2015, config {config})"
+            title = (
+                f"VGG-{depth}{' with batch norm' if batch_norm else ''} (Simonyan & Zisserman 2015, config {config})"
+            )
             features = feature_params(depth, batch_norm)
             variant = partial(VGG, stage_convs=STAGE_CONVS[depth], batch_norm=batch_norm)
             models[name] = ModelSpec(
-                variant, f"{title} as torchvision.models.{name}; {features + imagenet_head:,} params for 1000 classes",
-                input_shape=(224, 224, 3), num_classes=1000)
+                variant,
+                f"{title} as torchvision.models.{name}; {features + imagenet_head:,} params for 1000 classes",
+                input_shape=(224, 224, 3),
+                num_classes=1000,
+            )
             models[f"{name}_cifar"] = ModelSpec(
                 partial(variant, cifar_head=True, dropout=0.0),
                 f"{title} with kuangliu/pytorch-cifar's head (1x1x512 > fc); {features + cifar_head:,} params for "
-                "10 classes", input_shape=(32, 32, 3), num_classes=10)
+                "10 classes",
+                input_shape=(32, 32, 3),
+                num_classes=10,
+            )
     return models
 
 

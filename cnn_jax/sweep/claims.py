@@ -12,8 +12,8 @@ import fcntl
 import json
 import os
 import platform
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cnn_jax.files import write_json_atomic
 
@@ -109,9 +109,13 @@ def clear_failure(run_dir: Path) -> None:
 def _holder() -> dict:
     slurm = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
-    return {"host": platform.node(), "pid": os.getpid(), "since": _now(),
-            "slurm_job": f"{slurm}_{task}" if slurm and task else slurm}
+    return {
+        "host": platform.node(),
+        "pid": os.getpid(),
+        "since": _now(),
+        "slurm_job": f"{slurm}_{task}" if slurm and task else slurm,
+    }
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from cnn_jax.errors import UserError
 from cnn_jax.sweep import local, slurm, sources
@@ -21,8 +21,16 @@ def todo(plan: Plan, runs_root: Path, vmap_seeds: int = 1) -> list[Run]:
     return [run for run in plan.runs if run.index in left]
 
 
-def run_locally(plan: Plan, runs_root: Path, runs: Sequence[Run], task_args: Sequence[str], jobs: int,
-                command_line: str, log=print, vmap_seeds: int = 1) -> dict[str, list[Run]]:
+def run_locally(
+    plan: Plan,
+    runs_root: Path,
+    runs: Sequence[Run],
+    task_args: Sequence[str],
+    jobs: int,
+    command_line: str,
+    log=print,
+    vmap_seeds: int = 1,
+) -> dict[str, list[Run]]:
     """Train missing transfer sources, record the sweep, then run `runs` `jobs` at a time."""
     if runs:
         sources.train_sources(sources.unfinished_sources(plan, runs_root), runs_root, _data_args(task_args), log)
@@ -30,20 +38,40 @@ def run_locally(plan: Plan, runs_root: Path, runs: Sequence[Run], task_args: Seq
     return local.run_local(plan, runs_root, runs, local.task_command(plan, runs_root, task_args, vmap_seeds), jobs, log)
 
 
-def slurm_script(plan: Plan, runs_root: Path, runs: Sequence[Run], task_args: Sequence[str],
-                 options: slurm.SlurmOptions, vmap_seeds: int = 1) -> str:
+def slurm_script(
+    plan: Plan,
+    runs_root: Path,
+    runs: Sequence[Run],
+    task_args: Sequence[str],
+    options: slurm.SlurmOptions,
+    vmap_seeds: int = 1,
+) -> str:
     """The sbatch script of one job array over `runs` (first runs of seed groups with `vmap_seeds` > 1)."""
-    return slurm.render_script([r.index for r in runs], local.task_command(plan, runs_root, task_args, vmap_seeds),
-                               slurm_dir(plan, runs_root), Path.cwd(), options)
+    return slurm.render_script(
+        [r.index for r in runs],
+        local.task_command(plan, runs_root, task_args, vmap_seeds),
+        slurm_dir(plan, runs_root),
+        Path.cwd(),
+        options,
+    )
 
 
-def submit(plan: Plan, runs_root: Path, runs: Sequence[Run], task_args: Sequence[str], options: slurm.SlurmOptions,
-           command_line: str, vmap_seeds: int = 1) -> str:
+def submit(
+    plan: Plan,
+    runs_root: Path,
+    runs: Sequence[Run],
+    task_args: Sequence[str],
+    options: slurm.SlurmOptions,
+    command_line: str,
+    vmap_seeds: int = 1,
+) -> str:
     """Submit one job array over `runs`; returns the job id. Transfer sources must be trained already."""
     missing = sources.unfinished_sources(plan, runs_root)
     if missing:
-        raise UserError(f"transfer sources are not trained yet: {', '.join(missing)}; train them first "
-                        f"(cnn-jax train SPEC --runs-root {runs_root}), or launch with the local backend.")
+        raise UserError(
+            f"transfer sources are not trained yet: {', '.join(missing)}; train them first "
+            f"(cnn-jax train SPEC --runs-root {runs_root}), or launch with the local backend."
+        )
     script = slurm_script(plan, runs_root, runs, task_args, options, vmap_seeds)
     plan.write_record(runs_root, command_line)
     slurm_dir(plan, runs_root).mkdir(parents=True, exist_ok=True)  # SLURM does not create --output's folder

@@ -12,9 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from cnn_jax import rundir
 from cnn_jax.errors import SweepStopped
@@ -28,8 +28,17 @@ LOG = "train.log"
 def task_command(plan: Plan, runs_root: Path, extra_args: Sequence[str], vmap_seeds: int = 1) -> list[str]:
     """The argv that runs one run of `plan`, or one group of `vmap_seeds` seeds (the caller appends `--index I`)."""
     group = ["--vmap-seeds", str(vmap_seeds)] if vmap_seeds > 1 else []
-    return [sys.executable, "-m", "cnn_jax.cli", "run-task", plan.spec, "--runs-root", str(runs_root), *group,
-            *extra_args]
+    return [
+        sys.executable,
+        "-m",
+        "cnn_jax.cli",
+        "run-task",
+        plan.spec,
+        "--runs-root",
+        str(runs_root),
+        *group,
+        *extra_args,
+    ]
 
 
 def gpu_ids() -> list[str]:
@@ -38,8 +47,9 @@ def gpu_ids() -> list[str]:
     if visible is not None:
         return [d for d in visible.split(",") if d.strip()]
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return []
     return out.stdout.split() if out.returncode == 0 else []
@@ -61,14 +71,17 @@ class _Child:
     started: float
 
 
-def run_local(plan: Plan, runs_root: Path, runs: Sequence[Run], command: Sequence[str], jobs: int,
-              log=print) -> dict[str, list[Run]]:
+def run_local(
+    plan: Plan, runs_root: Path, runs: Sequence[Run], command: Sequence[str], jobs: int, log=print
+) -> dict[str, list[Run]]:
     """Run `runs` (each claimed by its child); returns them grouped as finished / failed / held / stopped."""
     gpus = gpu_ids()
     queue, active, outcome = list(runs), [], {"finished": [], "failed": [], "held": [], "stopped": []}
     received: list[int] = []
     forwarded = False
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         while queue or active:
             while queue and len(active) < jobs and not received:
@@ -98,8 +111,13 @@ def _start(plan: Plan, runs_root: Path, run: Run, slot: int, command: Sequence[s
     run_dir = plan.run_dir(runs_root, run)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / LOG, "ab") as out:  # the child keeps its own descriptor
-        process = subprocess.Popen([*command, "--index", str(run.index)], stdout=out, stderr=subprocess.STDOUT,
-                                   env=slot_env(slot, gpus), start_new_session=True)
+        process = subprocess.Popen(
+            [*command, "--index", str(run.index)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=slot_env(slot, gpus),
+            start_new_session=True,
+        )
     return _Child(run, slot, process, time.perf_counter())
 
 
@@ -122,7 +140,8 @@ def _describe(plan: Plan, runs_root: Path, child: _Child, kind: str) -> str:
         return "running in another launcher; skipped"
     code = child.process.returncode
     tail = _tail(run_dir / LOG)
-    return f"{'stopped' if kind == 'stopped' else 'FAILED'} (exit {code}) after {seconds:.0f} s: {tail} [log: {run_dir / LOG}]"
+    state = "stopped" if kind == "stopped" else "FAILED"
+    return f"{state} (exit {code}) after {seconds:.0f} s: {tail} [log: {run_dir / LOG}]"
 
 
 def _tail(path: Path) -> str:

@@ -8,9 +8,10 @@ seed. A run's id is the hash of its fully resolved config, so the same run is fo
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import ml_collections
 
@@ -90,12 +91,27 @@ class Plan:
     def record(self, command: str) -> dict[str, Any]:
         """What the report needs to know about the sweep (written as sweep-<preset>.json)."""
         return {
-            "experiment": self.experiment, "experiment_file": self.experiment_file, "preset": self.preset,
-            "question": self.question, "combine": self.sweep.combine, "seeds": list(self.sweep.seeds),
+            "experiment": self.experiment,
+            "experiment_file": self.experiment_file,
+            "preset": self.preset,
+            "question": self.question,
+            "combine": self.sweep.combine,
+            "seeds": list(self.sweep.seeds),
             "axes": [{"name": a.name, "levels": a.levels} for a in self.sweep.axes],
-            "baseline": self.baseline, "overrides": self.overrides, "command": command,
-            "runs": [{"index": r.index, "name": r.name, "variant": r.variant, "levels": r.levels, "seed": r.seed,
-                      "run_id": r.run_id} for r in self.runs],
+            "baseline": self.baseline,
+            "overrides": self.overrides,
+            "command": command,
+            "runs": [
+                {
+                    "index": r.index,
+                    "name": r.name,
+                    "variant": r.variant,
+                    "levels": r.levels,
+                    "seed": r.seed,
+                    "run_id": r.run_id,
+                }
+                for r in self.runs
+            ],
         }
 
     def seed_groups(self, size: int) -> list[tuple[Run, ...]]:
@@ -103,7 +119,7 @@ class Plan:
         by_variant: dict[str, list[Run]] = {}
         for run in self.runs:
             by_variant.setdefault(run.variant, []).append(run)
-        return [tuple(runs[i:i + size]) for runs in by_variant.values() for i in range(0, len(runs), size)]
+        return [tuple(runs[i : i + size]) for runs in by_variant.values() for i in range(0, len(runs), size)]
 
     def seed_group(self, index: int, size: int) -> tuple[Run, ...]:
         """The group of `seed_groups(size)` whose first run is run `index`."""
@@ -131,8 +147,10 @@ def load_plan(spec: str, overrides: dict[str, Any] | None = None) -> Plan:
     module, path, preset = config_lib.open_experiment(spec)
     get_sweep = getattr(module, "get_sweep", None)
     if not callable(get_sweep):
-        raise UserError(f"experiment file '{path}' defines no sweep: add get_sweep(preset) returning "
-                        "cnn_jax.sweep.plan.Sweep, or train its single config with `cnn-jax train`.")
+        raise UserError(
+            f"experiment file '{path}' defines no sweep: add get_sweep(preset) returning "
+            "cnn_jax.sweep.plan.Sweep, or train its single config with `cnn-jax train`."
+        )
     sweep = config_lib.call_experiment(path, get_sweep, preset)
     _check_sweep(path, sweep, overrides)
     base = config_lib.apply_overrides(config_lib.load_experiment(f"{path}:{preset}"), overrides)
@@ -142,14 +160,29 @@ def load_plan(spec: str, overrides: dict[str, Any] | None = None) -> Plan:
             fields = {k: v for axis, level in zip(sweep.axes, levels) for k, v in axis.levels[level].items()}
             config = config_lib.apply_overrides(base, {**fields, "seed": seed})
             validation.validate(config)
-            runs.append(Run(len(runs), {a.name: lvl for a, lvl in zip(sweep.axes, levels)}, seed, config,
-                            config_lib.run_id(config)))
+            runs.append(
+                Run(
+                    len(runs),
+                    {a.name: lvl for a, lvl in zip(sweep.axes, levels)},
+                    seed,
+                    config,
+                    config_lib.run_id(config),
+                )
+            )
     _check_distinct(path, runs)
     baseline = {a.name: sweep.baseline.get(a.name, next(iter(a.levels))) for a in sweep.axes}
     doc = (module.__doc__ or "").strip()
-    return Plan(spec=f"{path}:{preset}", experiment_file=str(path), preset=preset, experiment=base.experiment,
-                question=doc.splitlines()[0] if doc else base.experiment, sweep=sweep, baseline=baseline,
-                overrides=overrides, runs=tuple(runs))
+    return Plan(
+        spec=f"{path}:{preset}",
+        experiment_file=str(path),
+        preset=preset,
+        experiment=base.experiment,
+        question=doc.splitlines()[0] if doc else base.experiment,
+        sweep=sweep,
+        baseline=baseline,
+        overrides=overrides,
+        runs=tuple(runs),
+    )
 
 
 def _combinations(sweep: Sweep) -> list[tuple[str, ...]]:
@@ -177,11 +210,16 @@ def _check_sweep(path: Path, sweep: Any, overrides: dict[str, Any]) -> None:
                 raise UserError(f"{where} axis '{axis.name}' level '{level}' sets 'seed'; list seeds in Sweep.seeds.")
             clash = sorted(set(fields) & set(overrides))
             if clash:
-                raise UserError(f"--config.{clash[0]} is an axis of this sweep (axis '{axis.name}'); "
-                                "the sweep sets it per run, so drop the override or edit the experiment file.")
+                raise UserError(
+                    f"--config.{clash[0]} is an axis of this sweep (axis '{axis.name}'); "
+                    "the sweep sets it per run, so drop the override or edit the experiment file."
+                )
     if sweep.combine == "zip" and len({len(a.levels) for a in sweep.axes}) > 1:
-        raise UserError(f"{where} combine='zip' needs axes with equal numbers of levels: "
-                        + ", ".join(f"{a.name}: {len(a.levels)}" for a in sweep.axes) + ".")
+        raise UserError(
+            f"{where} combine='zip' needs axes with equal numbers of levels: "
+            + ", ".join(f"{a.name}: {len(a.levels)}" for a in sweep.axes)
+            + "."
+        )
     for axis_name, level in sweep.baseline.items():
         axis = next((a for a in sweep.axes if a.name == axis_name), None)
         if axis is None:
@@ -194,6 +232,8 @@ def _check_distinct(path: Path, runs: list[Run]) -> None:
     seen: dict[str, Run] = {}
     for run in runs:
         if run.run_id in seen:
-            raise UserError(f"experiment file '{path}': runs '{seen[run.run_id].name}' and '{run.name}' resolve to "
-                            "the same config; their levels must change at least one field.")
+            raise UserError(
+                f"experiment file '{path}': runs '{seen[run.run_id].name}' and '{run.name}' resolve to "
+                "the same config; their levels must change at least one field."
+            )
         seen[run.run_id] = run

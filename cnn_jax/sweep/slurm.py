@@ -71,8 +71,9 @@ def _sbatch_value(text: str) -> str:
     return f'"{text}"' if " " in text or "\t" in text else text
 
 
-def render_script(indices: Sequence[int], task_command: Sequence[str], log_dir: Path, workdir: Path,
-                  options: SlurmOptions) -> str:
+def render_script(
+    indices: Sequence[int], task_command: Sequence[str], log_dir: Path, workdir: Path, options: SlurmOptions
+) -> str:
     """The sbatch script of one job array: array task I runs `task_command --index I` in `workdir`.
 
     With `tasks_per_run` > 1 the run is an `srun` step of that many processes (see train/hosts.py).
@@ -90,9 +91,16 @@ def render_script(indices: Sequence[int], task_command: Sequence[str], log_dir: 
     # %A_%a: array job id and task index; '%%' makes a '%' in the directory name literal
     log = _sbatch_value(str(Path(log_dir).absolute()).replace("%", "%%") + "/%A_%a.out")
     array = compress_indices(indices) + (f"%{options.max_parallel}" if options.max_parallel else "")
-    sbatch = [f"--job-name={_sbatch_value(options.job_name)}", f"--array={array}",
-              f"--output={log}", f"--error={log}", "--open-mode=append",
-              f"--chdir={_sbatch_value(str(workdir))}", "--requeue", f"--ntasks={options.tasks_per_run}"]
+    sbatch = [
+        f"--job-name={_sbatch_value(options.job_name)}",
+        f"--array={array}",
+        f"--output={log}",
+        f"--error={log}",
+        "--open-mode=append",
+        f"--chdir={_sbatch_value(str(workdir))}",
+        "--requeue",
+        f"--ntasks={options.tasks_per_run}",
+    ]
     if options.partition:
         sbatch.append(f"--partition={options.partition}")
     if options.gpus_per_task:  # with one task per job, per node = per task
@@ -195,8 +203,9 @@ def _client(command: list[str]) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise UserError(f"{command[0]} did not answer within {CLIENT_TIMEOUT_S} s: "
-                        "is the SLURM controller reachable?") from None
+        raise UserError(
+            f"{command[0]} did not answer within {CLIENT_TIMEOUT_S} s: is the SLURM controller reachable?"
+        ) from None
 
 
 def _one_line(stderr: str) -> str:

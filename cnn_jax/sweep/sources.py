@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from cnn_jax import config as config_lib, rundir
+from cnn_jax import config as config_lib
+from cnn_jax import rundir
 from cnn_jax.errors import UserError
 from cnn_jax.sweep.plan import Plan
 
@@ -27,7 +28,18 @@ def train_sources(missing: dict[str, Path], runs_root: Path, data_args: Sequence
     """Train each missing source run (resuming it if it was interrupted), one after another."""
     for spec, run_dir in missing.items():
         log(f"Training the transfer source {spec} first -> {run_dir}")
-        code = subprocess.call([sys.executable, "-m", "cnn_jax.cli", "train", spec, "--runs-root", str(runs_root),
-                                "--no-progress", *data_args])
+        code = subprocess.call(
+            [
+                sys.executable,
+                "-m",
+                "cnn_jax.cli",
+                "train",
+                spec,
+                "--runs-root",
+                str(runs_root),
+                "--no-progress",
+                *data_args,
+            ]
+        )
         if code != 0:
             raise UserError(f"the transfer source {spec} did not finish (exit {code}); fix it and launch again.")

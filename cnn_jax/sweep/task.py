@@ -57,7 +57,9 @@ def _train(plan: Plan, runs: list, runs_root: Path, paths, log) -> None:
         if len(runs) == 1:
             train(runs[0].config, run_dirs[0], paths, runs_root=runs_root, progress=False, log=log)
         else:
-            train_seed_group([run.config for run in runs], run_dirs, paths, runs_root=runs_root, progress=False, log=log)
+            train_seed_group(
+                [run.config for run in runs], run_dirs, paths, runs_root=runs_root, progress=False, log=log
+            )
     except Interrupted:
         raise  # a checkpoint of this step is saved: the runs are resumable, not failed
     except BaseException as exc:
@@ -77,6 +79,8 @@ def _check_unchanged(plan: Plan, runs_root: Path, run) -> None:
         return
     planned = json.loads(record.read_text())["runs"]
     if run.index < len(planned) and planned[run.index]["run_id"] != run.run_id:
-        raise UserError(f"run {run.index} ({run.name}) was launched as {planned[run.index]['run_id']} but resolves to "
-                        f"{run.run_id} now: the experiment file, its overrides or the config schema changed since "
-                        "the sweep was launched. Launch the sweep again.")
+        raise UserError(
+            f"run {run.index} ({run.name}) was launched as {planned[run.index]['run_id']} but resolves to "
+            f"{run.run_id} now: the experiment file, its overrides or the config schema changed since "
+            "the sweep was launched. Launch the sweep again."
+        )

@@ -64,7 +64,9 @@ def data_mesh(config: ml_collections.ConfigDict, devices: list | None = None) ->
         size = config.train[field]
         if size % len(devices):
             where = f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""
-            raise UserError(f"config field 'train.{field}' = {size} does not divide across the {len(devices)} "
-                            f"{devices[0].platform} devices{where}; use a multiple of {len(devices)}, e.g. "
-                            f"{size - size % len(devices) or len(devices)}.")
+            raise UserError(
+                f"config field 'train.{field}' = {size} does not divide across the {len(devices)} "
+                f"{devices[0].platform} devices{where}; use a multiple of {len(devices)}, e.g. "
+                f"{size - size % len(devices) or len(devices)}."
+            )
     return DataMesh(Mesh(np.array(devices), ("data",)))

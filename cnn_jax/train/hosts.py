@@ -26,11 +26,15 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     a single process otherwise (nothing to do)."""
     given = [v is not None for v in (coordinator, num_processes, process_id)]
     if any(given) and not all(given):
-        raise UserError("a multi-process run needs all of --coordinator HOST:PORT, --num-processes N and "
-                        "--process-id I (each process its own I in 0..N-1).")
+        raise UserError(
+            "a multi-process run needs all of --coordinator HOST:PORT, --num-processes N and "
+            "--process-id I (each process its own I in 0..N-1)."
+        )
     if all(given):
         if not 0 <= process_id < num_processes:
-            raise UserError(f"--process-id {process_id} is outside 0..{num_processes - 1} (--num-processes {num_processes}).")
+            raise UserError(
+                f"--process-id {process_id} is outside 0..{num_processes - 1} (--num-processes {num_processes})."
+            )
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
     elif started_by_srun():
         jax.distributed.initialize()  # coordinator, count and rank from SLURM's environment

@@ -19,9 +19,8 @@ import ml_collections
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from cnn_jax import checkpoints, provenance, rundir
+from cnn_jax import checkpoints, provenance, rundir, validation
 from cnn_jax import config as config_lib
-from cnn_jax import validation
 from cnn_jax.data.pipeline import epoch_permutation, take_batch
 from cnn_jax.errors import Diverged, Interrupted, UserError
 from cnn_jax.train import hosts, transfer
@@ -37,8 +36,9 @@ def signals_to_flag():
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
-                for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         yield received
     finally:
@@ -60,8 +60,13 @@ def save_checked(manager, step: int, state, totals, metrics=None) -> None:
 
 def open_checkpoints(run_dir: Path, config: ml_collections.ConfigDict, read_only: bool = False):
     c = config.checkpoint
-    return checkpoints.open_manager(Path(run_dir) / "checkpoints", keep=c.keep, best_metric=c.best_metric,
-                                    best_mode=c.best_mode, read_only=read_only)
+    return checkpoints.open_manager(
+        Path(run_dir) / "checkpoints",
+        keep=c.keep,
+        best_metric=c.best_metric,
+        best_mode=c.best_mode,
+        read_only=read_only,
+    )
 
 
 def make_drive(setup: RunSetup):
@@ -82,9 +87,17 @@ def make_train_driver(setup: RunSetup):
     return jax.jit(make_drive(setup), donate_argnums=(0, 1))
 
 
-def train(config: ml_collections.ConfigDict, run_dir: Path, paths: DataPaths, *, runs_root: Path = Path("runs"),
-          force: bool = False, log=print, progress: bool = True,
-          stop_at_step: int | None = None) -> dict[str, Any] | None:
+def train(
+    config: ml_collections.ConfigDict,
+    run_dir: Path,
+    paths: DataPaths,
+    *,
+    runs_root: Path = Path("runs"),
+    force: bool = False,
+    log=print,
+    progress: bool = True,
+    stop_at_step: int | None = None,
+) -> dict[str, Any] | None:
     """Train `config` in `run_dir`, resuming from its latest checkpoint; returns the result record.
 
     `runs_root` is where a transfer source named by its experiment file is looked up.
@@ -128,8 +141,9 @@ def open_member(setup: RunSetup, run_dir: Path, log, force: bool = False) -> Mem
     config = setup.config
     existed = rundir.open_run_dir(run_dir, config, force=force) if hosts.is_primary() else True
     manager = open_checkpoints(run_dir, config)
-    start, payload = checkpoints.restore_newest_readable(manager, setup.payload_structure(),
-                                                         run_dir / "corrupt_checkpoints", log, setup.devices.replicated)
+    start, payload = checkpoints.restore_newest_readable(
+        manager, setup.payload_structure(), run_dir / "corrupt_checkpoints", log, setup.devices.replicated
+    )
     if start:
         log(f"Resuming {run_dir} from step {start}.")
     else:
@@ -141,9 +155,11 @@ def start_of(members: list[Member]) -> int:
     """The step every member resumes from; members saved at different steps cannot train together."""
     starts = {m.start for m in members}
     if len(starts) > 1:
-        raise UserError("the runs of this seed group stopped at different steps ("
-                        + ", ".join(f"seed {m.setup.config.seed}: {m.start}" for m in members)
-                        + "); finish them one at a time (without --vmap-seeds).")
+        raise UserError(
+            "the runs of this seed group stopped at different steps ("
+            + ", ".join(f"seed {m.setup.config.seed}: {m.start}" for m in members)
+            + "); finish them one at a time (without --vmap-seeds)."
+        )
     return starts.pop()
 
 
@@ -171,16 +187,25 @@ class _Program:
 
 def _program(setup: RunSetup, batched: bool) -> _Program:
     if not batched:
-        return _Program(jax.jit(epoch_permutation, static_argnums=2), make_train_driver(setup), setup.evaluate,
-                        lambda tree, i: tree, lambda trees: trees[0])
-    return _Program(jax.jit(jax.vmap(epoch_permutation, in_axes=(0, None, None)), static_argnums=2),
-                    jax.jit(jax.vmap(make_drive(setup), in_axes=(0, 0, None, 0, None)), donate_argnums=(0, 1)),
-                    jax.jit(jax.vmap(setup.evaluate, in_axes=(0, None))),
-                    lambda tree, i: jax.tree_util.tree_map(lambda x: x[i], tree), _stack)
+        return _Program(
+            jax.jit(epoch_permutation, static_argnums=2),
+            make_train_driver(setup),
+            setup.evaluate,
+            lambda tree, i: tree,
+            lambda trees: trees[0],
+        )
+    return _Program(
+        jax.jit(jax.vmap(epoch_permutation, in_axes=(0, None, None)), static_argnums=2),
+        jax.jit(jax.vmap(make_drive(setup), in_axes=(0, 0, None, 0, None)), donate_argnums=(0, 1)),
+        jax.jit(jax.vmap(setup.evaluate, in_axes=(0, None))),
+        lambda tree, i: jax.tree_util.tree_map(lambda x: x[i], tree),
+        _stack,
+    )
 
 
-def run_members(setup: RunSetup, members: list[Member], start: int, log, progress: bool, stop_at_step: int | None,
-                batched: bool) -> list[dict[str, Any]] | None:
+def run_members(
+    setup: RunSetup, members: list[Member], start: int, log, progress: bool, stop_at_step: int | None, batched: bool
+) -> list[dict[str, Any]] | None:
     """Train `members` from step `start` to the end: one run (`batched` False), or several seeds of one
     config as one vmapped program; returns their results (None after `stop_at_step`)."""
     config = setup.config
@@ -193,16 +218,25 @@ def run_members(setup: RunSetup, members: list[Member], start: int, log, progres
         if primary:
             if m.existed:
                 rundir.truncate_metrics(m.run_dir, start)
-            rundir.record_start(m.run_dir, {**provenance.manifest(), "run_id": config_lib.run_id(m.setup.config),
-                                            "data": setup.data_manifest(), "transfer": m.setup.transfer_manifest(),
-                                            "processes": jax.process_count(), "devices": setup.devices.size,
-                                            **({"seed_group": [n.setup.config.seed for n in members]} if batched else {})},
-                                resumed_from=start if m.existed else None)
+            rundir.record_start(
+                m.run_dir,
+                {
+                    **provenance.manifest(),
+                    "run_id": config_lib.run_id(m.setup.config),
+                    "data": setup.data_manifest(),
+                    "transfer": m.setup.transfer_manifest(),
+                    "processes": jax.process_count(),
+                    "devices": setup.devices.size,
+                    **({"seed_group": [n.setup.config.seed for n in members]} if batched else {}),
+                },
+                resumed_from=start if m.existed else None,
+            )
     return _run(setup, members, _program(setup, batched), start, total_steps, log, progress, stop_at_step, primary)
 
 
-def _run(setup: RunSetup, members: list[Member], program: _Program, start, total_steps, log, progress, stop_at_step,
-         primary) -> list[dict[str, Any]] | None:
+def _run(
+    setup: RunSetup, members: list[Member], program: _Program, start, total_steps, log, progress, stop_at_step, primary
+) -> list[dict[str, Any]] | None:
     config, spe = setup.config, setup.steps_per_epoch
     batch_size = config.train.batch_size
     payload = setup.on_devices(program.stack([m.payload for m in members]))
@@ -217,8 +251,14 @@ def _run(setup: RunSetup, members: list[Member], program: _Program, start, total
     log(f"Compiled the train step{seeds} in {compile_seconds:.1f} s.")
 
     # On a restart, TensorBoard drops events after the restored step instead of showing them twice.
-    writers = [SummaryWriter(str(m.run_dir / "tensorboard"), write_to_disk=primary,
-                             purge_step=start + 1 if (m.run_dir / "tensorboard").exists() else None) for m in members]
+    writers = [
+        SummaryWriter(
+            str(m.run_dir / "tensorboard"),
+            write_to_disk=primary,
+            purge_step=start + 1 if (m.run_dir / "tensorboard").exists() else None,
+        )
+        for m in members
+    ]
     bar = tqdm(total=total_steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True)
     rates, mark, mark_step = [], time.perf_counter(), start
     try:
@@ -235,8 +275,18 @@ def _run(setup: RunSetup, members: list[Member], program: _Program, start, total
                     now = time.perf_counter()
                     rates.append((done - mark_step) * batch_size / (now - mark))  # per run
                     tests = _test_metrics(setup, program, state, len(members)) if end_of_epoch else None
-                    records = [log_record(m.setup, program.member(host, i), done, rates[-1], m.manager.latest_step(),
-                                          lambda i=i: tests[i], bar if i == 0 else None) for i, m in enumerate(members)]
+                    records = [
+                        log_record(
+                            m.setup,
+                            program.member(host, i),
+                            done,
+                            rates[-1],
+                            m.manager.latest_step(),
+                            lambda i=i, tests=tests: tests[i],
+                            bar if i == 0 else None,
+                        )
+                        for i, m in enumerate(members)
+                    ]
                     mark, mark_step = now, done
                     for m, writer, record in zip(members, writers, records):
                         if primary:
@@ -261,9 +311,13 @@ def _run(setup: RunSetup, members: list[Member], program: _Program, start, total
         for writer in writers:
             writer.close()
     loop_seconds = time.perf_counter() - t0 - compile_seconds  # steps, evaluation and checkpoints
-    timing = {"compile_seconds": compile_seconds, "loop_seconds": loop_seconds,
-              "images_per_sec_median": statistics.median(rates) if rates else None, "first_step": start,
-              **({"seeds_in_program": len(members)} if len(members) > 1 else {})}
+    timing = {
+        "compile_seconds": compile_seconds,
+        "loop_seconds": loop_seconds,
+        "images_per_sec_median": statistics.median(rates) if rates else None,
+        "first_step": start,
+        **({"seeds_in_program": len(members)} if len(members) > 1 else {}),
+    }
     return [finish(m, program.member(state, i), timing) for i, m in enumerate(members)]
 
 
@@ -279,8 +333,15 @@ def _save_all(members: list[Member], program: _Program, done: int, state, totals
         save_checked(m.manager, done, program.member(state, i), program.member(totals, i), metrics)
 
 
-def log_record(setup: RunSetup, host: dict, done: int, rate: float, last_good: int | None,
-               test_metrics: Callable[[], dict[str, float]], bar=None) -> dict[str, Any]:
+def log_record(
+    setup: RunSetup,
+    host: dict,
+    done: int,
+    rate: float,
+    last_good: int | None,
+    test_metrics: Callable[[], dict[str, float]],
+    bar=None,
+) -> dict[str, Any]:
     """The metrics.jsonl record of step `done` from the metric sums `host`; at an epoch end with
     `test_metrics()` (and a line under the progress `bar`, if any)."""
     config, spe = setup.config, setup.steps_per_epoch
@@ -290,17 +351,25 @@ def log_record(setup: RunSetup, host: dict, done: int, rate: float, last_good: i
     if bar is not None:
         bar.update(done - bar.n)  # the bar moves where the host has synced, so its ETA is honest
         bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['accuracy']:.3f}", img_s=f"{rate:.0f}")
-    record = {"step": done, "epoch": done / spe, "lr": float(setup.schedule(done - 1)),
-              "train_loss": running["loss"], "train_accuracy": running["accuracy"], "images_per_sec": rate}
+    record = {
+        "step": done,
+        "epoch": done / spe,
+        "lr": float(setup.schedule(done - 1)),
+        "train_loss": running["loss"],
+        "train_accuracy": running["accuracy"],
+        "images_per_sec": rate,
+    }
     if config.train.skip_nonfinite_updates:
         record["skipped_steps"] = int(host["skipped"])  # this epoch so far
     if done % spe == 0:
         record.update(test_metrics())
         record["train_top5"] = running["top5"]
         if bar is not None:
-            bar.write(f"epoch {done // spe}/{config.train.epochs}: train loss {running['loss']:.4f} "
-                      f"acc {running['accuracy']:.4f} | test loss {record['eval_loss']:.4f} "
-                      f"acc {record['eval_accuracy']:.4f}")
+            bar.write(
+                f"epoch {done // spe}/{config.train.epochs}: train loss {running['loss']:.4f} "
+                f"acc {running['accuracy']:.4f} | test loss {record['eval_loss']:.4f} "
+                f"acc {record['eval_accuracy']:.4f}"
+            )
     return record
 
 
@@ -311,11 +380,18 @@ def finish(member: Member, state, timing: dict) -> dict[str, Any]:
     final = manager.metrics(int(state.step)) or setup.test_metrics(state)
     best_step = manager.best_step()
     result = {
-        "run_id": config_lib.run_id(config), "experiment": config.experiment, "model": config.model.name,
-        "dataset": config.dataset.name, "seed": config.seed, "steps": int(state.step),
-        "epochs": config.train.epochs, "final": final,
+        "run_id": config_lib.run_id(config),
+        "experiment": config.experiment,
+        "model": config.model.name,
+        "dataset": config.dataset.name,
+        "seed": config.seed,
+        "steps": int(state.step),
+        "epochs": config.train.epochs,
+        "final": final,
         "best": {"step": best_step, **(manager.metrics(best_step) or {})} if best_step is not None else None,
-        "data_fingerprints": setup.data.fingerprints, "model_summary": setup.model_summary, **timing,
+        "data_fingerprints": setup.data.fingerprints,
+        "model_summary": setup.model_summary,
+        **timing,
     }
     if hosts.is_primary():
         rundir.write_result(member.run_dir, result)

@@ -18,8 +18,10 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> op
     elif name == "cosine":
         main = optax.cosine_decay_schedule(lr, decay_steps=max(total - warmup, 1))
     elif name == "step":
-        boundaries = {int(round(b * steps_per_epoch)) - warmup: config.schedule.decay_factor
-                      for b in config.schedule.boundaries_epochs}
+        boundaries = {
+            int(round(b * steps_per_epoch)) - warmup: config.schedule.decay_factor
+            for b in config.schedule.boundaries_epochs
+        }
         main = optax.piecewise_constant_schedule(lr, {b: f for b, f in boundaries.items() if b > 0})
     else:
         raise ValueError(f"unknown schedule {name}")  # config validation rejects this earlier
@@ -28,8 +30,9 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> op
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
-def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
-                   labels: Any = None) -> optax.GradientTransformation:
+def make_optimizer(
+    config: ml_collections.ConfigDict, schedule: optax.Schedule, labels: Any = None
+) -> optax.GradientTransformation:
     """Gradient clipping, then SGD / Adam with coupled L2, or AdamW with decoupled decay.
 
     With transfer `labels` ('new' | 'backbone' | 'frozen' per parameter): 'backbone' parameters get the

@@ -28,13 +28,22 @@ def check_group(configs: list[ml_collections.ConfigDict]) -> None:
     for other in configs[1:]:
         differences = [d for d in config_lib.diff(configs[0], other) if not d.startswith("seed:")]
         if differences:
-            raise UserError(f"runs trained together in one program may differ only by seed; seed {other.seed} "
-                            f"differs from seed {configs[0].seed} in: {'; '.join(differences)}.")
+            raise UserError(
+                f"runs trained together in one program may differ only by seed; seed {other.seed} "
+                f"differs from seed {configs[0].seed} in: {'; '.join(differences)}."
+            )
 
 
-def train_seed_group(configs: list[ml_collections.ConfigDict], run_dirs: list[Path], paths: DataPaths, *,
-                     runs_root: Path = Path("runs"), log=print, progress: bool = True,
-                     stop_at_step: int | None = None) -> list[dict] | None:
+def train_seed_group(
+    configs: list[ml_collections.ConfigDict],
+    run_dirs: list[Path],
+    paths: DataPaths,
+    *,
+    runs_root: Path = Path("runs"),
+    log=print,
+    progress: bool = True,
+    stop_at_step: int | None = None,
+) -> list[dict] | None:
     """Train `configs` (one config, several seeds) together, each in its run directory; returns their results.
 
     Resumes when every run saved the same step; `runs_root` and `stop_at_step` as in `loop.train`."""

@@ -65,12 +65,17 @@ class RunSetup:
         from cnn_jax.loading import load_model
 
         _, source = load_model(self.transfer_source, self.config.transfer.checkpoint)
-        variables, copied = transfer.transplant({"params": state.params, "batch_stats": state.batch_stats}, source,
-                                                self.config, str(self.transfer_source))
-        log(f"Transfer: {len(copied)} arrays copied from {self.transfer_source} "
-            f"(checkpoint {self.config.transfer.checkpoint}); trainable: {', '.join(self.config.transfer.trainable)}.")
+        variables, copied = transfer.transplant(
+            {"params": state.params, "batch_stats": state.batch_stats}, source, self.config, str(self.transfer_source)
+        )
+        log(
+            f"Transfer: {len(copied)} arrays copied from {self.transfer_source} "
+            f"(checkpoint {self.config.transfer.checkpoint}); trainable: {', '.join(self.config.transfer.trainable)}."
+        )
         params = variables["params"]
-        return state.replace(params=params, batch_stats=variables.get("batch_stats", {}), opt_state=self.tx.init(params))
+        return state.replace(
+            params=params, batch_stats=variables.get("batch_stats", {}), opt_state=self.tx.init(params)
+        )
 
     def payload_structure(self) -> dict:
         """Shapes and dtypes of a checkpoint's contents, without initializing any parameters."""
@@ -82,8 +87,11 @@ class RunSetup:
         from cnn_jax import rundir
 
         source = rundir.read_result(self.transfer_source) or {}
-        return {**self.config.transfer.to_dict(), "source_dir": str(self.transfer_source.resolve()),
-                "source_run_id": source.get("run_id")}
+        return {
+            **self.config.transfer.to_dict(),
+            "source_dir": str(self.transfer_source.resolve()),
+            "source_run_id": source.get("run_id"),
+        }
 
     @functools.cached_property
     def evaluate(self):
@@ -96,10 +104,16 @@ class RunSetup:
 
     def data_manifest(self) -> dict:
         dataset = self.data.dataset
-        return {"name": dataset.name, "source": self.data.source, "fingerprints": self.data.fingerprints,
-                "sizes": {s: len(d) for s, d in dataset.splits.items()}, "train_examples_used": self.train.size, "image_shape": list(dataset.image_shape),
-                "classes": list(dataset.class_names),
-                "normalization": {"mean": self.mean.tolist(), "std": self.std.tolist()}}
+        return {
+            "name": dataset.name,
+            "source": self.data.source,
+            "fingerprints": self.data.fingerprints,
+            "sizes": {s: len(d) for s, d in dataset.splits.items()},
+            "train_examples_used": self.train.size,
+            "image_shape": list(dataset.image_shape),
+            "classes": list(dataset.class_names),
+            "normalization": {"mean": self.mean.tolist(), "std": self.std.tolist()},
+        }
 
 
 def test_metrics_of(sums: dict, size: int) -> dict[str, float]:
@@ -110,8 +124,9 @@ def test_metrics_of(sums: dict, size: int) -> dict[str, float]:
     return {"eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"], "eval_top5": metrics["top5"]}
 
 
-def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print,
-          transfer_source: Path | None = None) -> RunSetup:
+def build(
+    config: ml_collections.ConfigDict, paths: DataPaths, log=print, transfer_source: Path | None = None
+) -> RunSetup:
     """Validate, load data to the device, build model and optimizer; no training compute.
 
     `transfer_source` (a finished run directory) is where `initial_state` copies weights from."""
@@ -129,19 +144,35 @@ def build(config: ml_collections.ConfigDict, paths: DataPaths, log=print,
     mean, std = channel_stats(train_split)
     labels = trainable = None
     if transfer.is_active(config):
-        abstract = jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
-                                  jnp.zeros((1, *data.dataset.image_shape), jnp.float32))
+        abstract = jax.eval_shape(
+            functools.partial(model.init, train=False),
+            jax.random.PRNGKey(0),
+            jnp.zeros((1, *data.dataset.image_shape), jnp.float32),
+        )
         labels = transfer.optimizer_labels(abstract["params"], config)
-        trainable = {"params": transfer.trainable_mask(abstract["params"], config),
-                     "batch_stats": transfer.trainable_mask(abstract.get("batch_stats", {}), config)}
+        trainable = {
+            "params": transfer.trainable_mask(abstract["params"], config),
+            "batch_stats": transfer.trainable_mask(abstract.get("batch_stats", {}), config),
+        }
     return RunSetup(
-        config=config, data=data, model=model, tx=make_optimizer(config, schedule, labels), schedule=schedule,
-        steps_per_epoch=steps_per_epoch, mean=jnp.asarray(mean), std=jnp.asarray(std),
+        config=config,
+        data=data,
+        model=model,
+        tx=make_optimizer(config, schedule, labels),
+        schedule=schedule,
+        steps_per_epoch=steps_per_epoch,
+        mean=jnp.asarray(mean),
+        std=jnp.asarray(std),
         train=devices.replicate(to_device(train_split)),
-        test=devices.replicate(to_device(test_split, pad_to_multiple=config.train.eval_batch_size)), devices=devices,
-        model_summary={"params": summary.total_params, "trainable_params": summary.trainable_params,
-                       "flops": summary.flops},
-        trainable=trainable, transfer_source=transfer_source,
+        test=devices.replicate(to_device(test_split, pad_to_multiple=config.train.eval_batch_size)),
+        devices=devices,
+        model_summary={
+            "params": summary.total_params,
+            "trainable_params": summary.trainable_params,
+            "flops": summary.flops,
+        },
+        trainable=trainable,
+        transfer_source=transfer_source,
     )
 
 

@@ -26,12 +26,14 @@ def run_keys(seed: int) -> dict[str, jax.Array]:
     return {name: jax.random.fold_in(root, i) for i, name in enumerate(("init", "data", "step"))}
 
 
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
-                       input_shape: tuple[int, int, int], seed: int) -> TrainState:
+def create_train_state(
+    model: nn.Module, tx: optax.GradientTransformation, input_shape: tuple[int, int, int], seed: int
+) -> TrainState:
     """Initialize parameters, batch statistics and optimizer state for `seed`."""
     keys = run_keys(seed)
-    variables = model.init({"params": keys["init"], "dropout": keys["init"]},
-                           jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    variables = model.init(
+        {"params": keys["init"], "dropout": keys["init"]}, jnp.zeros((1, *input_shape), jnp.float32), train=False
+    )
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),

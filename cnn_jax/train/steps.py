@@ -26,15 +26,23 @@ def empty_metrics() -> Metrics:
 def metric_means(totals: dict[str, float]) -> dict[str, float]:
     """Means from metric sums."""
     n = max(float(totals["count"]), 1.0)
-    return {"loss": float(totals["loss_sum"]) / n, "accuracy": float(totals["correct"]) / n,
-            "top5": float(totals["correct_top5"]) / n}
+    return {
+        "loss": float(totals["loss_sum"]) / n,
+        "accuracy": float(totals["correct"]) / n,
+        "top5": float(totals["correct_top5"]) / n,
+    }
 
 
 def _metric_sums(logits, labels, losses, mask) -> Metrics:
     weight = mask.astype(jnp.float32)
     top5 = topk_correct(logits, labels, 5) if logits.shape[-1] > 5 else jnp.ones_like(weight)
-    return {"loss_sum": jnp.sum(losses * weight), "correct": jnp.sum(topk_correct(logits, labels, 1) * weight),
-            "correct_top5": jnp.sum(top5 * weight), "count": jnp.sum(weight), "skipped": jnp.zeros((), jnp.float32)}
+    return {
+        "loss_sum": jnp.sum(losses * weight),
+        "correct": jnp.sum(topk_correct(logits, labels, 1) * weight),
+        "correct_top5": jnp.sum(top5 * weight),
+        "count": jnp.sum(weight),
+        "skipped": jnp.zeros((), jnp.float32),
+    }
 
 
 def _variables(state: TrainState, params) -> dict:
@@ -53,9 +61,14 @@ def _precision_casts(compute_dtype: str) -> tuple[Callable, Callable]:
     return (lambda tree: cast_floating(tree, compute_dtype)), (lambda tree: cast_floating(tree, jnp.float32))
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
-                    mean: jax.Array, std: jax.Array, trainable: dict | None = None,
-                    ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+    mean: jax.Array,
+    std: jax.Array,
+    trainable: dict | None = None,
+) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
     """train_step(state, batch, key) -> (state, metric sums); `key` drives augmentation and dropout.
 
     `trainable` ({"params": mask, "batch_stats": mask} of Python bools, transfer learning) keeps the
@@ -77,18 +90,29 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config: 
 
     def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
         aug_key, dropout_key = jax.random.split(key)
-        images = augment(batch["image"], aug_key, crop_padding=aug.random_crop_padding,
-                         translate=aug.translate, horizontal_flip=aug.horizontal_flip)
+        images = augment(
+            batch["image"],
+            aug_key,
+            crop_padding=aug.random_crop_padding,
+            translate=aug.translate,
+            horizontal_flip=aug.horizontal_flip,
+        )
         images = to_compute(normalize(images, mean, std))
 
         def loss_fn(params):
-            logits, updates = model.apply(_variables(state, to_compute(params)), images, train=True,
-                                          rngs={"dropout": dropout_key}, mutable=["batch_stats", "intermediates"])
+            logits, updates = model.apply(
+                _variables(state, to_compute(params)),
+                images,
+                train=True,
+                rngs={"dropout": dropout_key},
+                mutable=["batch_stats", "intermediates"],
+            )
             logits = to_float32(logits)
             losses = per_example_loss(loss_name, logits, batch["label"], smoothing)
             aux_logits = to_float32(updates.get("intermediates", {}).get("aux_logits", ()))  # sown by aux heads
-            objective = losses + sum(aux_weight * per_example_loss(loss_name, aux, batch["label"], smoothing)
-                                     for aux in aux_logits)
+            objective = losses + sum(
+                aux_weight * per_example_loss(loss_name, aux, batch["label"], smoothing) for aux in aux_logits
+            )
             return jnp.mean(objective), (logits, losses, updates)
 
         grads, (logits, losses, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -115,8 +139,13 @@ def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
-def make_eval_step(model: nn.Module, mean: jax.Array, std: jax.Array, *, compute_dtype: str = "float32",
-                   ) -> Callable[[TrainState, Batch], Metrics]:
+def make_eval_step(
+    model: nn.Module,
+    mean: jax.Array,
+    std: jax.Array,
+    *,
+    compute_dtype: str = "float32",
+) -> Callable[[TrainState, Batch], Metrics]:
     """eval_step(state, batch) -> metric sums over the batch's real (unmasked) examples; plain cross-entropy.
 
     The forward pass runs in `compute_dtype` (see make_train_step); logits, loss and metrics in float32.

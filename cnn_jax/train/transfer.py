@@ -42,6 +42,7 @@ def trainable_mask(tree: Any, config: ml_collections.ConfigDict) -> Any:
 
 def optimizer_labels(params: Any, config: ml_collections.ConfigDict) -> Any:
     """'frozen', 'backbone' (trainable and copied from the source) or 'new', per parameter."""
+
     def label(path: str) -> str:
         if not _matches(path, config.transfer.trainable):
             return "frozen"
@@ -59,8 +60,9 @@ def _copied(path: str, config: ml_collections.ConfigDict) -> bool:
     return _matches(path, config.transfer.load) and not _matches(path, config.transfer.skip)
 
 
-def transplant(target: dict[str, Any], source: dict[str, Any], config: ml_collections.ConfigDict,
-               source_name: str) -> tuple[dict[str, Any], list[str]]:
+def transplant(
+    target: dict[str, Any], source: dict[str, Any], config: ml_collections.ConfigDict, source_name: str
+) -> tuple[dict[str, Any], list[str]]:
     """Copy the selected source arrays into the target variables; returns (variables, copied paths).
 
     Every selected path must exist in both with the same shape (after `transfer.adapt_input` for the
@@ -73,22 +75,27 @@ def transplant(target: dict[str, Any], source: dict[str, Any], config: ml_collec
             if not _copied(path, config):
                 continue
             if path not in src:
-                raise UserError(f"transfer: '{collection}/{path}' is not in the source run {source_name} "
-                                f"(it has {', '.join(sorted(src)[:6])}...); add the path to transfer.skip to train "
-                                "it from scratch, or narrow transfer.load.")
+                raise UserError(
+                    f"transfer: '{collection}/{path}' is not in the source run {source_name} "
+                    f"(it has {', '.join(sorted(src)[:6])}...); add the path to transfer.skip to train "
+                    "it from scratch, or narrow transfer.load."
+                )
             array = _adapt(np.asarray(src[path]), value.shape, path, config, source_name)
             tgt[path] = jnp.asarray(array, dtype=value.dtype)
             copied.append(f"{collection}/{path}")
         if tgt:
             out[collection] = traverse_util.unflatten_dict(tgt, sep="/")
     if not copied:
-        raise UserError(f"transfer: transfer.load {tuple(config.transfer.load)} minus transfer.skip "
-                        f"{tuple(config.transfer.skip)} selects nothing of the model; check the patterns.")
+        raise UserError(
+            f"transfer: transfer.load {tuple(config.transfer.load)} minus transfer.skip "
+            f"{tuple(config.transfer.skip)} selects nothing of the model; check the patterns."
+        )
     return {**target, **out}, copied
 
 
-def _adapt(array: np.ndarray, shape: tuple[int, ...], path: str, config: ml_collections.ConfigDict,
-           source_name: str) -> np.ndarray:
+def _adapt(
+    array: np.ndarray, shape: tuple[int, ...], path: str, config: ml_collections.ConfigDict, source_name: str
+) -> np.ndarray:
     """The source array, with a first conv's input channels adapted when `transfer.adapt_input` says so."""
     if array.shape == shape:
         return array
@@ -98,17 +105,22 @@ def _adapt(array: np.ndarray, shape: tuple[int, ...], path: str, config: ml_coll
             return np.repeat(array, shape[2], axis=2) / shape[2]  # on an RGB image, the grey kernel of its mean
         if adapt == "rgb_to_grey" and shape[2] == 1:
             return array.sum(axis=2, keepdims=True)  # a grey image as R = G = B
-        raise UserError(f"transfer: '{path}' takes {array.shape[2]} input channels in the source run {source_name} "
-                        f"and {shape[2]} here; set transfer.adapt_input to 'grey_to_rgb' or 'rgb_to_grey'.")
-    raise UserError(f"transfer: '{path}' has shape {array.shape} in the source run {source_name} but {shape} here "
-                    "(a different width, number of classes or input resolution before a dense layer); add it to "
-                    "transfer.skip to train it from scratch.")
+        raise UserError(
+            f"transfer: '{path}' takes {array.shape[2]} input channels in the source run {source_name} "
+            f"and {shape[2]} here; set transfer.adapt_input to 'grey_to_rgb' or 'rgb_to_grey'."
+        )
+    raise UserError(
+        f"transfer: '{path}' has shape {array.shape} in the source run {source_name} but {shape} here "
+        "(a different width, number of classes or input resolution before a dense layer); add it to "
+        "transfer.skip to train it from scratch."
+    )
 
 
 def resolve_source(config: ml_collections.ConfigDict, runs_root: Path) -> Path:
     """The source run directory: a path, or an experiment `FILE.py[:preset]` resolved under `runs_root`
     (the runs root of the run being trained: runs/<experiment>/<run id> -> runs)."""
-    from cnn_jax import config as config_lib, rundir
+    from cnn_jax import config as config_lib
+    from cnn_jax import rundir
 
     source = config.transfer.source
     if source.split(":")[0].endswith(".py"):
