@@ -104,7 +104,7 @@ def test_an_interrupted_group_resumes_to_the_unbroken_numbers(group, tmp_path, f
         assert steps == [5, 10, 15, 20]
 
 
-def test_a_group_is_one_config_with_distinct_seeds(tmp_path, fashion_paths):
+def test_a_group_is_one_config_with_distinct_seeds():
     mixed = configs()
     mixed[1] = config_lib.apply_overrides(mixed[1], {"optimizer.lr": 0.01})
     with pytest.raises(UserError, match=r"may differ only by seed; seed 3 differs from seed 0 in: optimizer.lr"):

@@ -12,6 +12,7 @@ from cnn_jax.errors import UserError
 from cnn_jax.loading import load_model
 from cnn_jax.train import transfer
 from cnn_jax.train.loop import train
+from cnn_jax.train.setup import DataPaths
 
 
 def tiny(**overrides):
@@ -87,10 +88,11 @@ def test_a_source_of_another_shape_is_refused_naming_the_parameter(source_run, f
         train(config, source_run.parent / "wider", fashion_paths, progress=False, log=lambda *a: None)
 
 
-def test_an_unfinished_source_is_refused_before_any_work(tmp_path, fashion_paths):
+def test_an_unfinished_source_is_refused_before_any_work(tmp_path):
     config = tiny(**{"transfer.source": str(tmp_path / "nothing")})
+    no_data = DataPaths(tmp_path / "no_data", ())  # refused before any data is looked for
     with pytest.raises(UserError, match="is not finished"):
-        train(config, tmp_path / "target", fashion_paths, progress=False, log=lambda *a: None)
+        train(config, tmp_path / "target", no_data, progress=False, log=lambda *a: None)
     assert not (tmp_path / "target").exists()
 
 
