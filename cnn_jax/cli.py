@@ -14,11 +14,17 @@ CONFIG_COMMANDS = ("train", "summary", "launch", "sweep", "status", "run-task") 
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
-    parser.add_argument("--local-data", type=Path, action="append", default=[],
-                        help="folder holding local dataset copies (e.g. fashion-mnist/ with IDX files); "
-                             "repeatable; also read from $CNN_JAX_LOCAL_DATA (path list) and /usr/share/datasets")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)"
+    )
+    parser.add_argument(
+        "--local-data",
+        type=Path,
+        action="append",
+        default=[],
+        help="folder holding local dataset copies (e.g. fashion-mnist/ with IDX files); "
+        "repeatable; also read from $CNN_JAX_LOCAL_DATA (path list) and /usr/share/datasets",
+    )
 
 
 def _add_process_options(parser: argparse.ArgumentParser) -> None:
@@ -38,25 +44,35 @@ def _data_paths(args: argparse.Namespace):
     from cnn_jax.data import catalog
     from cnn_jax.train.setup import DataPaths
 
-    return DataPaths(args.data_dir or catalog.default_data_dir(),
-                     tuple(args.local_data) + tuple(catalog.default_search_roots()))
+    return DataPaths(
+        args.data_dir or catalog.default_data_dir(), tuple(args.local_data) + tuple(catalog.default_search_roots())
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cnn-jax", description="Careful CNN experiments in JAX.",
+        prog="cnn-jax",
+        description="Careful CNN experiments in JAX.",
         epilog="Exit codes: 0 done; 2 a user error (the message says what to fix); 3 training diverged; "
-               "128+N stopped by signal N after saving a checkpoint (130 Ctrl-C, 143 SIGTERM): rerun to resume.")
+        "128+N stopped by signal N after saving a checkpoint (130 Ctrl-C, 143 SIGTERM): rerun to resume.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train one config; re-running resumes from the latest checkpoint",
-                           epilog="Any config field can be overridden: --config.optimizer.lr=0.05 --config.train.epochs=2")
-    train.add_argument("experiment", help="experiment file, optionally with a preset: experiments/fashion_mnist_cnn.py:quick")
+    train = sub.add_parser(
+        "train",
+        help="train one config; re-running resumes from the latest checkpoint",
+        epilog="Any config field can be overridden: --config.optimizer.lr=0.05 --config.train.epochs=2",
+    )
+    train.add_argument(
+        "experiment", help="experiment file, optionally with a preset: experiments/fashion_mnist_cnn.py:quick"
+    )
     train.add_argument("--workdir", type=Path, default=None, help="run directory (default: runs/<experiment>/<run id>)")
     train.add_argument("--runs-root", type=Path, default=Path("runs"), help="root of default run directories")
     train.add_argument("--force", action="store_true", help="continue a run directory created by a different config")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--print-config", action="store_true", help="print the resolved config and its run id, then exit")
+    train.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and its run id, then exit"
+    )
     _add_data_options(train)
     _add_process_options(train)
 
@@ -68,9 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets: import local files into TFDS, list what is available")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     imp = data_sub.add_parser("import", help="store local files as a TFDS dataset (no network, no TensorFlow)")
-    imp.add_argument("name", help="dataset name: mnist, fashion_mnist, cifar10, cifar100, or a new name for an image folder")
-    imp.add_argument("--from", dest="source", type=Path, required=True,
-                     help="IDX folder, CIFAR python/binary batches folder, or image folder <split>/<class>/* (dir or .tgz)")
+    imp.add_argument(
+        "name", help="dataset name: mnist, fashion_mnist, cifar10, cifar100, or a new name for an image folder"
+    )
+    imp.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        required=True,
+        help="IDX folder, CIFAR python/binary batches folder, or image folder <split>/<class>/* (dir or .tgz)",
+    )
     imp.add_argument("--force", action="store_true", help="replace an existing import")
     _add_data_options(imp)
     lst = data_sub.add_parser("list", help="known and imported datasets, and where each would be read from")
@@ -90,8 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     filt.add_argument("image", type=Path, help="an image file (png, jpg, ...)")
     filt.add_argument("--out", type=Path, default=None, help="PNG to write (default: <image>_<kernel>.png)")
 
-    summary = sub.add_parser("summary", help="per-layer table: output shape, parameters, FLOPs, receptive field, jump",
-                             epilog="Model switches: --config.model.downsample=stride --config.model.kernel_scheme=3x3x2 ...")
+    summary = sub.add_parser(
+        "summary",
+        help="per-layer table: output shape, parameters, FLOPs, receptive field, jump",
+        epilog="Model switches: --config.model.downsample=stride --config.model.kernel_scheme=3x3x2 ...",
+    )
     summary.add_argument("model", help="a registered model name (see `cnn-jax models`)")
     summary.add_argument("--input", default=None, help="input shape HxWxC (default: the model's own, e.g. 227x227x3)")
     summary.add_argument("--num-classes", type=int, default=None, help="classes (default: the model's own)")
@@ -101,28 +127,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_step_option(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument("--step", default=None, help=f"'best', 'latest' or a step number (default: {default}; "
-                                                      "a step folder given as the path is that step)")
+    parser.add_argument(
+        "--step",
+        default=None,
+        help=f"'best', 'latest' or a step number (default: {default}; a step folder given as the path is that step)",
+    )
 
 
 def _add_checkpoint_parsers(sub) -> None:
-    inspect = sub.add_parser("inspect", help="a run's saved steps and metrics; one step's tensors, statistics and "
-                                             "optimizer state; --diff against another checkpoint",
-                             description="Reads checkpoints only: no dataset, no optimizer is built.")
+    inspect = sub.add_parser(
+        "inspect",
+        help="a run's saved steps and metrics; one step's tensors, statistics and "
+        "optimizer state; --diff against another checkpoint",
+        description="Reads checkpoints only: no dataset, no optimizer is built.",
+    )
     inspect.add_argument("path", type=Path, help="a run directory, its checkpoints/ folder, or one step folder in it")
     _add_step_option(inspect, "latest")
-    inspect.add_argument("--diff", type=Path, default=None, metavar="OTHER",
-                         help="compare tensor by tensor with OTHER (a run dir, checkpoints/ or step folder)")
+    inspect.add_argument(
+        "--diff",
+        type=Path,
+        default=None,
+        metavar="OTHER",
+        help="compare tensor by tensor with OTHER (a run dir, checkpoints/ or step folder)",
+    )
     inspect.add_argument("--diff-step", default=None, help="the step of OTHER (default: latest)")
     inspect.add_argument("--json", action="store_true", help="everything as JSON, for scripts")
 
-    export = sub.add_parser("export", help="write a checkpoint's params (+ batch_stats) to .npz or .safetensors, "
-                                           "with config and normalization in <file>.json")
+    export = sub.add_parser(
+        "export",
+        help="write a checkpoint's params (+ batch_stats) to .npz or .safetensors, "
+        "with config and normalization in <file>.json",
+    )
     export.add_argument("run_dir", type=Path, help="a run directory (or its checkpoints/ folder, or one step folder)")
     _add_step_option(export, "best")
-    export.add_argument("--format", default="npz", choices=("npz", "safetensors"),
-                        help="npz (default) or safetensors (needs `pip install safetensors`)")
-    export.add_argument("--out", type=Path, default=None, help="file to write (default: RUN_DIR/export/step<N>.<format>)")
+    export.add_argument(
+        "--format",
+        default="npz",
+        choices=("npz", "safetensors"),
+        help="npz (default) or safetensors (needs `pip install safetensors`)",
+    )
+    export.add_argument(
+        "--out", type=Path, default=None, help="file to write (default: RUN_DIR/export/step<N>.<format>)"
+    )
 
     filters = sub.add_parser("plot-filters", help="PNG of a trained conv layer's kernels, one tile per output channel")
     filters.add_argument("run_dir", type=Path, help="a run directory (or its checkpoints/ folder, or one step folder)")
@@ -132,16 +178,26 @@ def _add_checkpoint_parsers(sub) -> None:
 
     features = sub.add_parser("plot-features", help="PNG of the feature maps of chosen layers for one input image")
     features.add_argument("run_dir", type=Path, help="a run directory (or its checkpoints/ folder, or one step folder)")
-    features.add_argument("image", type=Path, nargs="?", default=None,
-                          help="an image file (converted to the run's channels and size)")
-    features.add_argument("--test-index", type=int, default=None, metavar="N",
-                          help="use image N of the run's test split instead (reads the dataset)")
-    features.add_argument("--layers", default=None,
-                          help="comma-separated layer paths, e.g. stage1,stage2/ConvStack_0 (default: top-level layers)")
+    features.add_argument(
+        "image", type=Path, nargs="?", default=None, help="an image file (converted to the run's channels and size)"
+    )
+    features.add_argument(
+        "--test-index",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use image N of the run's test split instead (reads the dataset)",
+    )
+    features.add_argument(
+        "--layers",
+        default=None,
+        help="comma-separated layer paths, e.g. stage1,stage2/ConvStack_0 (default: top-level layers)",
+    )
     features.add_argument("--max-channels", type=int, default=32, help="channels shown per layer (default 32)")
     _add_step_option(features, "best")
-    features.add_argument("--out", type=Path, default=None,
-                          help="PNG to write (default: RUN_DIR/features_<image>_step<N>.png)")
+    features.add_argument(
+        "--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/features_<image>_step<N>.png)"
+    )
     _add_data_options(features)
 
 
@@ -152,18 +208,31 @@ def _add_experiment_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sweep_parsers(sub) -> None:
-    config_epilog = "Config fields apply to every run: --config.train.epochs=2. The sweep's own axes cannot be overridden."
-    launch = sub.add_parser("launch", help="run an experiment file: its sweep if it declares one, else its single config",
-                            epilog=config_epilog)
+    config_epilog = (
+        "Config fields apply to every run: --config.train.epochs=2. The sweep's own axes cannot be overridden."
+    )
+    launch = sub.add_parser(
+        "launch",
+        help="run an experiment file: its sweep if it declares one, else its single config",
+        epilog=config_epilog,
+    )
     _add_experiment_argument(launch)
-    sweep = sub.add_parser("sweep", help="run every run of an experiment's sweep; skips finished runs, resumes "
-                                         "interrupted ones", epilog=config_epilog)
+    sweep = sub.add_parser(
+        "sweep",
+        help="run every run of an experiment's sweep; skips finished runs, resumes interrupted ones",
+        epilog=config_epilog,
+    )
     _add_experiment_argument(sweep)
     for parser in (launch, sweep):
-        parser.add_argument("--backend", choices=("local", "slurm"), default="local",
-                            help="local: child processes on this machine (default); slurm: one job array")
-        parser.add_argument("--jobs", type=int, default=None,
-                            help="local: runs at once (default: one per GPU, or 1 without GPUs)")
+        parser.add_argument(
+            "--backend",
+            choices=("local", "slurm"),
+            default="local",
+            help="local: child processes on this machine (default); slurm: one job array",
+        )
+        parser.add_argument(
+            "--jobs", type=int, default=None, help="local: runs at once (default: one per GPU, or 1 without GPUs)"
+        )
         parser.add_argument("--dry-run", action="store_true", help="list the runs and what would be run or submitted")
         parser.add_argument("--no-report", action="store_true", help="do not print the report when all runs are done")
         parser.add_argument("--partition", help="slurm: partition")
@@ -172,12 +241,23 @@ def _add_sweep_parsers(sub) -> None:
         parser.add_argument("--time", help="slurm: time limit per run, e.g. 02:00:00 (runs checkpoint 2 min before)")
         parser.add_argument("--mem", help="slurm: memory per run, e.g. 16G")
         parser.add_argument("--max-parallel", type=int, default=None, help="slurm: at most this many runs at once")
-        parser.add_argument("--vmap-seeds", type=int, default=1, metavar="K",
-                            help="train up to K runs that differ only by seed in one compiled program (vmap)")
-        parser.add_argument("--tasks-per-run", type=int, default=1,
-                            help="slurm: processes per run (srun tasks, e.g. one per node), data parallel together")
+        parser.add_argument(
+            "--vmap-seeds",
+            type=int,
+            default=1,
+            metavar="K",
+            help="train up to K runs that differ only by seed in one compiled program (vmap)",
+        )
+        parser.add_argument(
+            "--tasks-per-run",
+            type=int,
+            default=1,
+            help="slurm: processes per run (srun tasks, e.g. one per node), data parallel together",
+        )
         _add_data_options(parser)
-    status = sub.add_parser("status", help="done / running / failed / pending, per run of a sweep", epilog=config_epilog)
+    status = sub.add_parser(
+        "status", help="done / running / failed / pending, per run of a sweep", epilog=config_epilog
+    )
     _add_experiment_argument(status)
     task = sub.add_parser("run-task", help="(used by the backends) train one run of a sweep, if nobody else is")
     task.add_argument("experiment", help="FILE:PRESET")
@@ -189,22 +269,38 @@ def _add_sweep_parsers(sub) -> None:
     report = sub.add_parser("report", help="tables (Markdown, CSV, LaTeX), plots and statistics of a sweep's runs")
     report.add_argument("path", type=Path, help="runs/<experiment> (or a sweep-<preset>.json file)")
     report.add_argument("--preset", default=None, help="which sweep, when several presets ran in the folder")
-    report.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<experiment>/report-<preset>)")
+    report.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: runs/<experiment>/report-<preset>)"
+    )
 
 
 def _add_reproduce_parser(sub) -> None:
     repro = sub.add_parser(
-        "reproduce", help="run the registry of published results (experiments/expected.toml) and compare",
+        "reproduce",
+        help="run the registry of published results (experiments/expected.toml) and compare",
         description="Runs each entry's seeds (finished runs are skipped, interrupted ones resume), compares the mean "
-                    "with the published value and prints a table, also written to RUNS_ROOT/reproduce.md and .json.",
-        epilog="Exit codes: 0 every entry that ran is within tolerance; 1 one is not (named); 2 a user error.")
-    repro.add_argument("--registry", type=Path, default=Path("experiments/expected.toml"),
-                       help="the registry (default: experiments/expected.toml)")
+        "with the published value and prints a table, also written to RUNS_ROOT/reproduce.md and .json.",
+        epilog="Exit codes: 0 every entry that ran is within tolerance; 1 one is not (named); 2 a user error.",
+    )
+    repro.add_argument(
+        "--registry",
+        type=Path,
+        default=Path("experiments/expected.toml"),
+        help="the registry (default: experiments/expected.toml)",
+    )
     repro.add_argument("--only", nargs="+", metavar="NAME", default=None, help="run only these entries")
-    repro.add_argument("--hardware", choices=("cpu", "gpu", "all"), default="cpu",
-                       help="run the entries for this hardware (default cpu); the others are listed as not run")
-    repro.add_argument("--max-minutes", type=float, default=None,
-                       help="leave out entries whose budget_minutes is larger (a CI time budget)")
+    repro.add_argument(
+        "--hardware",
+        choices=("cpu", "gpu", "all"),
+        default="cpu",
+        help="run the entries for this hardware (default cpu); the others are listed as not run",
+    )
+    repro.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="leave out entries whose budget_minutes is larger (a CI time budget)",
+    )
     repro.add_argument("--list", action="store_true", help="print the registry and exit")
     repro.add_argument("--dry-run", action="store_true", help="print the runs of each entry, their state and command")
     repro.add_argument("--runs-root", type=Path, default=Path("runs"), help="root of run directories (default: runs)")
@@ -264,16 +360,26 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     _join_processes(args)
     with claims.claim_as_primary(run_dir) as held:  # the same lock as sweeps: one job trains a run directory
         if not held:
-            raise UserError(f"'{run_dir}' is being trained by another process ({claims.holder(run_dir)}); "
-                            "wait for it, or use another --workdir.")
-        result = train(config, run_dir, _data_paths(args), runs_root=args.runs_root, force=args.force,
-                       progress=not args.no_progress)
+            raise UserError(
+                f"'{run_dir}' is being trained by another process ({claims.holder(run_dir)}); "
+                "wait for it, or use another --workdir."
+            )
+        result = train(
+            config,
+            run_dir,
+            _data_paths(args),
+            runs_root=args.runs_root,
+            force=args.force,
+            progress=not args.no_progress,
+        )
     if not hosts.is_primary():
         return 0
     final, rate = result["final"], result.get("images_per_sec_median")
     speed = f", {rate:.0f} img/s" if rate else ""
-    print(f"test accuracy {100 * final['eval_accuracy']:.2f}% (loss {final['eval_loss']:.4f}) after "
-          f"{result['epochs']} epochs{speed} -> {run_dir}")
+    print(
+        f"test accuracy {100 * final['eval_accuracy']:.2f}% (loss {final['eval_loss']:.4f}) after "
+        f"{result['epochs']} epochs{speed} -> {run_dir}"
+    )
     return 0
 
 
@@ -325,19 +431,30 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     todo = launch.todo(plan, runs_root, k)  # with k > 1: the first run of each group of seeds to train
     what = f"{len(todo)} tasks of up to {k} seeds each" if k > 1 else f"{len(todo)} runs"
     print(f"{plan.question}\n{plan.spec}: {len(plan.runs)} runs, {len(plan.runs) - left} done or running elsewhere")
-    options = slurm.SlurmOptions(partition=args.partition, gpus_per_task=args.gpus, cpus_per_task=args.cpus,
-                                 time=args.time, mem=args.mem, max_parallel=args.max_parallel,
-                                 tasks_per_run=args.tasks_per_run, job_name=f"cnn_jax-{plan.experiment}")
+    options = slurm.SlurmOptions(
+        partition=args.partition,
+        gpus_per_task=args.gpus,
+        cpus_per_task=args.cpus,
+        time=args.time,
+        mem=args.mem,
+        max_parallel=args.max_parallel,
+        tasks_per_run=args.tasks_per_run,
+        job_name=f"cnn_jax-{plan.experiment}",
+    )
     if args.tasks_per_run != 1 and args.backend != "slurm":
-        raise UserError("--tasks-per-run applies to --backend slurm; locally one process uses all of a machine's "
-                        "devices (or start the processes yourself: cnn-jax train --coordinator ...).")
+        raise UserError(
+            "--tasks-per-run applies to --backend slurm; locally one process uses all of a machine's "
+            "devices (or start the processes yourself: cnn-jax train --coordinator ...)."
+        )
     if args.dry_run:
         print(status_table(sweep_status(plan, runs_root)))
         for spec, run_dir in (sources.unfinished_sources(plan, runs_root) if todo else {}).items():
             print(f"would first train the transfer source {spec} -> {run_dir}")
         if args.backend == "slurm" and todo:
-            print(f"would submit one job array of {what} with this script:\n"
-                  f"{launch.slurm_script(plan, runs_root, todo, task_args, options, k)}")
+            print(
+                f"would submit one job array of {what} with this script:\n"
+                f"{launch.slurm_script(plan, runs_root, todo, task_args, options, k)}"
+            )
         elif todo:
             command = shlex.join(local.task_command(plan, runs_root, task_args, k))
             print(f"would run {what}, {_jobs(args)} at a time, each as:\n  {command} --index I")
@@ -347,13 +464,18 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
             print("nothing to submit: every run is done or running")
             return 0
         job_id = launch.submit(plan, runs_root, todo, task_args, options, _command_line(), k)
-        print(f"submitted job array {job_id} ({what}); logs in {launch.slurm_dir(plan, runs_root)}; "
-              f"watch with: cnn-jax status {plan.spec} --runs-root {runs_root}")
+        print(
+            f"submitted job array {job_id} ({what}); logs in {launch.slurm_dir(plan, runs_root)}; "
+            f"watch with: cnn-jax status {plan.spec} --runs-root {runs_root}"
+        )
         return 0
     failed = launch.run_locally(plan, runs_root, todo, task_args, _jobs(args), _command_line(), vmap_seeds=k)["failed"]
     if failed:
-        print(f"{len(failed)} runs failed: {', '.join(r.name for r in failed)}; `cnn-jax status` shows why; "
-              "rerunning the command retries them", file=sys.stderr)
+        print(
+            f"{len(failed)} runs failed: {', '.join(r.name for r in failed)}; `cnn-jax status` shows why; "
+            "rerunning the command retries them",
+            file=sys.stderr,
+        )
     done = sum(s.state == "done" for s in sweep_status(plan, runs_root))
     if done < len(plan.runs):
         print(f"{done} of {len(plan.runs)} runs done (see `cnn-jax status`)")
@@ -384,8 +506,14 @@ def cmd_reproduce(args: argparse.Namespace, extra: list[str]) -> int:
     if args.list:
         print(reproduce.describe_registry(entries))
         return 0
-    options = reproduce.Options(runs_root, reproduce.task_command(args.registry, runs_root, _data_args(args)),
-                                args.hardware, args.max_minutes, _jobs(args), _command_line())
+    options = reproduce.Options(
+        runs_root,
+        reproduce.task_command(args.registry, runs_root, _data_args(args)),
+        args.hardware,
+        args.max_minutes,
+        _jobs(args),
+        _command_line(),
+    )
     if args.dry_run:
         print(reproduce.dry_run(entries, options))
         return 0
@@ -486,8 +614,10 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
             print(f"{name:22s} {model_entry(name).description}")
         return 0
     entry, fields = model_entry(args.name), model_fields(args.name)
-    print(f"{args.name}: {entry.description}\ninput {'x'.join(map(str, entry.input_shape))}, "
-          f"{entry.num_classes} classes (as published)")
+    print(
+        f"{args.name}: {entry.description}\ninput {'x'.join(map(str, entry.input_shape))}, "
+        f"{entry.num_classes} classes (as published)"
+    )
     print("config fields (--config.model.FIELD=VALUE):" if fields else "no config fields besides model.name")
     for field, value in fields.items():
         print(f"  {field:18s} {value!r}")
@@ -563,8 +693,9 @@ def cmd_plot_features(args: argparse.Namespace, extra: list[str]) -> int:
 
     layers = [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
     paths = _data_paths(args) if args.test_index is not None else None
-    picture = plot_features(args.run_dir, args.image, layers, args.step, args.out, args.test_index, paths,
-                            args.max_channels)
+    picture = plot_features(
+        args.run_dir, args.image, layers, args.step, args.out, args.test_index, paths, args.max_channels
+    )
     print(f"wrote {picture.path} ({', '.join(picture.layers)}; step {picture.step}; predicted {picture.prediction})")
     return 0
 
@@ -577,10 +708,22 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 COMMANDS = {
-    "launch": cmd_launch, "sweep": cmd_sweep, "status": cmd_status, "run-task": cmd_run_task, "report": cmd_report,
-    "reproduce": cmd_reproduce, "train": cmd_train, "eval": cmd_eval, "data": cmd_data, "models": cmd_models,
-    "summary": cmd_summary, "convolve": cmd_convolve, "inspect": cmd_inspect, "export": cmd_export,
-    "plot-filters": cmd_plot_filters, "plot-features": cmd_plot_features,
+    "launch": cmd_launch,
+    "sweep": cmd_sweep,
+    "status": cmd_status,
+    "run-task": cmd_run_task,
+    "report": cmd_report,
+    "reproduce": cmd_reproduce,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "data": cmd_data,
+    "models": cmd_models,
+    "summary": cmd_summary,
+    "convolve": cmd_convolve,
+    "inspect": cmd_inspect,
+    "export": cmd_export,
+    "plot-filters": cmd_plot_filters,
+    "plot-features": cmd_plot_features,
 }
 
 if __name__ == "__main__":

@@ -8,33 +8,49 @@ import sys
 import pytest
 
 from cnn_jax import cli
+
 from conftest import ROOT, shared
 
 EXPERIMENT = str(ROOT / "experiments" / "fashion_mnist_cnn.py")
 
 
-@pytest.mark.parametrize("args, message", [
-    ([EXPERIMENT + ":fast"], "unknown value 'fast'"),
-    ([EXPERIMENT, "--config.optimizer.lr=-1"], "'optimizer.lr' = -1.0: must be > 0"),
-    ([EXPERIMENT, "--config.train.batch_size=0"], "'train.batch_size' = 0: must be > 0"),
-    ([EXPERIMENT, "--config.model.name=lenet6"], "unknown value 'lenet6'"),
-    ([EXPERIMENT, "--config.model.widht=3"], "model 'seed_cnn' has no field 'model.widht'"),
-    ([EXPERIMENT, "--config.optimizer.name=rmsprp"], "unknown value 'rmsprp'"),
-    ([EXPERIMENT, "--config.dataset.name=fashion_mnsit"], "Did you mean 'fashion_mnist'"),
-    ([EXPERIMENT, "--config.optimizer.lr"], "malformed override"),
-    ([EXPERIMENT, "--lr=0.1"], "unrecognized arguments: --lr=0.1"),
-    (["missing.py"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([EXPERIMENT + ":fast"], "unknown value 'fast'"),
+        ([EXPERIMENT, "--config.optimizer.lr=-1"], "'optimizer.lr' = -1.0: must be > 0"),
+        ([EXPERIMENT, "--config.train.batch_size=0"], "'train.batch_size' = 0: must be > 0"),
+        ([EXPERIMENT, "--config.model.name=lenet6"], "unknown value 'lenet6'"),
+        ([EXPERIMENT, "--config.model.widht=3"], "model 'seed_cnn' has no field 'model.widht'"),
+        ([EXPERIMENT, "--config.optimizer.name=rmsprp"], "unknown value 'rmsprp'"),
+        ([EXPERIMENT, "--config.dataset.name=fashion_mnsit"], "Did you mean 'fashion_mnist'"),
+        ([EXPERIMENT, "--config.optimizer.lr"], "malformed override"),
+        ([EXPERIMENT, "--lr=0.1"], "unrecognized arguments: --lr=0.1"),
+        (["missing.py"], "does not exist"),
+    ],
+)
 def test_train_user_errors_exit_2_with_one_line_and_write_nothing(args, message, tmp_path, capsys):
     """Caught before any data is read: these never need a dataset (the data dir is empty)."""
-    assert_user_error(["train", *args, "--runs-root", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "none")],
-                      message, capsys)
+    assert_user_error(
+        ["train", *args, "--runs-root", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "none")], message, capsys
+    )
     assert not (tmp_path / "runs").exists()
 
 
 def test_a_batch_larger_than_the_train_split_is_a_user_error(tmp_path, capsys, fashion_data_dir):
-    assert_user_error(["train", EXPERIMENT, "--config.train.batch_size=100000", "--runs-root", str(tmp_path / "runs"),
-                       "--data-dir", str(fashion_data_dir)], "larger than the train split", capsys)
+    assert_user_error(
+        [
+            "train",
+            EXPERIMENT,
+            "--config.train.batch_size=100000",
+            "--runs-root",
+            str(tmp_path / "runs"),
+            "--data-dir",
+            str(fashion_data_dir),
+        ],
+        "larger than the train split",
+        capsys,
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -77,7 +93,19 @@ def test_models_lists_the_registry(capsys):
 
 
 def test_console_script_reports_user_errors_without_a_traceback(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "cnn_jax.cli", "train", EXPERIMENT, "--config.optimizer.lrr=1",
-                          "--runs-root", str(tmp_path)], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnn_jax.cli",
+            "train",
+            EXPERIMENT,
+            "--config.optimizer.lrr=1",
+            "--runs-root",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2
     assert out.stderr.strip() == "error: unknown config field 'optimizer.lrr'. Did you mean 'optimizer.lr'?"

@@ -17,13 +17,13 @@ import pytest
 from PIL import Image
 
 from cnn_jax import cli, rundir
-from cnn_jax.analysis import plots
 from cnn_jax import config as config_lib
-from cnn_jax.errors import UserError
+from cnn_jax.analysis import plots
 from cnn_jax.analysis.export import export_run, flat_variables, read_export
 from cnn_jax.analysis.features import filter_tiles, plot_features, plot_filters
 from cnn_jax.analysis.inspection import inspect_checkpoint
 from cnn_jax.checkpoints import flatten, locate
+from cnn_jax.errors import UserError
 from cnn_jax.loading import data_info, load_model, load_run
 from cnn_jax.models.summary import summarize
 from cnn_jax.train.loop import open_checkpoints, train
@@ -32,9 +32,17 @@ FIRST_CONV = "stage1/ConvStack_0/ConvUnit_0/Conv_0"
 
 
 def tiny_config(**overrides):
-    base = {"experiment": "inspect", "model.name": "ablation_net", "model.width": 8, "dataset.train_subset": 640,
-            "train.batch_size": 64, "train.epochs": 2, "train.log_every_steps": 5, "checkpoint.every_steps": 5,
-            "checkpoint.keep": 10}
+    base = {
+        "experiment": "inspect",
+        "model.name": "ablation_net",
+        "model.width": 8,
+        "dataset.train_subset": 640,
+        "train.batch_size": 64,
+        "train.epochs": 2,
+        "train.log_every_steps": 5,
+        "checkpoint.every_steps": 5,
+        "checkpoint.keep": 10,
+    }
     return config_lib.apply_overrides(config_lib.default_config(), {**base, **overrides})
 
 
@@ -80,8 +88,9 @@ def test_inspect_lists_every_saved_step_with_its_metrics_and_marks_the_best(runs
     assert [s["step"] for s in report["steps"] if s["latest"]] == [20] and report["step"] == 20
     for entry in report["steps"]:
         expected = records.get(entry["step"])
-        assert entry["metrics"] == ({k: expected[k] for k in ("eval_loss", "eval_accuracy", "eval_top5")}
-                                    if expected else None)
+        assert entry["metrics"] == (
+            {k: expected[k] for k in ("eval_loss", "eval_accuracy", "eval_top5")} if expected else None
+        )
     assert report["config"]["model.width"] == 8 and "model.stages" not in report["config"]
 
 
@@ -169,8 +178,9 @@ def _copy_with_eleven_classes(run_dir, tmp_path):
     classifier = payload["state"]["params"]["classifier"]
     classifier["kernel"] = np.zeros((32, 11), np.float32)
     classifier["bias"] = np.zeros(11, np.float32)
-    manager = checkpoints.open_manager(tmp_path / "other" / "checkpoints", keep=1, best_metric="eval_accuracy",
-                                       best_mode="max")
+    manager = checkpoints.open_manager(
+        tmp_path / "other" / "checkpoints", keep=1, best_metric="eval_accuracy", best_mode="max"
+    )
     checkpoints.save(manager, 20, payload)
     return tmp_path / "other" / "checkpoints"
 
@@ -207,8 +217,9 @@ def test_load_model_reproduces_the_runs_final_test_accuracy(runs, test_split, na
     assert set(variables) == ({"params", "batch_stats"} if name == "bn" else {"params"})
     x = data_info(runs[name]).preprocess(test_split.images)
     apply = jax.jit(lambda v, batch: model.apply(v, batch, train=False))
-    predictions = np.concatenate([np.asarray(apply(variables, x[i:i + 1000])).argmax(-1)
-                                  for i in range(0, len(x), 1000)])
+    predictions = np.concatenate(
+        [np.asarray(apply(variables, x[i : i + 1000])).argmax(-1) for i in range(0, len(x), 1000)]
+    )
     accuracy = float(np.mean(predictions == test_split.labels))
     assert accuracy == pytest.approx(rundir.read_result(runs[name])["final"]["eval_accuracy"], abs=1e-6)
 
@@ -327,14 +338,16 @@ def test_filters_png_has_one_min_max_scaled_tile_per_output_channel(runs, tmp_pa
     assert picture.layers == (FIRST_CONV,) and picture.grid == (3, 3)  # 8 channels, near-square
     with Image.open(picture.path) as png:
         assert png.format == "PNG" and min(png.size) > 100
-    kernel = np.asarray(load_model(runs["plain"])[1]["params"]["stage1"]["ConvStack_0"]["ConvUnit_0"]["Conv_0"]["kernel"])
+    kernel = np.asarray(
+        load_model(runs["plain"])[1]["params"]["stage1"]["ConvStack_0"]["ConvUnit_0"]["Conv_0"]["kernel"]
+    )
     tiles, how = filter_tiles(kernel)
     assert tiles.shape == (8, 3, 3, 1) and how == "grey"
     k = kernel[:, :, 0, 5].astype(np.float64)
     np.testing.assert_allclose(tiles[5, ..., 0], (k - k.min()) / (k.max() - k.min()))
     image = plots.mosaic(tiles, cols=3)
     assert image.shape == (3 * 4 + 1, 3 * 4 + 1, 3)
-    np.testing.assert_allclose(image[1 + 4:1 + 4 + 3, 1 + 8:1 + 8 + 3, 0], tiles[5, ..., 0])  # row 1, col 2
+    np.testing.assert_allclose(image[1 + 4 : 1 + 4 + 3, 1 + 8 : 1 + 8 + 3, 0], tiles[5, ..., 0])  # row 1, col 2
 
 
 def test_filters_of_rgb_and_deeper_layers(runs, tmp_path):
@@ -377,26 +390,47 @@ def test_cli_inspect_json_and_diff(runs, capsys):
 def test_cli_filters_and_features_of_a_test_image(runs, tmp_path, capsys, fashion_data_dir):
     assert cli.main(["plot-filters", str(runs["bn"]), "--out", str(tmp_path / "f.png")]) == 0
     assert "3x3 grid" in capsys.readouterr().out
-    assert cli.main(["plot-features", str(runs["bn"]), "--test-index", "0", "--layers", "stage1,stage2",
-                     "--data-dir", str(fashion_data_dir), "--out", str(tmp_path / "m.png")]) == 0
+    assert (
+        cli.main(
+            [
+                "plot-features",
+                str(runs["bn"]),
+                "--test-index",
+                "0",
+                "--layers",
+                "stage1,stage2",
+                "--data-dir",
+                str(fashion_data_dir),
+                "--out",
+                str(tmp_path / "m.png"),
+            ]
+        )
+        == 0
+    )
     assert "stage1, stage2" in capsys.readouterr().out
     with Image.open(tmp_path / "m.png") as png:
         assert png.format == "PNG"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["inspect", "{tmp}/nope"], "does not exist"),
-    (["load", "{tmp}/nope"], "does not exist"),
-    (["export", "{tmp}/nope"], "does not exist"),
-    (["plot-filters", "{tmp}/nope"], "does not exist"),
-    (["inspect", "{plain}", "--step", "7"], "checkpoint '7' not found"),
-    (["export", "{plain}", "--step", "7"], "saved steps: [5, 10, 15, 20]"),
-    (["inspect", "{plain}", "--diff-step", "5"], "--diff-step needs --diff"),
-    (["plot-filters", "{plain}", "--layer", "stage1/Conv_0"], f"Conv layers: {FIRST_CONV}"),
-    (["plot-features", "{plain}", "{tmp}/nope.png"], "cannot read image"),
-    (["plot-features", "{plain}"], "either an image file or --test-index"),
-    (["plot-features", "{plain}", "{tmp}/photo.png", "--layers", "stage9"], "no layer 'stage9' in this model. Did you mean"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["inspect", "{tmp}/nope"], "does not exist"),
+        (["load", "{tmp}/nope"], "does not exist"),
+        (["export", "{tmp}/nope"], "does not exist"),
+        (["plot-filters", "{tmp}/nope"], "does not exist"),
+        (["inspect", "{plain}", "--step", "7"], "checkpoint '7' not found"),
+        (["export", "{plain}", "--step", "7"], "saved steps: [5, 10, 15, 20]"),
+        (["inspect", "{plain}", "--diff-step", "5"], "--diff-step needs --diff"),
+        (["plot-filters", "{plain}", "--layer", "stage1/Conv_0"], f"Conv layers: {FIRST_CONV}"),
+        (["plot-features", "{plain}", "{tmp}/nope.png"], "cannot read image"),
+        (["plot-features", "{plain}"], "either an image file or --test-index"),
+        (
+            ["plot-features", "{plain}", "{tmp}/photo.png", "--layers", "stage9"],
+            "no layer 'stage9' in this model. Did you mean",
+        ),
+    ],
+)
 def test_cli_errors_exit_2_with_one_line(runs, tmp_path, capsys, args, message):
     if args[0] == "load":  # the Python API raises the same errors
         with pytest.raises(UserError, match=message):
@@ -412,7 +446,9 @@ def test_cli_errors_exit_2_with_one_line(runs, tmp_path, capsys, args, message):
 def test_load_model_is_importable_from_the_package_without_importing_jax_first():
     import subprocess
 
-    code = "import sys, cnn_jax; assert 'jax' not in sys.modules; from cnn_jax import load_model; print(load_model.__module__)"
+    code = (
+        "import sys, cnn_jax; assert 'jax' not in sys.modules; from cnn_jax import load_model; "
+        "print(load_model.__module__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "cnn_jax.loading"
-

@@ -32,8 +32,15 @@ def tensor_stats(array: np.ndarray) -> dict[str, Any]:
     row = {"shape": list(array.shape), "dtype": str(array.dtype), "size": int(array.size)}
     if x.size == 0:
         return {**row, **dict.fromkeys(("mean", "std", "min", "max", "l2", "zeros"))}
-    return {**row, "mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max()),
-            "l2": float(np.sqrt(np.sum(x * x))), "zeros": float(np.mean(x == 0))}
+    return {
+        **row,
+        "mean": float(x.mean()),
+        "std": float(x.std()),
+        "min": float(x.min()),
+        "max": float(x.max()),
+        "l2": float(np.sqrt(np.sum(x * x))),
+        "zeros": float(np.mean(x == 0)),
+    }
 
 
 def module_counts(flat: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -80,13 +87,25 @@ def diff_tensors(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) ->
             continue
         delta = float(np.sqrt(np.sum((a - b) ** 2)))
         norm = float(np.sqrt(np.sum(a * a)))
-        rows.append({"key": key, "shape": list(a.shape), "max_abs_diff": float(np.max(np.abs(a - b), initial=0.0)),
-                     "relative_change": delta / norm if norm else (0.0 if delta == 0 else None)})
+        rows.append(
+            {
+                "key": key,
+                "shape": list(a.shape),
+                "max_abs_diff": float(np.max(np.abs(a - b), initial=0.0)),
+                "relative_change": delta / norm if norm else (0.0 if delta == 0 else None),
+            }
+        )
     only_first = [k for k in first if k not in second]
     only_second = [k for k in second if k not in first]
     max_abs = max((r["max_abs_diff"] for r in rows), default=0.0)
-    return {"tensors": rows, "only_in_first": only_first, "only_in_second": only_second, "shape_differs": shapes,
-            "max_abs_diff": max_abs, "identical": max_abs == 0 and not (only_first or only_second or shapes)}
+    return {
+        "tensors": rows,
+        "only_in_first": only_first,
+        "only_in_second": only_second,
+        "shape_differs": shapes,
+        "max_abs_diff": max_abs,
+        "identical": max_abs == 0 and not (only_first or only_second or shapes),
+    }
 
 
 def config_changes(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -108,12 +127,15 @@ def _flat_config(tree: dict, prefix: str = "") -> dict[str, Any]:
 def saved_steps(source: Source, manager: ocp.CheckpointManager) -> list[dict[str, Any]]:
     """Every saved step with its eval metrics (None for mid-epoch checkpoints), best and latest marked."""
     best, latest = manager.best_step(), manager.latest_step()
-    return [{"step": s, "metrics": manager.metrics(s), "best": s == best, "latest": s == latest}
-            for s in sorted(manager.all_steps())]
+    return [
+        {"step": s, "metrics": manager.metrics(s), "best": s == best, "latest": s == latest}
+        for s in sorted(manager.all_steps())
+    ]
 
 
-def inspect_checkpoint(path: Path, step: str | int | None = None, diff_with: Path | None = None,
-                       diff_step: str | int | None = None) -> dict[str, Any]:
+def inspect_checkpoint(
+    path: Path, step: str | int | None = None, diff_with: Path | None = None, diff_step: str | int | None = None
+) -> dict[str, Any]:
     """Everything `cnn-jax inspect` shows, as a JSON-ready dict (step default: the latest)."""
     if diff_step is not None and diff_with is None:
         raise UserError("--diff-step needs --diff OTHER: the checkpoint to compare with.")
@@ -126,25 +148,34 @@ def inspect_checkpoint(path: Path, step: str | int | None = None, diff_with: Pat
     counts = {name: sum(int(a.size) for k, a in variables.items() if k.startswith(name + "/")) for name in COLLECTIONS}
     c = config.checkpoint if config else config_lib.default_config().checkpoint
     report = {
-        "path": str(source.path), "checkpoints_dir": str(source.checkpoints_dir),
+        "path": str(source.path),
+        "checkpoints_dir": str(source.checkpoints_dir),
         "run_dir": str(source.run_dir) if source.run_dir else None,
         "best_by": {"metric": c.best_metric, "mode": c.best_mode},
-        "steps": saved_steps(source, manager), "step": chosen,
+        "steps": saved_steps(source, manager),
+        "step": chosen,
         "config": config_changes(config) if config else None,
         "modules": module_counts(variables),
-        "totals": {"params": counts["params"], "batch_stats": counts["batch_stats"],
-                   "total": counts["params"] + counts["batch_stats"]},
+        "totals": {
+            "params": counts["params"],
+            "batch_stats": counts["batch_stats"],
+            "total": counts["params"] + counts["batch_stats"],
+        },
         "tensors": [{"key": key, **tensor_stats(array)} for key, array in variables.items()],
-        "optimizer": optimizer_summary(payload["state"].get("opt_state", []),
-                                       config.optimizer.name if config else None),
+        "optimizer": optimizer_summary(
+            payload["state"].get("opt_state", []), config.optimizer.name if config else None
+        ),
     }
     if diff_with is not None:
         other = locate(diff_with)
         other_manager = other.manager()
         other_step = other.pick(other_manager, diff_step, "latest")
         other_variables = flatten(model_variables(read_checkpoint(other, other_manager, other_step)))
-        report["diff"] = {"other": str(other.path), "other_step": other_step,
-                          **diff_tensors(variables, other_variables)}
+        report["diff"] = {
+            "other": str(other.path),
+            "other_step": other_step,
+            **diff_tensors(variables, other_variables),
+        }
     return report
 
 
@@ -152,20 +183,35 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as text for a terminal."""
     lines = [f"checkpoints in {report['checkpoints_dir']}"]
     if report["config"] is not None:
-        lines.append("config (changed from defaults): "
-                     + ", ".join(f"{k}={v}" for k, v in report["config"].items() if k != "experiment"))
+        lines.append(
+            "config (changed from defaults): "
+            + ", ".join(f"{k}={v}" for k, v in report["config"].items() if k != "experiment")
+        )
     lines += _steps_table(report)
     lines += ["", f"step {report['step']}: variables by module"]
-    lines += _table(("module", "tensors", "elements"),
-                    [(m["module"], str(m["tensors"]), f"{m['elements']:,}") for m in report["modules"]])
+    lines += _table(
+        ("module", "tensors", "elements"),
+        [(m["module"], str(m["tensors"]), f"{m['elements']:,}") for m in report["modules"]],
+    )
     totals = report["totals"]
-    lines.append(f"total {totals['total']:,} = params (trainable) {totals['params']:,} "
-                 f"+ batch-norm statistics {totals['batch_stats']:,}")
+    lines.append(
+        f"total {totals['total']:,} = params (trainable) {totals['params']:,} "
+        f"+ batch-norm statistics {totals['batch_stats']:,}"
+    )
     lines += ["", "tensors"]
-    lines += _table(("key", "shape", "dtype", "mean", "std", "min", "max", "L2", "zeros"),
-                    [(t["key"], "x".join(map(str, t["shape"])) or "scalar", t["dtype"],
-                      *(_num(t[s]) for s in ("mean", "std", "min", "max", "l2")), _pct(t["zeros"]))
-                     for t in report["tensors"]])
+    lines += _table(
+        ("key", "shape", "dtype", "mean", "std", "min", "max", "L2", "zeros"),
+        [
+            (
+                t["key"],
+                "x".join(map(str, t["shape"])) or "scalar",
+                t["dtype"],
+                *(_num(t[s]) for s in ("mean", "std", "min", "max", "l2")),
+                _pct(t["zeros"]),
+            )
+            for t in report["tensors"]
+        ],
+    )
     lines += ["", *_optimizer_lines(report["optimizer"])]
     if "diff" in report:
         lines += ["", *_diff_lines(report)]
@@ -202,9 +248,13 @@ def _diff_lines(report: dict[str, Any]) -> list[str]:
     if diff["identical"]:
         return [f"{head}: identical ({len(diff['tensors'])} tensors)"]
     lines = [f"{head}: max |a-b| {_num(diff['max_abs_diff'])}"]
-    lines += _table(("key", "shape", "max |a-b|", "||a-b||/||a||"),
-                    [(r["key"], "x".join(map(str, r["shape"])) or "scalar", _num(r["max_abs_diff"]),
-                      _num(r["relative_change"])) for r in diff["tensors"]])
+    lines += _table(
+        ("key", "shape", "max |a-b|", "||a-b||/||a||"),
+        [
+            (r["key"], "x".join(map(str, r["shape"])) or "scalar", _num(r["max_abs_diff"]), _num(r["relative_change"]))
+            for r in diff["tensors"]
+        ],
+    )
     for key in diff["only_in_first"]:
         lines.append(f"  only in step {report['step']}: {key}")
     for key in diff["only_in_second"]:
@@ -218,9 +268,11 @@ def _table(head: tuple[str, ...], rows: list[tuple[str, ...]], text_columns: tup
     """Aligned columns: the first and `text_columns` to the left, numbers to the right."""
     widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
     left = {0, *text_columns}
-    line = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    return ["  " + line(r) for r in (head, *rows)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return ["  " + line(r).rstrip() for r in (head, *rows)]
 
 
 def _num(value: float | None) -> str:

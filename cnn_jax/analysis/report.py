@@ -25,12 +25,34 @@ METRICS = {
     "final_loss": ("final test loss", "final", "eval_loss", 1.0, 4),
 }
 PAIRED_METRICS = ("final_accuracy", "final_loss")
-FILES = ("report.md", "report.json", "summary.csv", "paired.csv", "summary.tex", "paired.tex",
-         "learning_curves.png", "intervals.png")
+FILES = (
+    "report.md",
+    "report.json",
+    "summary.csv",
+    "paired.csv",
+    "summary.tex",
+    "paired.tex",
+    "learning_curves.png",
+    "intervals.png",
+)
 DASH = "—"
-LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "---",
-         "−": "$-$", "Δ": r"$\Delta$", "×": r"$\times$"}
+LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "—": "---",
+    "−": "$-$",
+    "Δ": r"$\Delta$",
+    "×": r"$\times$",
+}
 
 
 @dataclass(frozen=True)
@@ -46,19 +68,23 @@ def find_sweep(path: Path, preset: str | None = None) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise UserError(f"'{path}' does not exist. Give runs/<experiment> (the folder a sweep wrote) "
-                        "or one of its sweep-<preset>.json files.")
-    found = sorted(p.name[len("sweep-"):-len(".json")] for p in path.glob("sweep-*.json"))
+        raise UserError(
+            f"'{path}' does not exist. Give runs/<experiment> (the folder a sweep wrote) "
+            "or one of its sweep-<preset>.json files."
+        )
+    found = sorted(p.name[len("sweep-") : -len(".json")] for p in path.glob("sweep-*.json"))
     if preset in found or (preset is None and len(found) == 1):
         return path / f"sweep-{preset or found[0]}.json"
     if not found:
-        raise UserError(f"no sweep-<preset>.json in '{path}': run the sweep first "
-                        "(./launch.sh experiments/<name>.py PRESET).")
+        raise UserError(
+            f"no sweep-<preset>.json in '{path}': run the sweep first (./launch.sh experiments/<name>.py PRESET)."
+        )
     if preset is not None:
-        raise UserError(f"no sweep-{preset}.json in '{path}'.{did_you_mean(preset, found)} "
-                        f"Found presets: {', '.join(found)}; pass one with --preset NAME.")
-    raise UserError(f"'{path}' holds sweeps for several presets ({', '.join(found)}): "
-                    "pass --preset NAME to pick one.")
+        raise UserError(
+            f"no sweep-{preset}.json in '{path}'.{did_you_mean(preset, found)} "
+            f"Found presets: {', '.join(found)}; pass one with --preset NAME."
+        )
+    raise UserError(f"'{path}' holds sweeps for several presets ({', '.join(found)}): pass --preset NAME to pick one.")
 
 
 def load_sweep(experiment_dir: Path, preset: str | None = None) -> dict[str, Any]:
@@ -100,15 +126,24 @@ def build_report(sweep: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict[
     base = next((name for name in groups if full[name] == baseline), None)
     order = sorted(groups, key=lambda name: name != base)
     return {
-        "title": sweep.get("question") or sweep["experiment"], "experiment": sweep["experiment"],
-        "preset": sweep["preset"], "question": sweep.get("question"), "baseline": baseline,
-        "baseline_variant": base, "seeds": sweep.get("seeds"), "planned": len(runs),
+        "title": sweep.get("question") or sweep["experiment"],
+        "experiment": sweep["experiment"],
+        "preset": sweep["preset"],
+        "question": sweep.get("question"),
+        "baseline": baseline,
+        "baseline_variant": base,
+        "seeds": sweep.get("seeds"),
+        "planned": len(runs),
         "finished": sum(r["result"] is not None for r in runs),
         "variants": [_variant_row(name, groups[name], name == base) for name in order],
-        "paired": [_paired_row(v, axis, ref, metric, groups[v], groups[ref])
-                   for v, axis, ref in _comparisons(order, full, baseline, base) for metric in PAIRED_METRICS],
-        "missing": [{"name": r["name"], "run_id": r["run_id"], "state": r["state"]}
-                    for r in runs if r["result"] is None],
+        "paired": [
+            _paired_row(v, axis, ref, metric, groups[v], groups[ref])
+            for v, axis, ref in _comparisons(order, full, baseline, base)
+            for metric in PAIRED_METRICS
+        ],
+        "missing": [
+            {"name": r["name"], "run_id": r["run_id"], "state": r["state"]} for r in runs if r["result"] is None
+        ],
         "provenance": _provenance(sweep, runs),
     }
 
@@ -123,9 +158,13 @@ def _load_run(experiment_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     run_dir = experiment_dir / entry["run_id"]
     result = rundir.read_result(run_dir)
     manifest_path = run_dir / rundir.MANIFEST
-    return {**entry, "result": result, "metrics": rundir.read_metrics(run_dir) if result else [],
-            "manifest": json.loads(manifest_path.read_text()) if manifest_path.exists() else None,
-            "state": "finished" if result else _progress(run_dir)}
+    return {
+        **entry,
+        "result": result,
+        "metrics": rundir.read_metrics(run_dir) if result else [],
+        "manifest": json.loads(manifest_path.read_text()) if manifest_path.exists() else None,
+        "state": "finished" if result else _progress(run_dir),
+    }
 
 
 def _progress(run_dir: Path) -> str:
@@ -157,13 +196,19 @@ def _variant_row(name: str, runs: Sequence[dict[str, Any]], is_baseline: bool) -
     results = [r["result"] for r in runs if r["result"]]
     fresh = [r["loop_seconds"] for r in results if not r.get("first_step") and r.get("loop_seconds") is not None]
     rates = [r["images_per_sec_median"] for r in results if r.get("images_per_sec_median") is not None]
-    row = {"variant": name, "levels": runs[0]["levels"], "baseline": is_baseline, "planned": len(runs),
-           "finished": len(results), "seeds": [r["seed"] for r in runs if r["result"]],
-           "params": _same([(r.get("model_summary") or {}).get("params") for r in results]),
-           "flops": _same([(r.get("model_summary") or {}).get("flops") for r in results]),
-           "train_seconds_median": statistics.median(fresh) if fresh else None,
-           "resumed_runs": len(results) - len(fresh),
-           "images_per_sec_median": statistics.median(rates) if rates else None}
+    row = {
+        "variant": name,
+        "levels": runs[0]["levels"],
+        "baseline": is_baseline,
+        "planned": len(runs),
+        "finished": len(results),
+        "seeds": [r["seed"] for r in runs if r["result"]],
+        "params": _same([(r.get("model_summary") or {}).get("params") for r in results]),
+        "flops": _same([(r.get("model_summary") or {}).get("flops") for r in results]),
+        "train_seconds_median": statistics.median(fresh) if fresh else None,
+        "resumed_runs": len(results) - len(fresh),
+        "images_per_sec_median": statistics.median(rates) if rates else None,
+    }
     for metric in METRICS:
         values = list(_by_seed(runs, metric).values())
         row[metric] = {**asdict(stats.describe(values)), "values": values}
@@ -175,15 +220,18 @@ def _same(values: Sequence[Any]) -> Any:
     return values[0] if values and all(v == values[0] for v in values) else None
 
 
-def _comparisons(order: Sequence[str], full: dict[str, dict[str, str]], baseline: dict[str, str],
-                 base: str | None) -> list[tuple[str, str, str]]:
+def _comparisons(
+    order: Sequence[str], full: dict[str, dict[str, str]], baseline: dict[str, str], base: str | None
+) -> list[tuple[str, str, str]]:
     """(variant, axis, reference): one axis moved back to its baseline level; else against the baseline."""
     by_levels = {json.dumps(levels, sort_keys=True): name for name, levels in full.items()}
     found = []
     for name in order:
         changed = [axis for axis, level in full[name].items() if level != baseline.get(axis)]
-        refs = [(axis, by_levels.get(json.dumps({**full[name], axis: baseline.get(axis)}, sort_keys=True)))
-                for axis in changed]
+        refs = [
+            (axis, by_levels.get(json.dumps({**full[name], axis: baseline.get(axis)}, sort_keys=True)))
+            for axis in changed
+        ]
         refs = [(axis, ref) for axis, ref in refs if ref is not None]
         if not refs and changed and base is not None:
             refs = [(",".join(changed), base)]
@@ -191,25 +239,46 @@ def _comparisons(order: Sequence[str], full: dict[str, dict[str, str]], baseline
     return found
 
 
-def _paired_row(variant: str, axis: str, reference: str, metric: str, runs: Sequence[dict[str, Any]],
-                reference_runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _paired_row(
+    variant: str,
+    axis: str,
+    reference: str,
+    metric: str,
+    runs: Sequence[dict[str, Any]],
+    reference_runs: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
     a, b = _by_seed(runs, metric), _by_seed(reference_runs, metric)
     seeds = sorted(a.keys() & b.keys())
     result = stats.paired([a[s] for s in seeds], [b[s] for s in seeds])
-    return {"variant": variant, "reference": reference, "axis": axis, "metric": metric, "seeds": seeds,
-            **asdict(result)}
+    return {
+        "variant": variant,
+        "reference": reference,
+        "axis": axis,
+        "metric": metric,
+        "seeds": seeds,
+        **asdict(result),
+    }
 
 
 def _provenance(sweep: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Command, code, packages, device and data of every process that wrote a run (resumes included)."""
-    segments = [(r["name"] if i == 0 else f"{r['name']} resume {i}", info) for r in runs if r["manifest"]
-                for i, info in enumerate([r["manifest"], *r["manifest"].get("resumes", [])])]
+    segments = [
+        (r["name"] if i == 0 else f"{r['name']} resume {i}", info)
+        for r in runs
+        if r["manifest"]
+        for i, info in enumerate([r["manifest"], *r["manifest"].get("resumes", [])])
+    ]
     names = sorted({name for _, info in segments for name in info.get("packages", {})})
-    return {"command": sweep.get("command"), "experiment_file": sweep.get("experiment_file"),
-            "overrides": sweep.get("overrides", {}),
-            "code": _distinct(segments, _code), "device": _distinct(segments, _device),
-            "formulation": _distinct(segments, _formulation), "data": _distinct(segments, _data),
-            "packages": {n: _distinct(segments, lambda m, n=n: m.get("packages", {}).get(n, "?")) for n in names}}
+    return {
+        "command": sweep.get("command"),
+        "experiment_file": sweep.get("experiment_file"),
+        "overrides": sweep.get("overrides", {}),
+        "code": _distinct(segments, _code),
+        "device": _distinct(segments, _device),
+        "formulation": _distinct(segments, _formulation),
+        "data": _distinct(segments, _data),
+        "packages": {n: _distinct(segments, lambda m, n=n: m.get("packages", {}).get(n, "?")) for n in names},
+    }
 
 
 def _distinct(segments: Sequence[tuple[str, dict]], describe: Callable[[dict], str]) -> dict[str, list[str]]:
@@ -229,8 +298,9 @@ def _code(manifest: dict[str, Any]) -> str:
 
 def _device(manifest: dict[str, Any]) -> str:
     d = manifest.get("device") or {}
-    return (f"{d.get('backend', '?')} ×{d.get('count', '?')} ({d.get('kind', '?')}) on {d.get('host', '?')}"
-            + (f", Python {d['python']}" if d.get("python") else ""))
+    return f"{d.get('backend', '?')} ×{d.get('count', '?')} ({d.get('kind', '?')}) on {d.get('host', '?')}" + (
+        f", Python {d['python']}" if d.get("python") else ""
+    )
 
 
 def _formulation(manifest: dict[str, Any]) -> str:
@@ -253,8 +323,10 @@ def _one(found: dict[str, list[str]]) -> str:
     """The shared value, or each value with the runs that have it when runs differ."""
     if len(found) <= 1:
         return next(iter(found), DASH)
-    return "**runs differ:** " + "; ".join(f"{value} ({', '.join(labels) if len(labels) <= 3 else f'{len(labels)} runs'})"
-                                           for value, labels in found.items())
+    return "**runs differ:** " + "; ".join(
+        f"{value} ({', '.join(labels) if len(labels) <= 3 else f'{len(labels)} runs'})"
+        for value, labels in found.items()
+    )
 
 
 def _fmt(x: float | None, decimals: int, sign: bool = False) -> str:
@@ -284,9 +356,17 @@ def summary_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]], str
     rows = []
     for v in data["variants"]:
         cells = [_mean_cell(v[m], METRICS[m][4]) for m in METRICS]
-        rows.append([v["variant"] + (" (baseline)" if v["baseline"] else ""), f"{v['finished']}/{v['planned']}",
-                     *cells, DASH if v["params"] is None else f"{v['params']:,}", _si(v["flops"]),
-                     _fmt(v["train_seconds_median"], 0), _fmt(v["images_per_sec_median"], 0)])
+        rows.append(
+            [
+                v["variant"] + (" (baseline)" if v["baseline"] else ""),
+                f"{v['finished']}/{v['planned']}",
+                *cells,
+                DASH if v["params"] is None else f"{v['params']:,}",
+                _si(v["flops"]),
+                _fmt(v["train_seconds_median"], 0),
+                _fmt(v["images_per_sec_median"], 0),
+            ]
+        )
     return header, rows, "l" + "r" * (len(header) - 1)
 
 
@@ -304,9 +384,17 @@ def paired_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]], str]
     rows = []
     for p in data["paired"]:
         label, decimals = METRICS[p["metric"]][0], METRICS[p["metric"]][4]
-        rows.append([f"{p['variant']} − {p['reference']}", label.replace("(%)", "(pp)"), str(p["n"]),
-                     _fmt(p["mean"], decimals, True), _interval(p["ci"], decimals, True), _p(p["p_value"]),
-                     _interval(p["bootstrap_ci"], decimals, True)])
+        rows.append(
+            [
+                f"{p['variant']} − {p['reference']}",
+                label.replace("(%)", "(pp)"),
+                str(p["n"]),
+                _fmt(p["mean"], decimals, True),
+                _interval(p["ci"], decimals, True),
+                _p(p["p_value"]),
+                _interval(p["bootstrap_ci"], decimals, True),
+            ]
+        )
     return header, rows, "ll" + "r" * (len(header) - 2)
 
 
@@ -320,8 +408,21 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: 
 def latex_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> str:
     """A booktabs LaTeX tabular with every cell escaped."""
     line = lambda cells: " & ".join(latex_escape(c) for c in cells) + r" \\"  # noqa: E731
-    return "\n".join([r"% needs \usepackage{booktabs}", rf"\begin{{tabular}}{{{align}}}", r"\toprule", line(header),
-                      r"\midrule", *map(line, rows), r"\bottomrule", r"\end{tabular}"]) + "\n"
+    return (
+        "\n".join(
+            [
+                r"% needs \usepackage{booktabs}",
+                rf"\begin{{tabular}}{{{align}}}",
+                r"\toprule",
+                line(header),
+                r"\midrule",
+                *map(line, rows),
+                r"\bottomrule",
+                r"\end{tabular}",
+            ]
+        )
+        + "\n"
+    )
 
 
 def latex_escape(text: str) -> str:
@@ -333,28 +434,45 @@ def render_markdown(data: dict[str, Any]) -> str:
     """The report as Markdown: tables, what the numbers mean, missing runs and how to reproduce."""
     prov = data["provenance"]
     seeds = ", ".join(map(str, data["seeds"] or []))
-    parts = [f"# {data['title']}\n",
-             f"Experiment `{data['experiment']}`, preset `{data['preset']}`: {data['finished']} of {data['planned']} "
-             f"runs finished (seeds {seeds}). Baseline: {_levels(data['baseline'])}.\n"]
+    parts = [
+        f"# {data['title']}\n",
+        f"Experiment `{data['experiment']}`, preset `{data['preset']}`: {data['finished']} of {data['planned']} "
+        f"runs finished (seeds {seeds}). Baseline: {_levels(data['baseline'])}.\n",
+    ]
     if data["missing"]:
-        parts.append(f"**Missing:** {len(data['missing'])} run(s) have no result.json and are left out of every "
-                     "number below: " + "; ".join(f"`{m['name']}` ({m['run_id']}, {m['state']})"
-                                                  for m in data["missing"]) + ".\n")
-    parts += ["## Variants\n", markdown_table(*summary_table(data)),
-              "Cells: mean ± sample std over seeds [95% confidence interval of the mean], a dash where one run "
-              "gives no spread. Train s/run: median wall "
-              "time of training and evaluation without compilation, over runs that did not resume.\n",
-              "## Paired differences\n"]
+        parts.append(
+            f"**Missing:** {len(data['missing'])} run(s) have no result.json and are left out of every "
+            "number below: "
+            + "; ".join(f"`{m['name']}` ({m['run_id']}, {m['state']})" for m in data["missing"])
+            + ".\n"
+        )
+    parts += [
+        "## Variants\n",
+        markdown_table(*summary_table(data)),
+        "Cells: mean ± sample std over seeds [95% confidence interval of the mean], a dash where one run "
+        "gives no spread. Train s/run: median wall "
+        "time of training and evaluation without compilation, over runs that did not resume.\n",
+        "## Paired differences\n",
+    ]
     if data["paired"]:
-        parts += [markdown_table(*paired_table(data)),
-                  "Δ = variant − reference, taken seed by seed over the seeds both finished (pairs); "
-                  "accuracy in percentage points (pp).\n"]
+        parts += [
+            markdown_table(*paired_table(data)),
+            "Δ = variant − reference, taken seed by seed over the seeds both finished (pairs); "
+            "accuracy in percentage points (pp).\n",
+        ]
     else:
-        parts.append(f"No comparisons: no variant matches the baseline {_levels(data['baseline'])}, "
-                     "or the sweep has a single variant.\n")
-    parts += ["## How to read this\n", LEGEND, "## Reproduce\n", _reproduce(prov),
-              "Figures: `learning_curves.png` (test accuracy and train loss per epoch, mean and min..max over seeds), "
-              "`intervals.png` (final test accuracy: mean, 95% CI, each seed).\n"]
+        parts.append(
+            f"No comparisons: no variant matches the baseline {_levels(data['baseline'])}, "
+            "or the sweep has a single variant.\n"
+        )
+    parts += [
+        "## How to read this\n",
+        LEGEND,
+        "## Reproduce\n",
+        _reproduce(prov),
+        "Figures: `learning_curves.png` (test accuracy and train loss per epoch, mean and min..max over seeds), "
+        "`intervals.png` (final test accuracy: mean, 95% CI, each seed).\n",
+    ]
     return "\n".join(parts)
 
 
@@ -376,11 +494,13 @@ reach beyond the smallest and largest difference. Prefer the t interval there.
 def _reproduce(prov: dict[str, Any]) -> str:
     packages = ", ".join(f"{name} {_one(found)}" for name, found in prov["packages"].items())
     overrides = ", ".join(f"{k}={v}" for k, v in sorted((prov["overrides"] or {}).items())) or "none"
-    return (f"```\n{prov['command'] or DASH}\n```\n\n"
-            f"- Experiment file: `{prov['experiment_file'] or DASH}`; preset overrides: {overrides}\n"
-            f"- Code: {_one(prov['code'])}\n- Packages: {packages or DASH}\n- Device: {_one(prov['device'])}\n"
-            f"- Formulation: {_one(prov['formulation'])}\n"
-            f"- Data: {_one(prov['data'])}\n")
+    return (
+        f"```\n{prov['command'] or DASH}\n```\n\n"
+        f"- Experiment file: `{prov['experiment_file'] or DASH}`; preset overrides: {overrides}\n"
+        f"- Code: {_one(prov['code'])}\n- Packages: {packages or DASH}\n- Device: {_one(prov['device'])}\n"
+        f"- Formulation: {_one(prov['formulation'])}\n"
+        f"- Data: {_one(prov['data'])}\n"
+    )
 
 
 def _levels(levels: dict[str, str]) -> str:
@@ -389,22 +509,45 @@ def _levels(levels: dict[str, str]) -> str:
 
 def _flat_variant(v: dict[str, Any]) -> dict[str, Any]:
     """One CSV row of numbers for a variant."""
-    row = {"variant": v["variant"], "baseline": v["baseline"], "finished": v["finished"], "planned": v["planned"],
-           "seeds": " ".join(map(str, v["seeds"]))}
+    row = {
+        "variant": v["variant"],
+        "baseline": v["baseline"],
+        "finished": v["finished"],
+        "planned": v["planned"],
+        "seeds": " ".join(map(str, v["seeds"])),
+    }
     for m in METRICS:
         ci = v[m]["ci"] or (None, None)
-        row.update({f"{m}_n": v[m]["n"], f"{m}_mean": v[m]["mean"], f"{m}_std": v[m]["std"],
-                    f"{m}_ci_low": ci[0], f"{m}_ci_high": ci[1]})
+        row.update(
+            {
+                f"{m}_n": v[m]["n"],
+                f"{m}_mean": v[m]["mean"],
+                f"{m}_std": v[m]["std"],
+                f"{m}_ci_low": ci[0],
+                f"{m}_ci_high": ci[1],
+            }
+        )
     return {**row, **{k: v[k] for k in ("params", "flops", "train_seconds_median", "images_per_sec_median")}}
 
 
 def _flat_paired(p: dict[str, Any]) -> dict[str, Any]:
     """One CSV row of numbers for a paired comparison."""
     ci, boot = p["ci"] or (None, None), p["bootstrap_ci"] or (None, None)
-    return {"variant": p["variant"], "reference": p["reference"], "axis": p["axis"], "metric": p["metric"],
-            "n": p["n"], "seeds": " ".join(map(str, p["seeds"])), "mean": p["mean"], "std": p["std"],
-            "ci_low": ci[0], "ci_high": ci[1], "p_value": p["p_value"], "bootstrap_low": boot[0],
-            "bootstrap_high": boot[1]}
+    return {
+        "variant": p["variant"],
+        "reference": p["reference"],
+        "axis": p["axis"],
+        "metric": p["metric"],
+        "n": p["n"],
+        "seeds": " ".join(map(str, p["seeds"])),
+        "mean": p["mean"],
+        "std": p["std"],
+        "ci_low": ci[0],
+        "ci_high": ci[1],
+        "p_value": p["p_value"],
+        "bootstrap_low": boot[0],
+        "bootstrap_high": boot[1],
+    }
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -433,8 +576,10 @@ def _plot_curves(data: dict[str, Any], runs: Sequence[dict[str, Any]], path: Pat
 
 def _plot_intervals(data: dict[str, Any], path: Path) -> None:
     """Final test accuracy per variant: mean, 95% t-CI and each seed, with the baseline mean as a line."""
-    rows = [(v["variant"], v["final_accuracy"]["mean"], v["final_accuracy"]["ci"], v["final_accuracy"]["values"])
-            for v in data["variants"]]
+    rows = [
+        (v["variant"], v["final_accuracy"]["mean"], v["final_accuracy"]["ci"], v["final_accuracy"]["values"])
+        for v in data["variants"]
+    ]
     reference = data["variants"][0]["final_accuracy"]["mean"] if data["baseline_variant"] else None
     plots.intervals(rows, reference, "final test accuracy (%): mean, 95% t-CI, seeds", data["title"], path)
 
