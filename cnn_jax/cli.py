@@ -1,15 +1,19 @@
-"""`cnn-jax`: parses the command line, calls the library, prints. User errors exit 2 without a traceback."""
+"""`cnn-jax`: parses the command line, calls the library, prints. User errors exit 2 without a traceback;
+an unexpected error (a bug) prints one line and writes its traceback to a file (exit 1)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
 
 from cnn_jax.errors import Diverged, TrainingStopped, UserError
 
-EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130  # a signal stop exits 128 + signal number
+EXIT_ERROR, EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130  # a signal stop exits 128 + signal number
 CONFIG_COMMANDS = ("train", "summary", "launch", "sweep", "status", "run-task")  # take --config.* overrides
 
 
@@ -53,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnn-jax",
         description="Careful CNN experiments in JAX.",
-        epilog="Exit codes: 0 done; 2 a user error (the message says what to fix); 3 training diverged; "
+        epilog="Exit codes: 0 done; 1 a file-system or internal error (the message names the file holding its "
+        "traceback); 2 a user error (the message says what to fix); 3 training diverged; "
         "128+N stopped by signal N after saving a checkpoint (130 Ctrl-C, 143 SIGTERM): rerun to resume.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -325,6 +330,64 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:  # the file system refused: a missing path, permissions, a full disk
+        print(f"error: {exc}; traceback written to {_write_traceback(args, argv)}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(
+            f"internal error (a bug in cnn_jax): {type(exc).__name__}: {first}; traceback written to "
+            f"{_write_traceback(args, argv)}; please report it",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+def _write_traceback(args: argparse.Namespace, argv: list[str]) -> str:
+    """Write the exception being handled, with the command line, into the command's run directory (else a
+    temp file); returns where, or says that writing failed."""
+    import platform
+    import tempfile
+
+    from cnn_jax import __version__
+
+    text = (
+        f"cnn-jax {' '.join(argv)}\ncnn_jax {__version__}, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n\n{traceback.format_exc()}"
+    )
+    name = f"internal-error-{args.command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    for find in (lambda: _run_dir_of(args), lambda: Path(tempfile.gettempdir())):
+        try:
+            folder = find()
+            if folder is not None:
+                (folder / name).write_text(text)
+                return str(folder / name)
+        except OSError:  # not writable, or no temp dir
+            continue
+    return "nowhere (neither the run directory nor the temp dir is writable)"
+
+
+def _run_dir_of(args: argparse.Namespace) -> Path | None:
+    """The run directory the command works in, if it exists: the one it named with `_working_in`, else a run
+    directory (or a checkpoints/ or step folder inside one) given on the command line."""
+    from cnn_jax import rundir
+
+    known = getattr(args, "working_in", None)
+    if known is not None and Path(known).is_dir():
+        return Path(known)
+    given = getattr(args, "workdir", None) or getattr(args, "run_dir", None) or getattr(args, "path", None)
+    if given is None:
+        return None
+    for folder in (Path(given), *Path(given).parents[:2]):
+        if (folder / rundir.CONFIG).is_file():
+            return folder
+    return None
+
+
+def _working_in(args: argparse.Namespace, run_dir: Path) -> Path:
+    """Note the run directory a command trains in: an internal error writes its traceback there."""
+    args.working_in = run_dir
+    return run_dir
 
 
 def _check_extra_arguments(command: str, extra: list[str]) -> None:
@@ -347,7 +410,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 
     config = config_lib.apply_overrides(config_lib.load_experiment(args.experiment), _config_overrides(extra))
     validation.validate(config)
-    run_dir = args.workdir or rundir.default_run_dir(config, args.runs_root)
+    run_dir = _working_in(args, args.workdir or rundir.default_run_dir(config, args.runs_root))
     if args.print_config:
         print(config_lib.to_json(config))
         print(f"run id {config_lib.run_id(config)} -> {run_dir}")
@@ -558,6 +621,8 @@ def cmd_run_task(args: argparse.Namespace, extra: list[str]) -> int:
     from cnn_jax.sweep.task import EXIT_HELD, run_task
 
     plan = load_plan(args.experiment, _config_overrides(extra))
+    if 0 <= args.index < len(plan.runs):
+        _working_in(args, plan.run_dir(args.runs_root.resolve(), plan.runs[args.index]))
     _join_processes(args)
     outcome = run_task(plan, args.index, args.runs_root.resolve(), _data_paths(args), vmap_seeds=args.vmap_seeds)
     return EXIT_HELD if outcome == "held" else 0
@@ -571,7 +636,10 @@ def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from cnn_jax.train.evaluate import evaluate_run
 
-    print(json.dumps(evaluate_run(args.run_dir, _data_paths(args), args.checkpoint), indent=2))
+    def log(*parts) -> None:  # to stderr: stdout holds only the JSON
+        print(*parts, file=sys.stderr)
+
+    print(json.dumps(evaluate_run(args.run_dir, _data_paths(args), args.checkpoint, log=log), indent=2))
     return 0
 
 

@@ -1,9 +1,11 @@
-"""The command line: user errors are one line on stderr, exit code 2, and nothing is written."""
+"""The command line: user errors are one line on stderr, exit code 2, and nothing is written; an internal
+error (a bug) is one line naming the file that holds its traceback, exit code 1."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +111,68 @@ def test_console_script_reports_user_errors_without_a_traceback(tmp_path):
     )
     assert out.returncode == 2
     assert out.stderr.strip() == "error: unknown config field 'optimizer.lrr'. Did you mean 'optimizer.lr'?"
+
+
+def _raise_bug(args, extra):
+    raise RuntimeError("boom\nsecond line")
+
+
+def test_an_internal_error_is_one_line_naming_the_traceback_file(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setitem(cli.COMMANDS, "models", _raise_bug)
+    assert cli.main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("internal error (a bug in cnn_jax): RuntimeError: boom; traceback written to ")
+    assert err.endswith("; please report it\n") and err.count("\n") == 1 and "Traceback" not in err
+    written = err.split("traceback written to ")[1].split(";")[0]
+    assert written.startswith(str(tmp_path))
+    text = open(written).read()
+    assert "cnn-jax models" in text and "Traceback (most recent call last)" in text and "second line" in text
+
+
+@pytest.mark.parametrize("where", [".", "checkpoints", "checkpoints/4"])
+def test_an_internal_error_of_a_command_on_a_run_writes_the_traceback_into_the_run(
+    where, monkeypatch, capsys, tmp_path
+):
+    run = tmp_path / "run"
+    (run / "checkpoints" / "4").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    monkeypatch.setitem(cli.COMMANDS, "inspect", _raise_bug)
+    assert cli.main(["inspect", str(run / where)]) == 1
+    written = capsys.readouterr().err.split("traceback written to ")[1].split(";")[0]
+    assert Path(written).parent == run and Path(written).name.startswith("internal-error-inspect-")
+
+
+def test_a_file_system_error_names_the_path_without_a_traceback(monkeypatch, capsys, tmp_path):
+    def unreadable(args, extra):
+        open(tmp_path / "missing" / "file.txt")
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setitem(cli.COMMANDS, "models", unreadable)
+    assert cli.main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: [Errno 2] No such file or directory: ") and "missing/file.txt" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_user_errors_keep_their_one_line_message(capsys, tmp_path):
+    assert cli.main(["inspect", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "does not exist" in err and err.count("\n") == 1
+
+
+def test_an_internal_error_of_a_sweep_run_writes_the_traceback_into_the_run_and_records_the_failure(
+    monkeypatch, capsys, tmp_path
+):
+    from cnn_jax.sweep.plan import load_plan
+
+    from sweep_helpers import experiment
+
+    spec = f"{experiment(tmp_path)}:default"
+    monkeypatch.setattr("cnn_jax.train.loop.train", lambda *args, **kwargs: _raise_bug(None, None))
+    assert cli.main(["run-task", spec, "--index", "1", "--runs-root", str(tmp_path / "runs")]) == 1
+    run = load_plan(spec).run_dir(tmp_path / "runs", load_plan(spec).runs[1])
+    written = Path(capsys.readouterr().err.split("traceback written to ")[1].split(";")[0])
+    assert written.parent == run and "boom" in written.read_text()
+    assert cli.main(["status", spec, "--runs-root", str(tmp_path / "runs")]) == 0
+    assert "failed   exit 1: RuntimeError: boom" in capsys.readouterr().out

@@ -11,7 +11,9 @@ import shutil
 import sys
 
 import jax
+import ml_dtypes
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
@@ -21,7 +23,7 @@ from cnn_jax import config as config_lib
 from cnn_jax.analysis import plots
 from cnn_jax.analysis.export import export_run, flat_variables, read_export
 from cnn_jax.analysis.features import filter_tiles, plot_features, plot_filters
-from cnn_jax.analysis.inspection import inspect_checkpoint
+from cnn_jax.analysis.inspection import format_report, inspect_checkpoint, optimizer_summary
 from cnn_jax.checkpoints import flatten, locate
 from cnn_jax.errors import UserError
 from cnn_jax.loading import data_info, load_model, load_run
@@ -452,3 +454,89 @@ def test_load_model_is_importable_from_the_package_without_importing_jax_first()
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "cnn_jax.loading"
+
+
+# ----------------------------------------------------------------------------- optimizer states of any kind
+
+PARAMS = {
+    "conv": {"kernel": np.ones((3, 3, 1, 4), np.float32), "bias": np.zeros(4, np.float32)},
+    "head": {"kernel": np.ones((4, 2), np.float32), "bias": np.zeros(2, np.float32)},
+}
+MASK = {"conv": {"kernel": True, "bias": False}, "head": {"kernel": True, "bias": False}}
+TRANSFORMS = {
+    "sgd": optax.sgd(0.1),
+    "nesterov_clip_l2": optax.chain(
+        optax.clip_by_global_norm(1.0), optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9, nesterov=True)
+    ),
+    "adamw_masked_decay": optax.adamw(1e-3, mask=MASK),
+    "multi_transform": optax.multi_transform(
+        {
+            "a": optax.adam(1e-3),
+            "b": optax.chain(optax.sgd(0.1, momentum=0.9), optax.scale(0.1)),
+            "c": optax.set_to_zero(),
+        },
+        {"conv": {"kernel": "a", "bias": "b"}, "head": {"kernel": "b", "bias": "c"}},
+    ),
+    "inject_hyperparams": optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3),
+    "apply_if_finite": optax.apply_if_finite(optax.adam(1e-3), 3),
+    "multi_steps": optax.MultiSteps(optax.adam(1e-3), 2),
+    "lookahead": optax.lookahead(optax.adam(1e-3), 5, 0.5),
+    "adafactor": optax.adafactor(1e-3),
+}
+
+
+@pytest.mark.parametrize("name", TRANSFORMS)
+def test_any_optax_state_as_a_checkpoint_restores_it_is_summarized(name, tmp_path):
+    """Orbax restores optax states without a target as lists, dicts, arrays and None (empty states, masked
+    parameters): the summary counts every array once and describes every state, whatever its kind."""
+    state = TRANSFORMS[name].init(PARAMS)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / "c", {"opt_state": state})
+    checkpointer.wait_until_finished()
+    raw = jax.tree_util.tree_map(np.asarray, checkpointer.restore(tmp_path / "c"))["opt_state"]
+    summary = optimizer_summary(raw, "custom")
+    leaves = jax.tree_util.tree_leaves(state)
+    assert summary["arrays"] == len(leaves) and summary["elements"] == sum(np.size(x) for x in leaves)
+    fields = [f for s in summary["states"] for f in s["fields"].values()]
+    assert sum(f.get("arrays", 1) for f in fields) == summary["arrays"]
+    assert all(s["transform"] for s in summary["states"]) and json.loads(json.dumps(summary)) == summary
+
+
+def test_leaves_that_are_not_arrays_are_described_not_refused():
+    odd = [
+        None,
+        {},
+        [],
+        {"0": {"trace": {"w": np.ones(3)}}, "1": {"count": np.int32(4)}},
+        {
+            "mu": {"w": None, "b": np.ones(2)},
+            "tag": "text",
+            "scale": np.asarray(0.5, ml_dtypes.bfloat16),
+            "flag": np.bool_(True),
+            "obj": object(),
+        },
+        np.ones(2),
+    ]
+    summary = optimizer_summary(odd, None)
+    by_path = {s["path"]: s for s in summary["states"]}
+    assert [by_path[f"opt_state/{i}"]["transform"].startswith("empty") for i in range(3)] == [True] * 3
+    assert by_path["opt_state/3/0"]["transform"] == "trace (momentum)"  # a tuple saved with digit keys
+    assert by_path["opt_state/3/1"]["fields"] == {"count": {"value": 4}}
+    fields = by_path["opt_state/4"]["fields"]
+    assert fields["mu"] == {"arrays": 1, "elements": 2, "l2": pytest.approx(np.sqrt(2)), "masked": 1}
+    assert fields["tag"]["other"] == ["str"] and fields["obj"]["other"] == ["object"]
+    assert fields["scale"] == {"value": 0.5} and fields["flag"] == {"value": True}
+    assert "bare leaf" in by_path["opt_state/5"]["transform"] and summary["arrays"] == 6
+    report = {
+        "checkpoints_dir": "c",
+        "config": None,
+        "best_by": {"metric": "m", "mode": "max"},
+        "steps": [],
+        "step": 1,
+        "modules": [],
+        "totals": {"params": 0, "batch_stats": 0, "total": 0},
+        "tensors": [],
+        "optimizer": summary,
+    }
+    text = format_report(report)
+    assert "1 masked out" in text and "not arrays: str" in text and "count=4" in text

@@ -23,15 +23,32 @@ OPTAX_STATES = {  # fields of an optax state -> the transform that keeps it
     frozenset({"count", "mu", "nu"}): "scale_by_adam (moments mu, nu; step count)",
     frozenset({"trace"}): "trace (momentum)",
     frozenset({"count"}): "scale_by_schedule (step count)",
+    frozenset({"inner_state"}): "masked (the inner state, for the parameters its mask selects)",
+    frozenset({"inner_states"}): "multi_transform (an inner state per parameter label)",
 }
+INNER_STATES = ("inner_state", "inner_states", "inner_opt_state", "fast_state", "base_optimizer_state")  # hold states
+EMPTY_STATE = "empty (a transform without state: clipping, weight decay, scaling, set_to_zero)"
 
 
-def tensor_stats(array: np.ndarray) -> dict[str, Any]:
-    """Shape, dtype, size, mean, std, min, max, L2 norm and the fraction of exact zeros."""
-    x = np.asarray(array, np.float64)
-    row = {"shape": list(array.shape), "dtype": str(array.dtype), "size": int(array.size)}
+def numeric(leaf: Any) -> np.ndarray | None:
+    """The leaf as a float64 array when it holds real numbers (bool, int, float, bfloat16...), else None."""
+    if leaf is None or isinstance(leaf, (str, bytes)):
+        return None
+    try:
+        array = np.asarray(leaf)
+        return array.astype(np.float64) if array.dtype.kind in "biufV" else None  # V: bfloat16 and kin
+    except (TypeError, ValueError):  # a ragged sequence, a structured or opaque dtype
+        return None
+
+
+def tensor_stats(array: Any) -> dict[str, Any]:
+    """Shape, dtype, size, mean, std, min, max, L2 norm and the fraction of exact zeros (None where not numbers)."""
+    x, unknown = numeric(array), dict.fromkeys(("mean", "std", "min", "max", "l2", "zeros"))
+    if x is None:
+        return {"shape": [], "dtype": _kind(array), "size": 0, **unknown}
+    row = {"shape": list(x.shape), "dtype": str(np.asarray(array).dtype), "size": int(x.size)}
     if x.size == 0:
-        return {**row, **dict.fromkeys(("mean", "std", "min", "max", "l2", "zeros"))}
+        return {**row, **unknown}
     return {
         **row,
         "mean": float(x.mean()),
@@ -43,47 +60,105 @@ def tensor_stats(array: np.ndarray) -> dict[str, Any]:
     }
 
 
-def module_counts(flat: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+def size(leaf: Any) -> int:
+    """Elements of a leaf that holds numbers; 0 for anything else."""
+    x = numeric(leaf)
+    return 0 if x is None else int(x.size)
+
+
+def _kind(leaf: Any) -> str:
+    """What a leaf that is not an array of numbers is, for a report."""
+    if leaf is None:
+        return "empty"
+    dtype = getattr(leaf, "dtype", None)
+    return f"{type(leaf).__name__} of {dtype}" if dtype is not None else type(leaf).__name__
+
+
+def module_counts(flat: dict[str, Any]) -> list[dict[str, Any]]:
     """Per module (the path without the leaf name): its number of tensors and elements, in key order."""
     modules: dict[str, dict[str, Any]] = {}
     for key, array in flat.items():
         module = key.rsplit("/", 1)[0]
         entry = modules.setdefault(module, {"module": module, "tensors": 0, "elements": 0})
         entry["tensors"] += 1
-        entry["elements"] += int(array.size)
+        entry["elements"] += size(array)
     return list(modules.values())
 
 
 def optimizer_summary(opt_state: Any, name: str | None) -> dict[str, Any]:
-    """The optimizer's states: per state its transform (guessed from its fields), arrays, elements and norms."""
-    groups: dict[str, dict[str, list[np.ndarray]]] = {}
-    for key, array in flatten(opt_state, "opt_state").items():
-        parts = key.split("/")
-        field_at = next((i for i, p in enumerate(parts[1:], 1) if not p.isdigit()), len(parts) - 1)
-        groups.setdefault("/".join(parts[:field_at]), {}).setdefault(parts[field_at], []).append(array)
-    states = []
-    for path, fields in groups.items():
-        described = {field: _field_summary(arrays) for field, arrays in fields.items()}
-        transform = OPTAX_STATES.get(frozenset(fields), f"state with fields {', '.join(sorted(fields))}")
-        states.append({"path": path, "transform": transform, "fields": described})
-    leaves = [a for fields in groups.values() for arrays in fields.values() for a in arrays]
-    return {"name": name, "states": states, "arrays": len(leaves), "elements": int(sum(a.size for a in leaves))}
+    """The optimizer's states, found by walking the saved tree: per state its transform (guessed from its
+    fields) and per field its arrays, elements and L2 norm. Any tree is described, never refused: a state
+    or leaf that fits no known kind is named as what it is."""
+    states: list[dict[str, Any]] = []
+    _collect_states(opt_state, "opt_state", states)
+    arrays = [x for x in map(numeric, flatten(opt_state).values()) if x is not None]
+    return {"name": name, "states": states, "arrays": len(arrays), "elements": int(sum(x.size for x in arrays))}
 
 
-def _field_summary(arrays: list[np.ndarray]) -> dict[str, Any]:
-    if len(arrays) == 1 and arrays[0].ndim == 0:
-        return {"value": arrays[0].item()}
-    total = sum(float(np.sum(np.asarray(a, np.float64) ** 2)) for a in arrays)
-    return {"arrays": len(arrays), "elements": int(sum(a.size for a in arrays)), "l2": math.sqrt(total)}
+def _collect_states(node: Any, path: str, states: list[dict[str, Any]]) -> None:
+    """Append the states in `node`: a chain (list) is walked part by part, a state (dict of fields) is one
+    entry, and the inner states of wrappers (masked, multi_transform, ...) follow it as entries of their own."""
+    if isinstance(node, dict) and node and all(str(key).isdigit() for key in node):
+        node = [node[key] for key in sorted(node, key=int)]  # a tuple saved with its indices as keys
+    if isinstance(node, (list, tuple)) and node:
+        for i, part in enumerate(node):
+            _collect_states(part, f"{path}/{i}", states)
+    elif isinstance(node, dict) and node:
+        names = sorted(map(str, node))
+        fields = {str(k): _field_summary(list(flatten(v).values())) for k, v in node.items() if k not in INNER_STATES}
+        transform = OPTAX_STATES.get(frozenset(names), f"state with fields {', '.join(names)}")
+        states.append({"path": path, "transform": transform, "fields": fields})
+        for key in (k for k in node if k in INNER_STATES):
+            inner = node[key]
+            if key == "inner_states" and isinstance(inner, dict) and inner:  # multi_transform: label -> state
+                for label, state in inner.items():
+                    _collect_states(state, f"{path}/{key}/{label}", states)
+            else:
+                _collect_states(inner, f"{path}/{key}", states)
+    elif node is None or isinstance(node, (list, tuple, dict)):
+        states.append({"path": path, "transform": EMPTY_STATE, "fields": {}})
+    else:
+        what = "an array" if numeric(node) is not None else _kind(node)
+        states.append(
+            {
+                "path": path,
+                "transform": f"not a state with fields: a bare leaf ({what})",
+                "fields": {"leaf": _field_summary([node])},
+            }
+        )
 
 
-def diff_tensors(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Tensor by tensor: max |a - b| and ||a - b|| / ||a||; keys only on one side; shapes that differ."""
+def _field_summary(leaves: list[Any]) -> dict[str, Any]:
+    """One field of a state: a scalar's value, else its arrays, elements and L2 norm, plus how many leaves are
+    masked out (optax's MaskedNode, saved as None) and the kinds of leaves that are not arrays of numbers."""
+    arrays = [x for x in map(numeric, leaves) if x is not None]
+    if len(leaves) == 1 and len(arrays) == 1 and arrays[0].ndim == 0:
+        return {"value": _scalar(leaves[0])}
+    summary: dict[str, Any] = {
+        "arrays": len(arrays),
+        "elements": int(sum(x.size for x in arrays)),
+        "l2": math.sqrt(sum(float(np.sum(x * x)) for x in arrays)) if arrays else None,
+    }
+    masked = sum(leaf is None for leaf in leaves)
+    other = sorted({_kind(leaf) for leaf in leaves if leaf is not None and numeric(leaf) is None})
+    return {**summary, **({"masked": masked} if masked else {}), **({"other": other} if other else {})}
+
+
+def _scalar(leaf: Any) -> bool | int | float:
+    """A 0-d array of numbers as the Python number JSON can hold."""
+    array = np.asarray(leaf)
+    if array.dtype.kind == "b":
+        return bool(array)
+    return int(array) if array.dtype.kind in "iu" else float(array.astype(np.float64))
+
+
+def diff_tensors(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Tensor by tensor: max |a - b| and ||a - b|| / ||a||; keys only on one side; shapes (or kinds) that differ."""
     rows, shapes = [], []
     for key in (k for k in first if k in second):
-        a, b = np.asarray(first[key], np.float64), np.asarray(second[key], np.float64)
-        if a.shape != b.shape:
-            shapes.append({"key": key, "first": list(a.shape), "second": list(b.shape)})
+        a, b = numeric(first[key]), numeric(second[key])
+        if a is None or b is None or a.shape != b.shape:
+            shapes.append({"key": key, "first": _shape(first[key], a), "second": _shape(second[key], b)})
             continue
         delta = float(np.sqrt(np.sum((a - b) ** 2)))
         norm = float(np.sqrt(np.sum(a * a)))
@@ -106,6 +181,10 @@ def diff_tensors(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) ->
         "max_abs_diff": max_abs,
         "identical": max_abs == 0 and not (only_first or only_second or shapes),
     }
+
+
+def _shape(leaf: Any, array: np.ndarray | None) -> list[int] | str:
+    return list(array.shape) if array is not None else _kind(leaf)
 
 
 def config_changes(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -145,7 +224,7 @@ def inspect_checkpoint(
     payload = read_checkpoint(source, manager, chosen)
     config = source.config()
     variables = flatten(model_variables(payload))
-    counts = {name: sum(int(a.size) for k, a in variables.items() if k.startswith(name + "/")) for name in COLLECTIONS}
+    counts = {name: sum(size(a) for k, a in variables.items() if k.startswith(name + "/")) for name in COLLECTIONS}
     c = config.checkpoint if config else config_lib.default_config().checkpoint
     report = {
         "path": str(source.path),
@@ -232,14 +311,18 @@ def _optimizer_lines(optimizer: dict[str, Any]) -> list[str]:
     name = f" ({optimizer['name']})" if optimizer["name"] else ""
     lines = [f"optimizer state{name}: {optimizer['arrays']} arrays, {optimizer['elements']:,} elements"]
     for state in optimizer["states"]:
-        fields = []
-        for field, info in state["fields"].items():
-            if "value" in info:
-                fields.append(f"{field}={info['value']}")
-            else:
-                fields.append(f"{field}: {info['arrays']} arrays, {info['elements']:,} elements, L2 {_num(info['l2'])}")
-        lines.append(f"  {state['path']}  {state['transform']}: {'; '.join(fields)}")
+        fields = "; ".join(_field_text(field, info) for field, info in state["fields"].items())
+        lines.append(f"  {state['path']}  {state['transform']}" + (f": {fields}" if fields else ""))
     return lines
+
+
+def _field_text(field: str, info: dict[str, Any]) -> str:
+    if "value" in info:
+        return f"{field}={info['value']}"
+    text = f"{field}: {info['arrays']} arrays, {info['elements']:,} elements, L2 {_num(info['l2'])}"
+    if info.get("masked"):
+        text += f", {info['masked']} masked out"
+    return text + (f", not arrays: {', '.join(info['other'])}" if info.get("other") else "")
 
 
 def _diff_lines(report: dict[str, Any]) -> list[str]:
@@ -260,8 +343,13 @@ def _diff_lines(report: dict[str, Any]) -> list[str]:
     for key in diff["only_in_second"]:
         lines.append(f"  only in {diff['other']}: {key}")
     for entry in diff["shape_differs"]:
-        lines.append(f"  shape differs: {entry['key']}: {tuple(entry['first'])} vs {tuple(entry['second'])}")
+        first, second = _shape_text(entry["first"]), _shape_text(entry["second"])
+        lines.append(f"  shape differs: {entry['key']}: {first} vs {second}")
     return lines
+
+
+def _shape_text(shape: list[int] | str) -> str:
+    return shape if isinstance(shape, str) else str(tuple(shape))
 
 
 def _table(head: tuple[str, ...], rows: list[tuple[str, ...]], text_columns: tuple[int, ...] = ()) -> list[str]:

@@ -36,6 +36,7 @@ FILES = (
     "intervals.png",
 )
 DASH = "—"
+NO_AXES = "one config (no axes)"  # the variant name of a sweep of seeds only, whose runs have no levels
 LATEX = {
     "\\": r"\textbackslash{}",
     "&": r"\&",
@@ -121,7 +122,7 @@ def build_report(sweep: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict[
     baseline = sweep.get("baseline") or {}
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
-        groups.setdefault(run["variant"], []).append(run)
+        groups.setdefault(_variant(run), []).append(run)
     full = {name: {**baseline, **group[0]["levels"]} for name, group in groups.items()}
     base = next((name for name in groups if full[name] == baseline), None)
     order = sorted(groups, key=lambda name: name != base)
@@ -146,6 +147,11 @@ def build_report(sweep: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict[
         ],
         "provenance": _provenance(sweep, runs),
     }
+
+
+def _variant(run: dict[str, Any]) -> str:
+    """The run's variant name; a sweep without axes has one variant, which needs a name in tables and plots."""
+    return run["variant"] or NO_AXES
 
 
 def load_runs(sweep: dict[str, Any], experiment_dir: Path) -> list[dict[str, Any]]:
@@ -564,7 +570,7 @@ def _plot_curves(data: dict[str, Any], runs: Sequence[dict[str, Any]], path: Pat
     """Test accuracy and train loss per epoch for each variant: mean and min..max over finished seeds."""
     accuracy, loss = {}, {}
     for v in data["variants"]:
-        metrics = [r["metrics"] for r in runs if r["variant"] == v["variant"] and r["result"]]
+        metrics = [r["metrics"] for r in runs if _variant(r) == v["variant"] and r["result"]]
         acc = _band([{m["epoch"]: 100 * m["eval_accuracy"] for m in ms if "eval_accuracy" in m} for ms in metrics])
         train = _band([{m["epoch"]: m["train_loss"] for m in ms} for ms in metrics])
         if acc:
