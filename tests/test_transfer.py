@@ -3,6 +3,8 @@ the new head trains, mismatches are named, and channel adaptation is explicit.""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -10,6 +12,7 @@ from flax import traverse_util
 from cnn_jax import config as config_lib
 from cnn_jax.errors import UserError
 from cnn_jax.loading import load_model
+from cnn_jax.models import build_model
 from cnn_jax.train import transfer
 from cnn_jax.train.loop import train
 from cnn_jax.train.setup import DataPaths
@@ -167,3 +170,17 @@ def test_frozen_batch_norm_statistics_and_parameters_stay_bitwise_through_train_
         frozen = [k for k in old if k.startswith("stage1/")]
         assert frozen and all(np.array_equal(old[k], new[k]) for k in frozen)
         assert any(not np.array_equal(old[k], new[k]) for k in old if k.startswith("stage2/"))
+
+
+@pytest.mark.parametrize(
+    "field, patterns",
+    [("trainable", ("Dense_2/*",)), ("skip", ("dense/*",)), ("load", ("stage*/*", "head/*"))],
+)
+def test_a_pattern_that_matches_no_variable_is_refused_by_name(field, patterns):
+    """A typo in a pattern would silently train, copy or reset the wrong layers."""
+    model = build_model({"name": "ablation_net", "width": 4, "stages": 1}, num_classes=10)
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1))))
+    config = tiny(**{f"transfer.{field}": patterns})
+    transfer.check_patterns(variables, tiny())  # the defaults match
+    with pytest.raises(UserError, match=rf"'transfer.{field}': pattern '{patterns[-1][:-2]}.*' matches no parameter"):
+        transfer.check_patterns(variables, config)

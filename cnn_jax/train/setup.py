@@ -149,6 +149,7 @@ def build(
             jax.random.PRNGKey(0),
             jnp.zeros((1, *data.dataset.image_shape), jnp.float32),
         )
+        transfer.check_patterns(abstract, config)
         labels = transfer.optimizer_labels(abstract["params"], config)
         trainable = {
             "params": transfer.trainable_mask(abstract["params"], config),

@@ -34,6 +34,21 @@ def _flat(tree: Any) -> dict[str, Any]:
     return traverse_util.flatten_dict(tree, sep="/") if tree else {}
 
 
+def check_patterns(variables: dict[str, Any], config: ml_collections.ConfigDict) -> None:
+    """Every pattern of `transfer.load`, `transfer.skip` and `transfer.trainable` must match a path of the
+    model's variables: a pattern that matches nothing (a typo, another model's layer name) would silently
+    freeze, copy or re-initialize the wrong layers."""
+    paths = sorted({path for collection in ("params", "batch_stats") for path in _flat(variables.get(collection))})
+    for field in ("load", "skip", "trainable"):
+        for pattern in config.transfer[field]:
+            if not any(fnmatch.fnmatchcase(path, pattern) for path in paths):
+                raise UserError(
+                    f"config field 'transfer.{field}': pattern {pattern!r} matches no parameter or batch-norm "
+                    f"statistic of model '{config.model.name}'; its paths look like {', '.join(paths[:4])}, ... "
+                    f"(last: {paths[-1]})."
+                )
+
+
 def trainable_mask(tree: Any, config: ml_collections.ConfigDict) -> Any:
     """A tree of Python bools: True where `transfer.trainable` matches the leaf's path."""
     flat = {k: _matches(k, config.transfer.trainable) for k in _flat(tree)}
