@@ -39,6 +39,7 @@ def test_train_user_errors_exit_2_with_one_line_and_write_nothing(args, message,
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_batch_larger_than_the_train_split_is_a_user_error(tmp_path, capsys, fashion_data_dir):
     assert_user_error(
         [
@@ -79,6 +80,7 @@ def test_eval_of_a_missing_run_dir_is_a_user_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_data_import_and_list(tmp_path, capsys):
     source = shared("mnist")
     assert cli.main(["data", "import", "mnist", "--from", str(source), "--data-dir", str(tmp_path)]) == 0

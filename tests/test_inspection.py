@@ -80,6 +80,7 @@ def raw_payload(run_dir, step):
 # ----------------------------------------------------------------------------- inspect
 
 
+@pytest.mark.slow
 def test_inspect_lists_every_saved_step_with_its_metrics_and_marks_the_best(runs):
     report = inspect_checkpoint(runs["plain"])
     records = epoch_records(runs["plain"])
@@ -96,6 +97,7 @@ def test_inspect_lists_every_saved_step_with_its_metrics_and_marks_the_best(runs
     assert report["config"]["model.width"] == 8 and "model.stages" not in report["config"]
 
 
+@pytest.mark.slow
 def test_inspect_text_marks_the_best_step_and_summarizes_the_optimizer(runs, capsys):
     assert cli.main(["inspect", str(runs["plain"])]) == 0
     out = capsys.readouterr().out
@@ -106,6 +108,7 @@ def test_inspect_text_marks_the_best_step_and_summarizes_the_optimizer(runs, cap
     assert f"params/{FIRST_CONV}/kernel" in out and "3x3x1x8" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["plain", "bn"])
 def test_parameter_counts_equal_the_model_summary(runs, name):
     report = inspect_checkpoint(runs[name])
@@ -119,6 +122,7 @@ def test_parameter_counts_equal_the_model_summary(runs, name):
     assert first["elements"] == 3 * 3 * 1 * 8 + (0 if name == "bn" else 8)  # no conv bias before batch norm
 
 
+@pytest.mark.slow
 def test_statistics_equal_numpy_on_the_restored_arrays(runs):
     report = inspect_checkpoint(runs["bn"], step=15)
     state = raw_payload(runs["bn"], 15)["state"]
@@ -135,6 +139,7 @@ def test_statistics_equal_numpy_on_the_restored_arrays(runs):
         assert row["zeros"] == np.count_nonzero(x == 0) / x.size
 
 
+@pytest.mark.slow
 def test_optimizer_summary_shows_adam_moments_and_the_step_count(runs):
     report = inspect_checkpoint(runs["plain"], step=10)
     optimizer = report["optimizer"]
@@ -149,6 +154,7 @@ def test_optimizer_summary_shows_adam_moments_and_the_step_count(runs):
     assert optimizer["name"] == "adam"
 
 
+@pytest.mark.slow
 def test_diff_of_a_checkpoint_with_itself_is_zero_and_with_another_step_is_not(runs):
     run = runs["bn"]
     same = inspect_checkpoint(run, step=20, diff_with=run / "checkpoints" / "20")["diff"]
@@ -163,6 +169,7 @@ def test_diff_of_a_checkpoint_with_itself_is_zero_and_with_another_step_is_not(r
     assert row["relative_change"] == pytest.approx(np.linalg.norm(a - b) / np.linalg.norm(a), rel=1e-12)
 
 
+@pytest.mark.slow
 def test_diff_of_different_architectures_lists_the_keys_and_shapes_that_differ(runs, tmp_path):
     diff = inspect_checkpoint(runs["plain"], diff_with=runs["bn"])["diff"]
     assert f"params/{FIRST_CONV}/bias" in diff["only_in_first"]
@@ -187,6 +194,7 @@ def _copy_with_eleven_classes(run_dir, tmp_path):
     return tmp_path / "other" / "checkpoints"
 
 
+@pytest.mark.slow
 def test_inspect_reads_a_checkpoints_folder_and_a_single_step_folder(runs):
     by_run = inspect_checkpoint(runs["bn"], step=15)
     by_folder = inspect_checkpoint(runs["bn"] / "checkpoints", step=15)
@@ -197,6 +205,7 @@ def test_inspect_reads_a_checkpoints_folder_and_a_single_step_folder(runs):
         inspect_checkpoint(runs["bn"] / "checkpoints" / "15", step=20)
 
 
+@pytest.mark.slow
 def test_reading_checkpoints_needs_neither_the_dataset_nor_the_optimizer(runs, monkeypatch):
     from cnn_jax.data import catalog
     from cnn_jax.train import optim
@@ -213,6 +222,7 @@ def test_reading_checkpoints_needs_neither_the_dataset_nor_the_optimizer(runs, m
 # ----------------------------------------------------------------------------- load_model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["plain", "bn"])
 def test_load_model_reproduces_the_runs_final_test_accuracy(runs, test_split, name):
     model, variables = load_model(runs[name], step="latest")
@@ -226,6 +236,7 @@ def test_load_model_reproduces_the_runs_final_test_accuracy(runs, test_split, na
     assert accuracy == pytest.approx(rundir.read_result(runs[name])["final"]["eval_accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_load_model_takes_the_best_checkpoint_by_default(runs):
     best = rundir.read_result(runs["plain"])["best"]["step"]
     loaded = load_run(runs["plain"])
@@ -235,6 +246,7 @@ def test_load_model_takes_the_best_checkpoint_by_default(runs):
         np.testing.assert_array_equal(flatten(loaded.variables["params"])[key], value)
 
 
+@pytest.mark.slow
 def test_preprocess_normalizes_uint8_images_as_training_did(runs, test_split):
     info = data_info(runs["plain"])
     manifest = json.loads((runs["plain"] / "manifest.json").read_text())["data"]
@@ -257,6 +269,7 @@ def _copy_with_config(run_dir, tmp_path, **changes):
     return copy
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_does_not_fit_its_edited_config_names_the_shapes(runs, tmp_path):
     copy = _copy_with_config(runs["plain"], tmp_path, **{"model.width": 16})
     with pytest.raises(UserError) as error:
@@ -267,6 +280,7 @@ def test_a_checkpoint_that_does_not_fit_its_edited_config_names_the_shapes(runs,
     assert "params/classifier/kernel: saved (32, 10) vs model (64, 10)" in message
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_does_not_fit_names_missing_and_unexpected_keys(runs, tmp_path):
     copy = _copy_with_config(runs["plain"], tmp_path, **{"model.batch_norm": True})
     with pytest.raises(UserError) as error:
@@ -281,6 +295,7 @@ def test_a_checkpoint_that_does_not_fit_names_missing_and_unexpected_keys(runs, 
 # ----------------------------------------------------------------------------- export
 
 
+@pytest.mark.slow
 def test_export_npz_round_trips_bitwise_with_config_and_normalization_beside_it(runs, tmp_path):
     done = export_run(runs["bn"], out=tmp_path / "model.npz")
     _, variables = load_model(runs["bn"])
@@ -300,6 +315,7 @@ def test_export_npz_round_trips_bitwise_with_config_and_normalization_beside_it(
         assert value.tobytes() == expected[key].tobytes()
 
 
+@pytest.mark.slow
 def test_export_defaults_to_the_best_step_in_the_run_directory(runs, capsys):
     assert cli.main(["export", str(runs["plain"])]) == 0
     best = rundir.read_result(runs["plain"])["best"]["step"]
@@ -308,6 +324,7 @@ def test_export_defaults_to_the_best_step_in_the_run_directory(runs, capsys):
     assert f"step {best}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_export_safetensors_without_the_package_says_how_to_install_it(runs, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "safetensors", None)
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
@@ -317,6 +334,7 @@ def test_export_safetensors_without_the_package_says_how_to_install_it(runs, tmp
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_export_safetensors_round_trips_with_metadata(runs, tmp_path):
     pytest.importorskip("safetensors")
     from safetensors import safe_open
@@ -335,6 +353,7 @@ def test_export_safetensors_round_trips_with_metadata(runs, tmp_path):
 # ----------------------------------------------------------------------------- pictures
 
 
+@pytest.mark.slow
 def test_filters_png_has_one_min_max_scaled_tile_per_output_channel(runs, tmp_path):
     picture = plot_filters(runs["plain"], out=tmp_path / "filters.png")
     assert picture.layers == (FIRST_CONV,) and picture.grid == (3, 3)  # 8 channels, near-square
@@ -352,6 +371,7 @@ def test_filters_png_has_one_min_max_scaled_tile_per_output_channel(runs, tmp_pa
     np.testing.assert_allclose(image[1 + 4 : 1 + 4 + 3, 1 + 8 : 1 + 8 + 3, 0], tiles[5, ..., 0])  # row 1, col 2
 
 
+@pytest.mark.slow
 def test_filters_of_rgb_and_deeper_layers(runs, tmp_path):
     rgb, how = filter_tiles(np.random.default_rng(0).normal(size=(5, 5, 3, 6)))
     assert rgb.shape == (6, 5, 5, 3) and how == "RGB" and rgb.min() == 0 and rgb.max() == 1
@@ -361,6 +381,7 @@ def test_filters_of_rgb_and_deeper_layers(runs, tmp_path):
         png.verify()
 
 
+@pytest.mark.slow
 def test_features_png_of_an_image_file_converted_to_the_runs_input(runs, tmp_path):
     photo = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(photo)
@@ -380,6 +401,7 @@ def test_features_png_of_an_image_file_converted_to_the_runs_input(runs, tmp_pat
 # ----------------------------------------------------------------------------- command line
 
 
+@pytest.mark.slow
 def test_cli_inspect_json_and_diff(runs, capsys):
     run = str(runs["bn"])
     assert cli.main(["inspect", run, "--step", "10", "--diff", run, "--diff-step", "10", "--json"]) == 0
@@ -389,6 +411,7 @@ def test_cli_inspect_json_and_diff(runs, capsys):
     assert "diff: step 20 vs" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_filters_and_features_of_a_test_image(runs, tmp_path, capsys, fashion_data_dir):
     assert cli.main(["plot-filters", str(runs["bn"]), "--out", str(tmp_path / "f.png")]) == 0
     assert "3x3 grid" in capsys.readouterr().out
@@ -414,6 +437,7 @@ def test_cli_filters_and_features_of_a_test_image(runs, tmp_path, capsys, fashio
         assert png.format == "PNG"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -45,6 +45,7 @@ def test_idx_payload_matches_the_published_checksum(relative, digest):
     assert array.size == len(raw) - (4 + 4 * array.ndim)
 
 
+@pytest.mark.slow
 def test_real_cifar10_jpeg_folder_has_50000_10000_rgb_images_balanced():
     archive = shared("cifar10-jpeg") / "cifar10-jpeg.tgz"
     dataset = read_local("cifar10", archive)

@@ -67,6 +67,7 @@ def test_unknown_compute_dtype_fails_validation():
     validation.validate(_config(**{"train.compute_dtype": "bfloat16"}))
 
 
+@pytest.mark.slow
 def test_bfloat16_step_keeps_parameters_optimizer_state_and_batch_statistics_float32(steps):
     before, after, sums = steps["bfloat16"]
     assert _dtypes(after.params) == _dtypes(after.opt_state) == _dtypes(after.batch_stats) == {jnp.dtype(jnp.float32)}
@@ -134,6 +135,7 @@ def test_cast_floating_leaves_integer_leaves_alone():
     assert {k: v.dtype for k, v in tree.items()} == {"w": jnp.bfloat16, "step": jnp.int32, "ok": jnp.bool_}
 
 
+@pytest.mark.slow
 def test_bfloat16_loss_is_close_to_but_not_the_float32_loss(steps):
     f32, bf16 = steps["float32"][2]["loss_sum"], steps["bfloat16"][2]["loss_sum"]
     model, _, state = _setup(_config())
@@ -146,6 +148,7 @@ def test_bfloat16_loss_is_close_to_but_not_the_float32_loss(steps):
         assert float(bf16_loss) == pytest.approx(float(f32_loss), rel=1e-2)  # measured: 6e-5 to 5e-4 (3 batches)
 
 
+@pytest.mark.slow
 def test_float32_compute_is_the_unchanged_program(steps):
     default, explicit = _config(), _config(**{"train.compute_dtype": "float32"})
     model, tx, state = _setup(default)

@@ -26,7 +26,6 @@ CHECKED_IN_FAMILY_FILES = {
     "allcnn_all_c",
     "ablation_net",
 }
-SLOW = ("vgg11", "vgg13", "vgg16", "vgg19", "resnet101", "resnet152")  # 100M+ parameters or very deep
 # Deeper copies of a builder already checked here or in the family files (same code, another depth
 # tuple): their exact parameter counts are checked by the summary test below, their train step is not.
 DEPTH_VARIANTS = {
@@ -54,36 +53,25 @@ def test_every_model_has_a_one_line_description():
         assert description and "\n" not in description, name
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.slow) if n.removesuffix("_bn") in SLOW else n
-        for n in available_models()
-        if n not in CHECKED_IN_FAMILY_FILES | DEPTH_VARIANTS
-    ],
-)
+@pytest.mark.slow  # a compiled train step per model; tests/test_models.py keeps seed_cnn's in the fast tier
+@pytest.mark.parametrize("name", [n for n in available_models() if n not in CHECKED_IN_FAMILY_FILES | DEPTH_VARIANTS])
 def test_model_passes_the_common_checks(name):
     check_model(name, small_input(name))
 
 
-def canonical_input(name: str) -> tuple[tuple[int, int, int], int]:
-    """The input and class count each model was published with."""
-    if name.startswith("lenet"):
-        return (32, 32, 1), 10
-    if name == "seed_cnn":
-        return (28, 28, 1), 10
-    if name == "alexnet":
-        return (227, 227, 3), 1000
-    cifar = name.endswith("_cifar") or name.startswith("allcnn") or name == "ablation_net"
-    cifar_resnet = name in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
-    return ((32, 32, 3), 10) if cifar or cifar_resnet else ((224, 224, 3), 1000)
+def published_size(name: str) -> str:
+    """Fast tier: the models published for small inputs; the ImageNet-size ones are slow to trace."""
+    return "small" if model_entry(name).input_shape[0] <= 32 else "imagenet"
 
 
-@pytest.mark.parametrize("name", available_models())
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if published_size(n) == "imagenet" else n for n in available_models()],
+)
 def test_summary_table_of_every_model_accounts_for_every_parameter(name, capsys):
     from cnn_jax import cli
 
-    shape, classes = canonical_input(name)
+    shape, classes = model_entry(name).input_shape, model_entry(name).num_classes
     args = ["summary", name, "--input", "x".join(map(str, shape)), "--num-classes", str(classes)]
     assert cli.main(args) == 0
     table = capsys.readouterr().out

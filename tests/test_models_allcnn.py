@@ -54,6 +54,7 @@ def test_allcnn_dropout_is_the_papers_unless_overridden():
     assert build_model(config.model, num_classes=10).dropout == 0.3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["allcnn_model_c", "allcnn_strided_c", "allcnn_convpool_c", "allcnn_all_c"])
 def test_allcnn_passes_the_common_model_checks(name):
     check_model(name, CIFAR)
@@ -107,11 +108,11 @@ def test_stacked_3x3_convs_have_fewer_weights_than_one_big_kernel_of_equal_recep
 
 @pytest.mark.parametrize(
     "options",
-    [  # each downsample kind and each kernel scheme once; one stage keeps it fast
-        {"downsample": "max", "kernel_scheme": "5x5", "stages": 1},
-        {"downsample": "avg", "kernel_scheme": "3x3x2", "stages": 1},
-        {"downsample": "stride", "kernel_scheme": "7x7", "stages": 1},
-        {"downsample": "none", "kernel_scheme": "3x3x3", "stages": 1},
+    [  # each downsample kind and each kernel scheme once; one stage keeps it fast; the fast tier runs the last
+        pytest.param({"downsample": "max", "kernel_scheme": "5x5", "stages": 1}, marks=pytest.mark.slow),
+        pytest.param({"downsample": "avg", "kernel_scheme": "3x3x2", "stages": 1}, marks=pytest.mark.slow),
+        pytest.param({"downsample": "stride", "kernel_scheme": "7x7", "stages": 1}, marks=pytest.mark.slow),
+        pytest.param({"downsample": "none", "kernel_scheme": "3x3x3", "stages": 1}, marks=pytest.mark.slow),
         {"stages": 2, "pool_window": 3, "batch_norm": True, "head": "mlp", "dropout": 0.5},
     ],
 )

@@ -203,6 +203,7 @@ def test_vgg_downsample_switch_reaches_every_pooling_layer():
 # ----------------------------------------------------------------------------- common checks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, input_shape, options",
     [

@@ -168,10 +168,12 @@ def test_googlenet_returns_main_logits_and_sows_aux_logits_only_in_training():
 # ----------------------------------------------------------------------------- common model checks
 
 
+@pytest.mark.slow
 def test_resnet20_passes_the_common_model_checks():
     check_model("resnet20", (32, 32, 3))
 
 
+@pytest.mark.slow
 def test_resnet18_passes_the_common_model_checks():
     check_model("resnet18", (32, 32, 3))
 

@@ -64,6 +64,7 @@ def group(tmp_path_factory, fashion_paths):
     )
 
 
+@pytest.mark.slow
 def test_each_seed_of_a_group_trains_like_that_seed_alone(alone, group):
     alone_root, alone_results = alone
     tmp_path, results = group
@@ -88,6 +89,7 @@ def test_each_seed_of_a_group_trains_like_that_seed_alone(alone, group):
     assert any(not np.allclose(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_an_interrupted_group_resumes_to_the_unbroken_numbers(group, tmp_path, fashion_paths):
     _, unbroken = group
     dirs = [tmp_path / "b" / str(s) for s in SEEDS]
@@ -113,6 +115,7 @@ def test_a_group_is_one_config_with_distinct_seeds():
         check_group([configs()[0], configs()[0]])
 
 
+@pytest.mark.slow
 def test_runs_at_different_steps_are_not_grouped(tmp_path, fashion_paths):
     first, second = configs()
     train(first, tmp_path / "0", fashion_paths, progress=False, log=lambda *a: None, stop_at_step=7)

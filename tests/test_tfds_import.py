@@ -15,6 +15,7 @@ from cnn_jax.errors import UserError
 from conftest import shared
 
 
+@pytest.mark.slow
 def test_import_round_trips_pixels_labels_and_order(fashion_data_dir):
     original = read_local("fashion_mnist", shared("fashion-mnist"))
     loaded = catalog.load("fashion_mnist", fashion_data_dir, [])
@@ -28,6 +29,7 @@ def test_import_round_trips_pixels_labels_and_order(fashion_data_dir):
     assert provenance["class_counts"]["test"] == [1000] * 10
 
 
+@pytest.mark.slow
 def test_a_fresh_process_reads_the_import_through_tfds_without_tensorflow(fashion_data_dir):
     script = (
         "import sys, tensorflow_datasets as tfds\n"
@@ -39,11 +41,13 @@ def test_a_fresh_process_reads_the_import_through_tfds_without_tensorflow(fashio
     assert out.split() == ["10000", "(28,", "28,", "1)", "False"]
 
 
+@pytest.mark.slow
 def test_second_import_needs_force(fashion_data_dir):
     with pytest.raises(UserError, match="already imported.*--force"):
         catalog.import_dataset("fashion_mnist", shared("fashion-mnist"), fashion_data_dir)
 
 
+@pytest.mark.slow
 def test_local_files_are_found_and_imported_on_first_use(tmp_path):
     messages = []
     loaded = catalog.load("mnist", tmp_path, [shared("mnist").parent], log=messages.append)

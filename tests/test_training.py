@@ -15,6 +15,8 @@ from cnn_jax.train.evaluate import evaluate_run
 from cnn_jax.train.loop import open_checkpoints, train
 from cnn_jax.train.steps import empty_metrics
 
+pytestmark = pytest.mark.slow  # every test here trains on real data; tests/test_verbs.py trains in the fast tier
+
 TIMING_KEYS = {"images_per_sec"}
 
 

@@ -45,6 +45,7 @@ def source_run(tmp_path_factory, fashion_data_dir):
     return run_dir
 
 
+@pytest.mark.slow
 def test_feature_extraction_keeps_the_backbone_bitwise_and_trains_the_new_head(source_run, fashion_paths):
     config = tiny(
         **{
@@ -66,6 +67,7 @@ def test_feature_extraction_keeps_the_backbone_bitwise_and_trains_the_new_head(s
     assert result["final"]["eval_accuracy"] > 0.3  # chance is 0.1: a linear probe on trained features learns something
 
 
+@pytest.mark.slow
 def test_fine_tuning_with_a_smaller_backbone_rate_moves_the_backbone_less(source_run, fashion_paths):
     common = {"seed": 1, "transfer.source": str(source_run), "transfer.skip": ("classifier/*",)}
     runs = {}
@@ -81,6 +83,7 @@ def test_fine_tuning_with_a_smaller_backbone_rate_moves_the_backbone_less(source
     assert 0 < moved["fine_slow"] < 0.1 * moved["fine_full"]
 
 
+@pytest.mark.slow
 def test_a_source_of_another_shape_is_refused_naming_the_parameter(source_run, fashion_paths):
     config = tiny(**{"model.width": 16, "transfer.source": str(source_run)})
     with pytest.raises(

@@ -74,6 +74,7 @@ def probes() -> dict:
     return {"tuned": _probe(fashion, plain=False), "plain": _probe(fashion, plain=True)}
 
 
+@pytest.mark.slow
 def test_tuned_step_keeps_convolutions_out_of_ynnpack_and_plain_does_not(probes):
     tuned, plain = probes["tuned"]["convolutions"], probes["plain"]["convolutions"]
     assert tuned["total"] == plain["total"] >= 5  # 3 forward, 3 kernel gradients, 2 input gradients
@@ -81,6 +82,7 @@ def test_tuned_step_keeps_convolutions_out_of_ynnpack_and_plain_does_not(probes)
     assert plain["in_ynn_fusions"] > 0  # jaxlib 0.10's default, which the flag exists to change
 
 
+@pytest.mark.slow
 def test_tuned_and_plain_training_agree_to_float_rounding(probes):
     """8 SGD steps of seed_cnn on real Fashion-MNIST: the same falling loss curve, and weights whose
     difference is float32 rounding (measured: 7e-4 of how far the steps moved them; bound 1e-2)."""
