@@ -46,6 +46,7 @@ def test_values_from_the_command_line_take_the_models_types_and_equal_configs_ge
         ({"name": "seed_cnn", "num_classes": "3"}, "the dataset's class count"),
         ({"name": "ablation_net", "pool_window": "3", "downsample": "stride"}, "needs pooling"),
         ({"name": "seed_cnn", "conv1.features": "3"}, "model fields are not nested"),
+        ({"name": "resnet18", "stage_sizes": "('a', 1)"}, r"'model.stage_sizes\[0\]' = 'a' has type str; expected int"),
     ],
 )
 def test_impossible_model_fields_fail_validation_by_name(fields, message):

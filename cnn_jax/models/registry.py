@@ -108,25 +108,32 @@ def _choices(name: str) -> dict[str, tuple[str, ...]]:
 
 
 def _checked_value(field: str, value: Any, default: Any, allowed: tuple[str, ...] | None) -> Any:
-    kind = type(default)
+    """`value` of a model field whose own value is `default`: the same type (an int is taken for a float, a
+    list for a tuple, whose items must have the type of the default's items), an allowed choice, in range."""
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (tuple, list)):
+            raise _wrong_type(field, value, default)
+        items = default[:1] * len(value)  # the items of a tuple field share their type
+        return tuple(_checked_value(f"{field}[{i}]", v, d, allowed) for i, (v, d) in enumerate(zip(value, items)))
     if isinstance(default, bool) or isinstance(value, bool):
         ok = isinstance(value, bool) and isinstance(default, bool)
     elif isinstance(default, float):
         ok, value = isinstance(value, (int, float)), float(value) if isinstance(value, (int, float)) else value
-    elif isinstance(default, (tuple, list)):
-        ok, value = isinstance(value, (tuple, list)), tuple(value) if isinstance(value, (tuple, list)) else value
     else:
-        ok = isinstance(value, kind)
+        ok = isinstance(value, type(default))
     if not ok:
-        raise UserError(
-            f"config field '{field}' = {value!r} has type {type(value).__name__}; expected {kind.__name__} "
-            f"(the model's own value is {default!r})."
-        )
+        raise _wrong_type(field, value, default)
     if allowed is not None and isinstance(value, str) and value not in allowed:
         raise unknown_choice(f"config field '{field}'", value, allowed)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        low_ok = 0.0 <= value < 1.0 if field.rsplit(".", 1)[-1] in FRACTIONS else value > 0
-        if not (math.isfinite(value) and low_ok):
-            rule = "in [0, 1)" if field.rsplit(".", 1)[-1] in FRACTIONS else "> 0"
-            raise UserError(f"config field '{field}' = {value}: must be {rule}.")
+        fraction = field.rsplit(".", 1)[-1] in FRACTIONS
+        if not (math.isfinite(value) and (0.0 <= value < 1.0 if fraction else value > 0)):
+            raise UserError(f"config field '{field}' = {value}: must be {'in [0, 1)' if fraction else '> 0'}.")
     return value
+
+
+def _wrong_type(field: str, value: Any, default: Any) -> UserError:
+    return UserError(
+        f"config field '{field}' = {value!r} has type {type(value).__name__}; expected {type(default).__name__} "
+        f"(the model's own value is {default!r})."
+    )
