@@ -77,9 +77,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.compute_dtype = "float32"
 
     c.transfer = ml_collections.ConfigDict()  # see cnn_jax/train/transfer.py
-    c.transfer.source = (
-        ""  # a finished run to start from: its directory, or the experiment FILE.py[:preset] that made it
-    )
+    # a finished run to start from: its directory, or the experiment FILE.py[:preset] that made it
+    c.transfer.source = ""
     c.transfer.checkpoint = "best"  # best | latest | a step of the source run
     c.transfer.load = ("*",)  # patterns of parameter / batch-norm paths copied from the source ...
     c.transfer.skip = ()  # ... except these (e.g. the head: "dense/*"), which start from a fresh init
