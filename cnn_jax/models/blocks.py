@@ -142,6 +142,20 @@ class Shortcut(nn.Module):
         return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, self.features - x.shape[-1])))
 
 
+def add_shortcut(block: nn.Module, x: jax.Array, y: jax.Array, train: bool) -> jax.Array:
+    """`act(y + shortcut(x))`, the end of a residual block: the block's stride, shortcut kind, norm,
+    activation and init; a submodule 'shortcut' of `block`, widened to `y`'s channels."""
+    residual = Shortcut(
+        y.shape[-1],
+        stride=block.stride,
+        kind=block.shortcut,
+        norm=block.norm,
+        kernel_init=block.kernel_init,
+        name="shortcut",
+    )(x, train)
+    return block.act(y + residual)
+
+
 class BasicBlock(nn.Module):
     """ResNet v1 basic block: 3x3 conv (stride) > norm > act > 3x3 conv > norm, add the shortcut, act.
     Output channels: `features`."""
@@ -158,15 +172,7 @@ class BasicBlock(nn.Module):
         conv = partial(ConvUnit, norm=self.norm, kernel_init=self.kernel_init)
         y = conv(self.features, kernel=3, stride=self.stride, padding=1, act=self.act, name="conv1")(x, train)
         y = conv(self.features, kernel=3, stride=1, padding=1, act=identity, name="conv2")(y, train)
-        residual = Shortcut(
-            self.features,
-            stride=self.stride,
-            kind=self.shortcut,
-            norm=self.norm,
-            kernel_init=self.kernel_init,
-            name="shortcut",
-        )(x, train)
-        return self.act(y + residual)
+        return add_shortcut(self, x, y, train)
 
 
 class Bottleneck(nn.Module):
@@ -192,12 +198,4 @@ class Bottleneck(nn.Module):
         y = conv(self.features, kernel=1, stride=1, padding=0, act=self.act, name="conv1")(x, train)
         y = conv(self.features, kernel=3, stride=self.stride, padding=1, act=self.act, name="conv2")(y, train)
         y = conv(self.features * self.expansion, kernel=1, stride=1, padding=0, act=identity, name="conv3")(y, train)
-        residual = Shortcut(
-            self.features * self.expansion,
-            stride=self.stride,
-            kind=self.shortcut,
-            norm=self.norm,
-            kernel_init=self.kernel_init,
-            name="shortcut",
-        )(x, train)
-        return self.act(y + residual)
+        return add_shortcut(self, x, y, train)
