@@ -225,18 +225,13 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
 
 
 def _set_model_field(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
-    """Set a field of the model section; its type is the model's, so text is read as a Python literal
-    (a bare word stays a string) and `cnn_jax.validation` checks it against the model."""
+    """Set a field of the model section as given: its type is the model's, so `cnn_jax.validation` reads
+    command-line text by the type of the model's field and checks it."""
     key = dotted[len(MODEL_SECTION) :]
     if "." in key:
         raise UserError(
             f"unknown config field '{dotted}': model fields are not nested; write --config.model.FIELD=VALUE."
         )
-    if isinstance(value, str):
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            pass
     if key in config.model:
         del config.model[key]  # a new value may have another type (e.g. 0.3 for an int 0)
     config.model[key] = tuple(value) if isinstance(value, list) else value

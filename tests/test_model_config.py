@@ -31,6 +31,7 @@ def test_values_from_the_command_line_take_the_models_types_and_equal_configs_ge
     from_text = validated(name="ablation_net", dropout="0", width="16", kernel_scheme="3x3x2", batch_norm="True")
     typed = validated(name="ablation_net", dropout=0.0, width=16, kernel_scheme="3x3x2", batch_norm=True)
     assert from_text.model.dropout == 0.0 and type(from_text.model.dropout) is float
+    assert validated(name="ablation_net", batch_norm="yes").model.batch_norm is True
     assert config_lib.run_id(from_text) == config_lib.run_id(typed)
     assert config_lib.run_id(config_lib.from_json(config_lib.to_json(typed))) == config_lib.run_id(typed)
 

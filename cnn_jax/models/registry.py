@@ -9,6 +9,7 @@ The seeds' switches keep one name in every model that has them (`downsample`, `k
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import math
@@ -31,6 +32,7 @@ SWITCH_CHOICES = {
     "activation": tuple(ACTIVATIONS),
 }
 FRACTIONS = ("dropout",)  # numeric fields in [0, 1); every other numeric field must be > 0
+BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 NOT_CONFIG = ("parent", "name", "num_classes")  # module fields that the config does not set
 
 
@@ -110,6 +112,8 @@ def _choices(name: str) -> dict[str, tuple[str, ...]]:
 def _checked_value(field: str, value: Any, default: Any, allowed: tuple[str, ...] | None) -> Any:
     """`value` of a model field whose own value is `default`: the same type (an int is taken for a float, a
     list for a tuple, whose items must have the type of the default's items), an allowed choice, in range."""
+    if isinstance(value, str) and not isinstance(default, str):
+        value = _parse_text(value, default)
     if isinstance(default, (tuple, list)):
         if not isinstance(value, (tuple, list)):
             raise _wrong_type(field, value, default)
@@ -130,6 +134,16 @@ def _checked_value(field: str, value: Any, default: Any, allowed: tuple[str, ...
         if not (math.isfinite(value) and (0.0 <= value < 1.0 if fraction else value > 0)):
             raise UserError(f"config field '{field}' = {value}: must be {'in [0, 1)' if fraction else '> 0'}.")
     return value
+
+
+def _parse_text(text: str, default: Any) -> Any:
+    """Command-line text for a field that is not a string: a bool word, or a Python literal (else the text)."""
+    if isinstance(default, bool) and text.strip().lower() in BOOL_WORDS:
+        return BOOL_WORDS[text.strip().lower()]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def _wrong_type(field: str, value: Any, default: Any) -> UserError:
