@@ -11,7 +11,7 @@ import pytest
 import scipy.stats
 from PIL import Image
 
-from cnn_jax.analysis import report
+from cnn_jax.analysis import report, stats
 from cnn_jax.errors import UserError
 
 STEPS_PER_EPOCH, EPOCHS = 2, 3
@@ -386,3 +386,33 @@ def test_formulation_of_each_run_is_in_the_provenance(tmp_path):
     data = build(exp)
     assert sorted(data["provenance"]["formulation"]) == ["plain, XLA_FLAGS ''", "tuned, XLA_FLAGS '--x=1'"]
     assert "**runs differ:** " in report.render_markdown(data).split("- Formulation:")[1].splitlines()[0]
+
+
+def test_paired_rows_carry_holm_and_power(tmp_path):
+    exp = tmp_path / "e"
+    levels = {"max": (0.90, 0.91, 0.92), "avg": (0.91, 0.93, 0.92), "stride": (0.88, 0.895, 0.87)}
+    levels["none"] = (0.89, 0.90, 0.91)  # every difference -1 pp: no test, so not in the family
+    write_sweep(exp, {(level, seed): acc for level, accs in levels.items() for seed, acc in enumerate(accs)})
+    result = report.write_report(exp)
+    paired = result.data["paired"]
+    for metric in report.PAIRED_METRICS:
+        family = [p for p in paired if p["metric"] == metric]
+        assert [p["variant"] for p in family] == ["downsample=avg", "downsample=stride", "downsample=none"]
+        assert [p["p_holm"] for p in family] == pytest.approx(stats.holm([p["p_value"] for p in family]))
+        assert family[0]["p_holm"] > family[0]["p_value"] and family[2]["p_holm"] is None
+    for p in paired:
+        if p["p_value"] is None:
+            assert p["mdd"] is None and p["seeds_needed"] is None
+        else:
+            assert p["mdd"] == pytest.approx(stats.minimum_detectable_difference(p["n"], p["std"]))
+            assert p["seeds_needed"] == stats.seeds_needed(p["mean"], p["std"])
+    avg = paired[0]
+    assert avg["metric"] == "final_accuracy" and avg["std"] == pytest.approx(1.0)  # percentage points, as shown
+    assert avg["mdd"] == pytest.approx(stats.minimum_detectable_difference(3, 1.0))
+    with open(result.paths["paired.csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[0]["p_holm"]) == pytest.approx(avg["p_holm"]) and rows[0]["seeds_needed"] == "10"
+    assert float(rows[0]["mdd"]) == pytest.approx(avg["mdd"]) and rows[4]["p_holm"] == ""
+    assert "| p (Holm) |" in result.markdown and "| MDD (80%) | seeds for Δ |" in result.markdown
+    assert "**p (Holm)**" in result.markdown and "**MDD (80%)**" in result.markdown
+    assert r"MDD (80\%) & seeds for $\Delta$" in result.paths["paired.tex"].read_text()

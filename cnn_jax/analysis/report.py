@@ -137,11 +137,13 @@ def build_report(sweep: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict[
         "planned": len(runs),
         "finished": sum(r["result"] is not None for r in runs),
         "variants": [_variant_row(name, groups[name], name == base) for name in order],
-        "paired": [
-            _paired_row(v, axis, ref, metric, groups[v], groups[ref])
-            for v, axis, ref in _comparisons(order, full, baseline, base)
-            for metric in PAIRED_METRICS
-        ],
+        "paired": _with_holm(
+            [
+                _paired_row(v, axis, ref, metric, groups[v], groups[ref])
+                for v, axis, ref in _comparisons(order, full, baseline, base)
+                for metric in PAIRED_METRICS
+            ]
+        ),
         "missing": [
             {"name": r["name"], "run_id": r["run_id"], "state": r["state"]} for r in runs if r["result"] is None
         ],
@@ -266,6 +268,15 @@ def _paired_row(
     }
 
 
+def _with_holm(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Adds `p_holm` to each row: Holm's correction over all the rows of its metric (one family per metric)."""
+    for metric in PAIRED_METRICS:
+        family = [row for row in rows if row["metric"] == metric]
+        for row, p_holm in zip(family, stats.holm([row["p_value"] for row in family])):
+            row["p_holm"] = p_holm
+    return rows
+
+
 def _provenance(sweep: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Command, code, packages, device and data of every process that wrote a run (resumes included)."""
     segments = [
@@ -386,7 +397,18 @@ def _mean_cell(d: dict[str, Any], decimals: int) -> str:
 
 def paired_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]], str]:
     """Header, rows and column alignment of the paired-differences table."""
-    header = ["comparison", "metric", "pairs", "mean Δ", "95% CI (t)", "p (paired t)", "95% CI (bootstrap)"]
+    header = [
+        "comparison",
+        "metric",
+        "pairs",
+        "mean Δ",
+        "95% CI (t)",
+        "p (paired t)",
+        "p (Holm)",
+        "95% CI (bootstrap)",
+        "MDD (80%)",
+        "seeds for Δ",
+    ]
     rows = []
     for p in data["paired"]:
         label, decimals = METRICS[p["metric"]][0], METRICS[p["metric"]][4]
@@ -398,7 +420,10 @@ def paired_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]], str]
                 _fmt(p["mean"], decimals, True),
                 _interval(p["ci"], decimals, True),
                 _p(p["p_value"]),
+                _p(p["p_holm"]),
                 _interval(p["bootstrap_ci"], decimals, True),
+                _fmt(p["mdd"], decimals),
+                DASH if p["seeds_needed"] is None else f"{p['seeds_needed']:,}",
             ]
         )
     return header, rows, "ll" + "r" * (len(header) - 2)
@@ -491,9 +516,24 @@ a seed does to both runs alike. The reference moves one axis back to its baselin
 - **p (paired t)**: the chance of a mean difference at least this far from 0 if the two variants were really \
 equal (two-sided paired t-test). It is not the chance that the variant is better; p ≥ 0.05 with few seeds \
 often means too few seeds, not no effect. A dash: fewer than 2 pairs, or all differences equal.
+- **p (Holm)**: the p-value corrected for making several comparisons at once: among many comparisons, some \
+reach p < 0.05 by chance alone. The family is every comparison in the table for the same metric (those with a \
+p-value); Holm's method multiplies the smallest p by the number of comparisons, the next smallest by one fewer, \
+and so on, keeping the order of the raw p-values and capping at 1. Reading only p (Holm) < 0.05 as a difference \
+keeps the chance of any false alarm in the family at 5% or less. It is never below the raw p.
 - **95% CI (bootstrap)**: percentile bootstrap of the mean difference (9,999 resamples, fixed seed 0, so it is \
 the same every time). It needs no normality assumption but is too narrow with few seeds: with 3 it cannot \
 reach beyond the smallest and largest difference. Prefer the t interval there.
+- **MDD (80%)**: minimum detectable difference: the smallest true mean difference that this many pairs would \
+detect (p < 0.05, two-sided paired t-test) in 80% of repeated experiments, taking the spread of the differences \
+as measured. It is in the metric's units, as the table shows them (percentage points for accuracy). A mean Δ \
+below the MDD with p ≥ 0.05 does not show that the variants are equal, only that a difference that small \
+could not be seen; the std from few seeds is itself uncertain, so read the MDD as a rough size. A dash: as for p.
+- **seeds for Δ**: how many seeds (pairs) the paired t-test would need to detect the mean Δ in 80% of \
+repeated experiments (p < 0.05, two-sided), were that Δ and the measured spread of the differences the true \
+ones. Far more than were run: a difference this small is hard to tell from seed-to-seed noise. Like the MDD it \
+rests on a std from few seeds, so it is a rough guide. A dash: fewer than 2 pairs, all differences equal, or a \
+mean Δ of 0.
 """
 
 
@@ -551,8 +591,11 @@ def _flat_paired(p: dict[str, Any]) -> dict[str, Any]:
         "ci_low": ci[0],
         "ci_high": ci[1],
         "p_value": p["p_value"],
+        "p_holm": p["p_holm"],
         "bootstrap_low": boot[0],
         "bootstrap_high": boot[1],
+        "mdd": p["mdd"],
+        "seeds_needed": p["seeds_needed"],
     }
 
 
