@@ -24,27 +24,35 @@ COLLECTIONS = ("params", "batch_stats")  # the model's variables inside a saved 
 
 
 def open_manager(
-    directory: Path, *, keep: int, best_metric: str, best_mode: str, read_only: bool = False
+    directory: Path, *, keep: int, best_metric: str | None, best_mode: str = "max", read_only: bool = False
 ) -> ocp.CheckpointManager:
-    """A manager that keeps the `keep` latest checkpoints plus the best one by `best_metric`."""
-    metric = lambda metrics: metrics[best_metric]  # noqa: E731
-    preserve = policies.AnyPreservationPolicy(
-        [
-            policies.LatestN(n=keep),
+    """A manager that keeps the `keep` latest checkpoints plus the best one by `best_metric` (None: no best)."""
+    policy = [policies.LatestN(n=keep)]
+    best = {}
+    if best_metric is not None:
+        metric = lambda metrics: metrics[best_metric]  # noqa: E731
+        policy.append(
             policies.BestN(
                 get_metric_fn=metric, reverse=best_mode == "min", n=1, keep_checkpoints_without_metrics=False
-            ),
-        ]
-    )
+            )
+        )
+        best = {"best_fn": metric, "best_mode": best_mode}
     options = ocp.CheckpointManagerOptions(
         create=not read_only,
         read_only=read_only,
-        preservation_policy=preserve,
-        best_fn=metric,
-        best_mode=best_mode,
+        preservation_policy=policies.AnyPreservationPolicy(policy),
         enable_async_checkpointing=False,
+        **best,
     )
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def open_run_manager(directory: Path, config: ml_collections.ConfigDict, read_only: bool = False):
+    """The manager of a run's checkpoints folder as its config set it up: the best checkpoint is chosen by
+    `checkpoint.best_metric` on the validation split, and there is none without a validation split."""
+    c = config.checkpoint
+    best_metric = c.best_metric if config.dataset.validation_fraction else None
+    return open_manager(directory, keep=c.keep, best_metric=best_metric, best_mode=c.best_mode, read_only=read_only)
 
 
 def save(manager: ocp.CheckpointManager, step: int, tree: Any, metrics: dict[str, float] | None = None) -> None:
@@ -99,6 +107,14 @@ def restore_newest_readable(
     return 0, None
 
 
+def best_step(manager: ocp.CheckpointManager) -> int | None:
+    """The step that is best by the run's validation metric; None while no checkpoint has validation metrics
+    (orbax itself answers with the latest step when it tracks no metric)."""
+    step = manager.best_step()
+    metrics = manager.metrics(step) if step is not None else None
+    return step if metrics and any(key.startswith("val_") for key in metrics) else None
+
+
 def pick_step(manager: ocp.CheckpointManager, which: str) -> int:
     """'latest', 'best' or a step number -> a saved step, or a UserError listing what exists."""
     steps = manager.all_steps()
@@ -107,9 +123,9 @@ def pick_step(manager: ocp.CheckpointManager, which: str) -> int:
     if which == "latest":
         return manager.latest_step()
     if which == "best":
-        best = manager.best_step()
+        best = best_step(manager)
         if best is None:
-            raise UserError(f"no checkpoint in '{manager.directory}' has eval metrics yet; use --checkpoint latest.")
+            raise UserError(f"{_no_best(manager)}; use --checkpoint latest.")
         return best
     if which.isdigit() and int(which) in steps:
         return int(which)
@@ -134,11 +150,8 @@ class Source:
         return rundir.load_config(self.run_dir) if self.run_dir else None
 
     def manager(self) -> ocp.CheckpointManager:
-        c = (self.config() or config_lib.default_config()).checkpoint
         with _absl_errors_only():  # opening read-only, orbax warns that it is read-only
-            return open_manager(
-                self.checkpoints_dir, keep=c.keep, best_metric=c.best_metric, best_mode=c.best_mode, read_only=True
-            )
+            return open_run_manager(self.checkpoints_dir, self.config() or config_lib.default_config(), True)
 
     def pick(self, manager: ocp.CheckpointManager, which: str | int | None, default: str) -> int:
         """The step `which` names ('best', 'latest' or a number; None: `default`, or the pinned step)."""
@@ -150,12 +163,17 @@ class Source:
                 f"directory to choose step '{which}'."
             )
         which = default if which is None else str(which)
-        if which == "best" and manager.all_steps() and manager.best_step() is None:
-            raise UserError(
-                f"no checkpoint in '{self.checkpoints_dir}' has eval metrics yet; choose step 'latest' "
-                f"or one of {sorted(manager.all_steps())}."
-            )
+        if which == "best" and manager.all_steps() and best_step(manager) is None:
+            raise UserError(f"{_no_best(manager)}; choose step 'latest' or one of {sorted(manager.all_steps())}.")
         return pick_step(manager, which)
+
+
+def _no_best(manager: ocp.CheckpointManager) -> str:
+    """Why `manager` has no best checkpoint."""
+    return (
+        f"no checkpoint in '{manager.directory}' has validation metrics to select the best by (a run with "
+        "dataset.validation_fraction = 0 never has; others have from their first epoch's end)"
+    )
 
 
 @contextlib.contextmanager

@@ -437,12 +437,9 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         )
     if not hosts.is_primary():
         return 0
-    final, rate = result["final"], result.get("images_per_sec_median")
+    rate = result.get("images_per_sec_median")
     speed = f", {rate:.0f} img/s" if rate else ""
-    print(
-        f"test accuracy {100 * final['eval_accuracy']:.2f}% (loss {final['eval_loss']:.4f}) after "
-        f"{result['epochs']} epochs{speed} -> {run_dir}"
-    )
+    print(f"{rundir.result_summary(result)} after {result['epochs']} epochs{speed} -> {run_dir}")
     return 0
 
 

@@ -26,7 +26,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 LOSSES = ("cross_entropy", "mse")
 BEST_MODES = ("max", "min")
-EVAL_METRICS = ("eval_accuracy", "eval_loss", "eval_top5")
+SPLIT_METRICS = ("accuracy", "loss", "top5")  # logged per evaluated split as val_<m> and test_<m>
+VALIDATION_METRICS = tuple(f"val_{m}" for m in SPLIT_METRICS)  # what may select a checkpoint or a setting
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
@@ -38,7 +39,11 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.dataset = ml_collections.ConfigDict()
     c.dataset.name = "fashion_mnist"
-    c.dataset.train_subset = 0  # >0: train on N class-balanced examples of the train split, the same for every seed
+    # held out of the train split, class-stratified, the same for every run with this seed: what selects
+    # checkpoints and tuned settings (never the test split); 0 turns it off
+    c.dataset.validation_fraction = 0.1
+    c.dataset.validation_seed = 0
+    c.dataset.train_subset = 0  # >0: train on N class-balanced examples of the rest, the same for every seed
     c.dataset.augment = ml_collections.ConfigDict()
     c.dataset.augment.random_crop_padding = 0  # zero-pad P pixels, crop back (He et al. 2015)
     c.dataset.augment.translate = 0  # shift up to T pixels, reflect-filled (Keras RandomTranslation)
@@ -79,7 +84,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.transfer = ml_collections.ConfigDict()  # see cnn_jax/train/transfer.py
     # a finished run to start from: its directory, or the experiment FILE.py[:preset] that made it
     c.transfer.source = ""
-    c.transfer.checkpoint = "best"  # best | latest | a step of the source run
+    c.transfer.checkpoint = "best"  # best (by the source's checkpoint.best_metric) | latest | a step
     c.transfer.load = ("*",)  # patterns of parameter / batch-norm paths copied from the source ...
     c.transfer.skip = ()  # ... except these (e.g. the head: "dense/*"), which start from a fresh init
     c.transfer.trainable = ("*",)  # patterns of what the optimizer updates; the rest stays bitwise frozen
@@ -89,7 +94,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 500
     c.checkpoint.keep = 2
-    c.checkpoint.best_metric = "eval_accuracy"
+    c.checkpoint.best_metric = "val_accuracy"  # a validation metric: the test split never selects
     c.checkpoint.best_mode = "max"
     return c
 
@@ -276,7 +281,7 @@ def validate_fields(config: ml_collections.ConfigDict) -> None:
     _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
     _choice("schedule.name", config.schedule.name, SCHEDULES)
     _choice("loss.name", config.loss.name, LOSSES)
-    _choice("checkpoint.best_metric", config.checkpoint.best_metric, EVAL_METRICS)
+    _choice("checkpoint.best_metric", config.checkpoint.best_metric, VALIDATION_METRICS)
     _choice("checkpoint.best_mode", config.checkpoint.best_mode, BEST_MODES)
     _choice("train.compute_dtype", config.train.compute_dtype, COMPUTE_DTYPES)
     _positive("optimizer.lr", config.optimizer.lr)
@@ -289,7 +294,7 @@ def validate_fields(config: ml_collections.ConfigDict) -> None:
         "checkpoint.keep",
     ):
         _positive(field, _get(config, field))
-    for field in ("optimizer.momentum", "loss.label_smoothing"):
+    for field in ("optimizer.momentum", "loss.label_smoothing", "dataset.validation_fraction"):
         value = _get(config, field)
         if not 0.0 <= value < 1.0:
             raise UserError(f"config field '{field}' = {value}: must be in [0, 1).")
@@ -326,17 +331,18 @@ def validate_fields(config: ml_collections.ConfigDict) -> None:
 
 
 def validate_against_data(config: ml_collections.ConfigDict, train_size: int) -> None:
-    """Checks that need the dataset's size."""
+    """Checks that need the size of the train split (after the validation examples are held out)."""
+    held = " after holding out validation" if config.dataset.validation_fraction else ""
     if config.dataset.train_subset > train_size:
         raise UserError(
             f"config field 'dataset.train_subset' = {config.dataset.train_subset} is larger than the train split "
-            f"of '{config.dataset.name}' ({train_size} examples)."
+            f"of '{config.dataset.name}' ({train_size} examples{held})."
         )
     train_size = config.dataset.train_subset or train_size
     if config.train.batch_size > train_size:
         raise UserError(
             f"config field 'train.batch_size' = {config.train.batch_size} is larger than the train split "
-            f"of '{config.dataset.name}' ({train_size} examples); use at most {train_size}."
+            f"of '{config.dataset.name}' ({train_size} examples{held}); use at most {train_size}."
         )
 
 

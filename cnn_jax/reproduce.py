@@ -31,7 +31,7 @@ REGISTRY = Path("experiments/expected.toml")
 # metric: (label, report metric it comes from, whether it is 100 - that metric)
 METRICS = {
     "final_accuracy": ("final test acc. (%)", "final_accuracy", False),
-    "best_accuracy": ("best test acc. (%)", "best_accuracy", False),
+    "selected_accuracy": ("test acc. at best val. (%)", "selected_accuracy", False),
     "final_error": ("final test error (%)", "final_accuracy", True),
 }
 TOLERANCES = ("minimum", "maximum", "absolute", "ci")

@@ -83,3 +83,10 @@ def write_result(run_dir: Path, result: dict[str, Any]) -> None:
 def read_result(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / RESULT
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def result_summary(result: dict[str, Any]) -> str:
+    """One line for a finished run: final validation (if held out) and test accuracy, and test loss."""
+    final = result["final"]
+    val = f"val acc {100 * final['val_accuracy']:.2f}%, " if "val_accuracy" in final else ""
+    return f"{val}test acc {100 * final['test_accuracy']:.2f}% (loss {final['test_loss']:.4f})"

@@ -94,7 +94,7 @@ def assert_same_training(reference, other) -> None:
         np.testing.assert_allclose(many[key], one[key], atol=1e-5, rtol=0, err_msg=key)
     for a, b in zip(one_log, many_log):
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-5
-    assert abs(one_log[-1]["eval_accuracy"] - many_log[-1]["eval_accuracy"]) <= 1e-4  # one image in 10,000
+    assert abs(one_log[-1]["test_accuracy"] - many_log[-1]["test_accuracy"]) <= 1e-4  # one image in 10,000
 
 
 @pytest.mark.slow

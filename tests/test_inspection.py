@@ -68,7 +68,7 @@ def test_split(fashion_data_dir):
 
 
 def epoch_records(run_dir):
-    return {r["step"]: r for r in rundir.read_metrics(run_dir) if "eval_accuracy" in r}
+    return {r["step"]: r for r in rundir.read_metrics(run_dir) if "val_accuracy" in r}
 
 
 def raw_payload(run_dir, step):
@@ -84,15 +84,15 @@ def raw_payload(run_dir, step):
 def test_inspect_lists_every_saved_step_with_its_metrics_and_marks_the_best(runs):
     report = inspect_checkpoint(runs["plain"])
     records = epoch_records(runs["plain"])
-    best = max(records, key=lambda step: records[step]["eval_accuracy"])
+    best = max(records, key=lambda step: records[step]["val_accuracy"])
     assert [s["step"] for s in report["steps"]] == [5, 10, 15, 20]
     assert [s["step"] for s in report["steps"] if s["best"]] == [best]
-    assert best == rundir.read_result(runs["plain"])["best"]["step"]
+    assert best == rundir.read_result(runs["plain"])["val_best"]["step"]
     assert [s["step"] for s in report["steps"] if s["latest"]] == [20] and report["step"] == 20
     for entry in report["steps"]:
         expected = records.get(entry["step"])
         assert entry["metrics"] == (
-            {k: expected[k] for k in ("eval_loss", "eval_accuracy", "eval_top5")} if expected else None
+            {k: v for k, v in expected.items() if k.startswith(("val_", "test_"))} if expected else None
         )
     assert report["config"]["model.width"] == 8 and "model.stages" not in report["config"]
 
@@ -101,8 +101,8 @@ def test_inspect_lists_every_saved_step_with_its_metrics_and_marks_the_best(runs
 def test_inspect_text_marks_the_best_step_and_summarizes_the_optimizer(runs, capsys):
     assert cli.main(["inspect", str(runs["plain"])]) == 0
     out = capsys.readouterr().out
-    best = max((r for r in epoch_records(runs["plain"]).values()), key=lambda r: r["eval_accuracy"])["step"]
-    best_line = next(line for line in out.splitlines() if "best (eval_accuracy, max)" in line)
+    best = max((r for r in epoch_records(runs["plain"]).values()), key=lambda r: r["val_accuracy"])["step"]
+    best_line = next(line for line in out.splitlines() if "best (val_accuracy, max)" in line)
     assert best_line.split()[0] == str(best)
     assert "optimizer state (adam)" in out and "scale_by_adam" in out
     assert f"params/{FIRST_CONV}/kernel" in out and "3x3x1x8" in out
@@ -188,7 +188,7 @@ def _copy_with_eleven_classes(run_dir, tmp_path):
     classifier["kernel"] = np.zeros((32, 11), np.float32)
     classifier["bias"] = np.zeros(11, np.float32)
     manager = checkpoints.open_manager(
-        tmp_path / "other" / "checkpoints", keep=1, best_metric="eval_accuracy", best_mode="max"
+        tmp_path / "other" / "checkpoints", keep=1, best_metric="val_accuracy", best_mode="max"
     )
     checkpoints.save(manager, 20, payload)
     return tmp_path / "other" / "checkpoints"
@@ -233,12 +233,12 @@ def test_load_model_reproduces_the_runs_final_test_accuracy(runs, test_split, na
         [np.asarray(apply(variables, x[i : i + 1000])).argmax(-1) for i in range(0, len(x), 1000)]
     )
     accuracy = float(np.mean(predictions == test_split.labels))
-    assert accuracy == pytest.approx(rundir.read_result(runs[name])["final"]["eval_accuracy"], abs=1e-6)
+    assert accuracy == pytest.approx(rundir.read_result(runs[name])["final"]["test_accuracy"], abs=1e-6)
 
 
 @pytest.mark.slow
 def test_load_model_takes_the_best_checkpoint_by_default(runs):
-    best = rundir.read_result(runs["plain"])["best"]["step"]
+    best = rundir.read_result(runs["plain"])["val_best"]["step"]
     loaded = load_run(runs["plain"])
     assert loaded.step == best
     saved = raw_payload(runs["plain"], best)["state"]["params"]
@@ -318,7 +318,7 @@ def test_export_npz_round_trips_bitwise_with_config_and_normalization_beside_it(
 @pytest.mark.slow
 def test_export_defaults_to_the_best_step_in_the_run_directory(runs, capsys):
     assert cli.main(["export", str(runs["plain"])]) == 0
-    best = rundir.read_result(runs["plain"])["best"]["step"]
+    best = rundir.read_result(runs["plain"])["val_best"]["step"]
     assert (runs["plain"] / "export" / f"step{best}.npz").is_file()
     assert (runs["plain"] / "export" / f"step{best}.npz.json").is_file()
     assert f"step {best}" in capsys.readouterr().out

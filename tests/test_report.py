@@ -65,7 +65,15 @@ def write_run(
             "images_per_sec": 100.0,
         }
         if step % STEPS_PER_EPOCH == 0:
-            record.update(eval_loss=1.0 / epoch, eval_accuracy=final * epoch / EPOCHS, eval_top5=0.99, train_top5=0.99)
+            record.update(
+                val_loss=1.0 / epoch,
+                val_accuracy=final * epoch / EPOCHS + 0.01,
+                val_top5=0.99,
+                test_loss=1.0 / epoch,
+                test_accuracy=final * epoch / EPOCHS,
+                test_top5=0.99,
+                epoch_train_loss=0.5,
+            )
         records.append(record)
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     if accuracy is not None:
@@ -79,8 +87,13 @@ def write_run(
                     "seed": seed,
                     "steps": EPOCHS * STEPS_PER_EPOCH,
                     "epochs": EPOCHS,
-                    "final": {"eval_loss": 1.0 - accuracy, "eval_accuracy": accuracy, "eval_top5": 0.99},
-                    "best": {"step": 4, "eval_loss": 0.2, "eval_accuracy": accuracy + 0.001, "eval_top5": 0.99},
+                    "final": {
+                        "test_loss": 1.0 - accuracy,
+                        "test_accuracy": accuracy,
+                        "test_top5": 0.99,
+                        "val_accuracy": accuracy + 0.01,
+                    },
+                    "val_best": {"step": 4, "test_loss": 0.2, "test_accuracy": accuracy + 0.001, "test_top5": 0.99},
                     "data_fingerprints": {"train": "aa11", "test": "bb22"},
                     "compile_seconds": 1.0,
                     "loop_seconds": loop_seconds,
@@ -172,7 +185,7 @@ def test_variant_table_numbers(tmp_path):
     assert base["final_accuracy"]["std"] == pytest.approx(1.0)
     half = scipy.stats.t.ppf(0.975, 2) * 1.0 / 3**0.5
     assert base["final_accuracy"]["ci"] == pytest.approx([91.0 - half, 91.0 + half])
-    assert base["best_accuracy"]["mean"] == pytest.approx(91.1)
+    assert base["selected_accuracy"]["mean"] == pytest.approx(91.1)
     assert base["final_loss"]["mean"] == pytest.approx(0.09)
     assert stride["final_accuracy"]["n"] == 2 and stride["final_accuracy"]["mean"] == pytest.approx(88.5)
     assert (base["params"], avg["params"], base["flops"]) == (1010, 1000, 2_500_000)

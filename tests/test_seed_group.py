@@ -79,7 +79,7 @@ def test_each_seed_of_a_group_trains_like_that_seed_alone(alone, group):
         assert [r["step"] for r in log] == [5, 10, 15, 20]
         for a, b in zip(log, reference_log):
             assert abs(a["train_loss"] - b["train_loss"]) < LOSS_ATOL
-        assert abs(result["final"]["eval_accuracy"] - reference["final"]["eval_accuracy"]) <= 1e-4
+        assert abs(result["final"]["test_accuracy"] - reference["final"]["test_accuracy"]) <= 1e-4
         assert sorted(p.name for p in (tmp_path / str(seed) / "checkpoints").iterdir() if p.name.isdigit()) == [
             "15",
             "20",
@@ -152,5 +152,5 @@ def test_a_sweep_launches_its_seeds_in_groups(finished_sweep, fashion_data_dir, 
     assert grouped.keys() == reference.keys() and len(grouped) == 4
     for run_id, result in grouped.items():
         assert result["seeds_in_program"] == 2
-        assert abs(result["final"]["eval_loss"] - reference[run_id]["final"]["eval_loss"]) < 1e-4
-        assert abs(result["final"]["eval_accuracy"] - reference[run_id]["final"]["eval_accuracy"]) <= 2e-4
+        assert abs(result["final"]["test_loss"] - reference[run_id]["final"]["test_loss"]) < 1e-4
+        assert abs(result["final"]["test_accuracy"] - reference[run_id]["final"]["test_accuracy"]) <= 2e-4

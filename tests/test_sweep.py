@@ -178,7 +178,7 @@ def test_two_launchers_on_one_sweep_never_train_a_run_twice_and_reproduce_its_nu
     assert again.keys() == first.keys() and len(first) == 4
     for run_id in first:
         assert again[run_id]["final"] == first[run_id]["final"]
-        assert again[run_id]["best"] == first[run_id]["best"]
+        assert again[run_id]["val_best"] == first[run_id]["best"]
 
 
 @pytest.mark.slow

@@ -98,7 +98,7 @@ def test_one_run_spans_two_srun_tasks(slurm_cluster, finished_sweep, fashion_dat
     manifest = json.loads((runs_root / "tiny" / run_id / "manifest.json").read_text())
     assert (manifest["processes"], manifest["devices"]) == (2, 2)
     local = results(local_root)[run_id]  # the same run on one device, from the local sweep
-    assert abs(remote["final"]["eval_loss"] - local["final"]["eval_loss"]) < 1e-4
-    assert abs(remote["final"]["eval_accuracy"] - local["final"]["eval_accuracy"]) <= 1e-4  # one test image
+    assert abs(remote["final"]["test_loss"] - local["final"]["test_loss"]) < 1e-4
+    assert abs(remote["final"]["test_accuracy"] - local["final"]["test_accuracy"]) <= 1e-4  # one test image
     metrics = (runs_root / "tiny" / run_id / "metrics.jsonl").read_text().splitlines()
     assert len(metrics) == len({json.loads(m)["step"] for m in metrics})  # process 0 alone logged

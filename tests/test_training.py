@@ -13,7 +13,7 @@ from cnn_jax import config as config_lib
 from cnn_jax.errors import UserError
 from cnn_jax.train.evaluate import evaluate_run
 from cnn_jax.train.loop import open_checkpoints, train
-from cnn_jax.train.steps import empty_metrics
+from cnn_jax.train.steps import empty_totals
 
 pytestmark = pytest.mark.slow  # every test here trains on real data; tests/test_verbs.py trains in the fast tier
 
@@ -27,7 +27,7 @@ def small_config(**overrides):
         "dataset.train_subset": 4800,
         "train.batch_size": 32,
         "train.epochs": 2,
-        "train.log_every_steps": 25,
+        "train.log_every_steps": 30,  # checkpoint 100 falls inside a log interval
         "checkpoint.every_steps": 100,
         "checkpoint.keep": 2,
         "dataset.augment.random_crop_padding": 2,
@@ -38,7 +38,7 @@ def small_config(**overrides):
 
 def final_params(run_dir, config):
     manager = open_checkpoints(run_dir, config, read_only=True)
-    like = {"state": _template(config), "train_totals": empty_metrics()}
+    like = {"state": _template(config), "train_totals": empty_totals()}
     return checkpoints.restore(manager, manager.latest_step(), like)["state"]
 
 
@@ -69,8 +69,9 @@ def unbroken(tmp_path_factory, fashion_data_dir):
 def test_a_short_run_learns_and_writes_a_complete_run_directory(unbroken):
     run_dir, config, result = unbroken
     assert result["steps"] == 300
-    assert result["final"]["eval_accuracy"] > 0.70  # 300 small steps on 4,800 images; chance is 0.10
-    assert result["final"]["eval_top5"] >= result["final"]["eval_accuracy"]
+    assert result["final"]["test_accuracy"] > 0.70  # 300 small steps on 4,800 images; chance is 0.10
+    assert result["final"]["test_top5"] >= result["final"]["test_accuracy"]
+    assert abs(result["final"]["val_accuracy"] - result["final"]["test_accuracy"]) < 0.03
     for name in ("config.json", "manifest.json", "metrics.jsonl", "result.json"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
@@ -78,21 +79,36 @@ def test_a_short_run_learns_and_writes_a_complete_run_directory(unbroken):
     assert manifest["run_id"] == config_lib.run_id(config)
     assert manifest["data"]["fingerprints"]["train"] == result["data_fingerprints"]["train"]
     assert manifest["data"]["train_examples_used"] == 4800
+    held = manifest["data"]["validation"]
+    assert held["examples"] == 6000 and held["class_counts"] == [600] * 10 and len(held["indices_sha256"]) == 64
     assert {"jax", "flax", "optax"} <= set(manifest["packages"]) and "commit" in manifest["git"]
     assert config_lib.diff(rundir.load_config(run_dir), config) == []
     records = rundir.read_metrics(run_dir)
     assert [r["step"] for r in records] == sorted({r["step"] for r in records})  # each step once, in order
-    epoch_ends = [r for r in records if "eval_accuracy" in r]
+    epoch_ends = [r for r in records if "val_accuracy" in r]
     assert [r["step"] for r in epoch_ends] == [150, 300]
-    assert epoch_ends[-1]["eval_accuracy"] == result["final"]["eval_accuracy"]
+    assert {k: epoch_ends[-1][k] for k in result["final"]} == result["final"]
+
+
+def test_train_metrics_are_means_over_the_log_interval_and_the_epoch(unbroken):
+    run_dir, _, _ = unbroken
+    records = rundir.read_metrics(run_dir)
+    for end in (150, 300):  # five intervals of 30 steps make one epoch
+        intervals = [r for r in records if end - 150 < r["step"] <= end]
+        assert [r["step"] for r in intervals] == list(range(end - 120, end + 1, 30))
+        epoch = next(r for r in intervals if r["step"] == end)
+        for metric in ("loss", "accuracy"):
+            mean = np.mean([r[f"train_{metric}"] for r in intervals])
+            assert epoch[f"epoch_train_{metric}"] == pytest.approx(mean, rel=1e-5)
 
 
 def test_checkpoints_keep_the_latest_k_and_the_best(unbroken):
     run_dir, config, result = unbroken
     manager = open_checkpoints(run_dir, config, read_only=True)
-    epoch_ends = [r for r in rundir.read_metrics(run_dir) if "eval_accuracy" in r]
-    best = max(epoch_ends, key=lambda r: r["eval_accuracy"])["step"]
-    assert manager.best_step() == best == result["best"]["step"]
+    epoch_ends = [r for r in rundir.read_metrics(run_dir) if "val_accuracy" in r]
+    best = max(epoch_ends, key=lambda r: r["val_accuracy"])["step"]
+    assert manager.best_step() == best == result["val_best"]["step"]
+    assert result["val_best"]["selected_by"] == "val_accuracy (max)"
     assert set(manager.all_steps()) == {200, 300} | {best}
 
 
@@ -101,7 +117,7 @@ def test_resume_after_a_crash_is_bitwise_equal_to_the_unbroken_run(unbroken, tmp
     crashed = tmp_path / "crashed"
     quiet = {"progress": False, "log": lambda *_: None}
     assert train(config, crashed, fashion_paths, stop_at_step=130, **quiet) is None  # last checkpoint: 100
-    assert max(r["step"] for r in rundir.read_metrics(crashed)) == 125
+    assert max(r["step"] for r in rundir.read_metrics(crashed)) == 120
     result = train(config, crashed, fashion_paths, **quiet)
     assert result["first_step"] == 100
     a, b = final_params(run_dir, config), final_params(crashed, config)
@@ -121,9 +137,10 @@ def test_rerunning_a_finished_run_trains_nothing(unbroken, fashion_paths):
 def test_eval_command_reproduces_the_best_and_latest_checkpoint_metrics(unbroken, fashion_paths):
     run_dir, _, result = unbroken
     latest = evaluate_run(run_dir, fashion_paths, "latest", log=lambda *_: None)
-    assert latest["checkpoint_step"] == 300 and latest["eval_accuracy"] == result["final"]["eval_accuracy"]
+    assert latest["checkpoint_step"] == 300 and latest["test_accuracy"] == result["final"]["test_accuracy"]
+    assert latest["val_accuracy"] == result["final"]["val_accuracy"]
     best = evaluate_run(run_dir, fashion_paths, "best", log=lambda *_: None)
-    assert best["eval_accuracy"] == result["best"]["eval_accuracy"]
+    assert best["test_accuracy"] == result["val_best"]["test_accuracy"]
     with pytest.raises(UserError, match="checkpoint '7' not found.*saved steps"):
         evaluate_run(run_dir, fashion_paths, "7")
 
@@ -179,7 +196,7 @@ def test_rgb_image_folder_dataset_trains_end_to_end(tmp_path):
         }
     )
     result = train(config, tmp_path / "run", DataPaths(tmp_path / "tfds", ()), progress=False, log=lambda *_: None)
-    assert result["steps"] == 8 and 0.0 <= result["final"]["eval_accuracy"] <= 1.0
+    assert result["steps"] == 8 and 0.0 <= result["final"]["test_accuracy"] <= 1.0
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["data"]["image_shape"] == [32, 32, 3] and manifest["data"]["sizes"] == {"train": 520, "test": 200}
     assert len(manifest["data"]["normalization"]["mean"]) == 3 and len(manifest["data"]["classes"]) == 10
@@ -200,7 +217,7 @@ def test_divergence_stops_naming_the_step_and_keeps_only_finite_checkpoints(tmp_
     with pytest.raises(Diverged, match=r"diverged by step \d+: the training loss is not finite"):
         train(config, tmp_path / "run", fashion_paths, progress=False, log=lambda *_: None)
     manager = open_checkpoints(tmp_path / "run", config, read_only=True)
-    like = {"state": _template(config), "train_totals": empty_metrics()}
+    like = {"state": _template(config), "train_totals": empty_totals()}
     for step in manager.all_steps():
         saved = checkpoints.restore(manager, step, like)["state"]
         assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(saved.params))
@@ -223,7 +240,7 @@ def test_skipping_non_finite_updates_finishes_with_finite_weights_and_counts_the
     assert 0 < skipped <= result["steps"]
     assert all(np.isfinite(r["train_loss"]) for r in records)
     manager = open_checkpoints(tmp_path / "run", config, read_only=True)
-    saved = checkpoints.restore(manager, result["steps"], {"state": _template(config), "train_totals": empty_metrics()})
+    saved = checkpoints.restore(manager, result["steps"], {"state": _template(config), "train_totals": empty_totals()})
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(saved["state"].params))
 
 

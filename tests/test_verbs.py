@@ -306,8 +306,8 @@ def test_eval_reproduces_the_final_metrics(kind, kinds, data_paths, capsys):
     metrics = json.loads(out)
     final = rundir.read_result(run)["final"]
     assert code == 0 and metrics["checkpoint_step"] == STEPS[-1]
-    assert metrics["eval_accuracy"] == pytest.approx(final["eval_accuracy"], abs=1e-6)
-    assert metrics["eval_loss"] == pytest.approx(final["eval_loss"], rel=1e-5)
+    assert metrics["test_accuracy"] == pytest.approx(final["test_accuracy"], abs=1e-6)
+    assert metrics["test_loss"] == pytest.approx(final["test_loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize("kind", RUN_KINDS)

@@ -15,10 +15,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from cnn_jax import config as config_lib
-from cnn_jax.checkpoints import COLLECTIONS, Source, flatten, locate, model_variables, read_checkpoint
+from cnn_jax.checkpoints import COLLECTIONS, Source, best_step, flatten, locate, model_variables, read_checkpoint
 from cnn_jax.errors import UserError
 
-METRIC_NAMES = ("eval_loss", "eval_accuracy", "eval_top5")
+METRIC_NAMES = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")  # the columns of the saved steps
 OPTAX_STATES = {  # fields of an optax state -> the transform that keeps it
     frozenset({"count", "mu", "nu"}): "scale_by_adam (moments mu, nu; step count)",
     frozenset({"trace"}): "trace (momentum)",
@@ -204,8 +204,9 @@ def _flat_config(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def saved_steps(source: Source, manager: ocp.CheckpointManager) -> list[dict[str, Any]]:
-    """Every saved step with its eval metrics (None for mid-epoch checkpoints), best and latest marked."""
-    best, latest = manager.best_step(), manager.latest_step()
+    """Every saved step with its evaluation metrics (None for mid-epoch checkpoints), best (by validation) and
+    latest marked."""
+    best, latest = best_step(manager), manager.latest_step()
     return [
         {"step": s, "metrics": manager.metrics(s), "best": s == best, "latest": s == latest}
         for s in sorted(manager.all_steps())
@@ -304,7 +305,7 @@ def _steps_table(report: dict[str, Any]) -> list[str]:
         metrics = entry["metrics"] or {}
         marks = [f"best ({best_by['metric']}, {best_by['mode']})"] * entry["best"] + ["latest"] * entry["latest"]
         rows.append((str(entry["step"]), *(_num(metrics.get(m)) for m in METRIC_NAMES), ", ".join(marks)))
-    return ["saved steps", *_table(("step", *METRIC_NAMES, ""), rows, text_columns=(4,))]
+    return ["saved steps", *_table(("step", *METRIC_NAMES, ""), rows, text_columns=(len(METRIC_NAMES) + 1,))]
 
 
 def _optimizer_lines(optimizer: dict[str, Any]) -> list[str]:

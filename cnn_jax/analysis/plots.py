@@ -31,17 +31,23 @@ def before_after(before: np.ndarray, after: np.ndarray, title: str, path: Path) 
 Band = tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]  # x, mean, low, high
 
 
-def learning_curves(accuracy: dict[str, Band], train_loss: dict[str, Band], title: str, path: Path) -> None:
-    """Test accuracy (%) and train loss against epoch: per variant a mean line over a band over seeds."""
+def learning_curves(accuracy: dict[str, dict[str, Band]], train_loss: dict[str, Band], title: str, path: Path) -> None:
+    """Accuracy (%) per evaluated split ('val' solid, 'test' dashed) and train loss against epoch: per variant
+    a mean line over a band over seeds."""
     colors = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys([*accuracy, *train_loss]))}
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7.5), sharex=True)
-    for ax, bands in ((top, accuracy), (bottom, train_loss)):
-        for name, (x, mean, low, high) in bands.items():
-            ax.plot(x, mean, color=colors[name], label=name, marker="o" if ax is top else None, markersize=3)
-            ax.fill_between(x, low, high, color=colors[name], alpha=0.2, linewidth=0)
+    for name, splits in accuracy.items():
+        for split, (x, mean, low, high) in splits.items():
+            style = "-" if split == "val" else "--"
+            top.plot(x, mean, style, color=colors[name], label=f"{name} ({split})", marker="o", markersize=3)
+            top.fill_between(x, low, high, color=colors[name], alpha=0.15, linewidth=0)
+    for name, (x, mean, low, high) in train_loss.items():
+        bottom.plot(x, mean, color=colors[name], label=name)
+        bottom.fill_between(x, low, high, color=colors[name], alpha=0.2, linewidth=0)
+    for ax in (top, bottom):
         ax.grid(alpha=0.3)
-    top.set_ylabel("test accuracy (%)")
-    bottom.set_ylabel("train loss")
+    top.set_ylabel("accuracy (%): validation solid, test dashed")
+    bottom.set_ylabel("train loss (mean over each log interval)")
     bottom.set_xlabel("epoch")
     top.set_title(textwrap.fill(title, 90), fontsize=10)
     if accuracy:

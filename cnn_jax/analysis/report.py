@@ -19,10 +19,12 @@ from cnn_jax.errors import UserError, did_you_mean
 from cnn_jax.files import write_json_atomic, write_text_atomic
 
 # name: (label, part of result.json, key, scale, decimals)
+# The test split never selects: "at best val." is the test metric of the checkpoint chosen by validation.
 METRICS = {
-    "final_accuracy": ("final test acc. (%)", "final", "eval_accuracy", 100.0, 2),
-    "best_accuracy": ("best test acc. (%)", "best", "eval_accuracy", 100.0, 2),
-    "final_loss": ("final test loss", "final", "eval_loss", 1.0, 4),
+    "final_accuracy": ("final test acc. (%)", "final", "test_accuracy", 100.0, 2),
+    "selected_accuracy": ("test acc. at best val. (%)", "val_best", "test_accuracy", 100.0, 2),
+    "final_val_accuracy": ("final val. acc. (%)", "final", "val_accuracy", 100.0, 2),
+    "final_loss": ("final test loss", "final", "test_loss", 1.0, 4),
 }
 PAIRED_METRICS = ("final_accuracy", "final_loss")
 FILES = (
@@ -147,6 +149,7 @@ def build_report(sweep: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict[
         "missing": [
             {"name": r["name"], "run_id": r["run_id"], "state": r["state"]} for r in runs if r["result"] is None
         ],
+        "without_validation": [r["name"] for r in runs if r["result"] and "val_accuracy" not in r["result"]["final"]],
         "provenance": _provenance(sweep, runs),
     }
 
@@ -477,6 +480,12 @@ def render_markdown(data: dict[str, Any]) -> str:
             + "; ".join(f"`{m['name']}` ({m['run_id']}, {m['state']})" for m in data["missing"])
             + ".\n"
         )
+    if data["without_validation"]:
+        parts.append(
+            f"**Warning: no validation split** in {len(data['without_validation'])} run(s) "
+            "(dataset.validation_fraction = 0): nothing in them was selected, and 'test acc. at best val.' is "
+            "empty for them. Only their final metrics can be compared.\n"
+        )
     parts += [
         "## Variants\n",
         markdown_table(*summary_table(data)),
@@ -501,13 +510,18 @@ def render_markdown(data: dict[str, Any]) -> str:
         LEGEND,
         "## Reproduce\n",
         _reproduce(prov),
-        "Figures: `learning_curves.png` (test accuracy and train loss per epoch, mean and min..max over seeds), "
+        "Figures: `learning_curves.png` (validation and test accuracy per epoch, train loss per log interval; "
+        "mean and min..max over seeds), "
         "`intervals.png` (final test accuracy: mean, 95% CI, each seed).\n",
     ]
     return "\n".join(parts)
 
 
 LEGEND = """\
+- **val. and test**: the validation split is held out of the train split (dataset.validation_fraction, \
+class-stratified, the same examples in every run of the sweep); only it selects: the best checkpoint, and tuned \
+settings. The test split is evaluated at every epoch but never chooses anything. **test acc. at best val.** is \
+the test accuracy of the checkpoint with the best validation metric (checkpoint.best_metric).
 - **95% CI (t)**: if the experiment were repeated with new seeds, intervals built this way would contain the \
 true mean in 95% of repetitions. It uses the Student t distribution, so with 3 seeds it is wide (about 2.5 std \
 either side of the mean); a dash means one run, where no spread can be measured.
@@ -610,14 +624,18 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def _plot_curves(data: dict[str, Any], runs: Sequence[dict[str, Any]], path: Path) -> None:
-    """Test accuracy and train loss per epoch for each variant: mean and min..max over finished seeds."""
+    """Validation and test accuracy per epoch and train loss per log interval for each variant: mean and
+    min..max over finished seeds."""
     accuracy, loss = {}, {}
     for v in data["variants"]:
         metrics = [r["metrics"] for r in runs if _variant(r) == v["variant"] and r["result"]]
-        acc = _band([{m["epoch"]: 100 * m["eval_accuracy"] for m in ms if "eval_accuracy" in m} for ms in metrics])
+        splits = {
+            split: _band([{m["epoch"]: 100 * m[key] for m in ms if key in m} for ms in metrics])
+            for split, key in (("val", "val_accuracy"), ("test", "test_accuracy"))
+        }
         train = _band([{m["epoch"]: m["train_loss"] for m in ms} for ms in metrics])
-        if acc:
-            accuracy[v["variant"]] = acc
+        if any(splits.values()):
+            accuracy[v["variant"]] = {split: band for split, band in splits.items() if band}
         if train:
             loss[v["variant"]] = train
     plots.learning_curves(accuracy, loss, data["title"], path)

@@ -63,3 +63,41 @@ def balanced_subset(split: Split, n: int) -> Split:
             f"from class counts {np.bincount(split.labels).tolist()}; use fewer, or 0 for the whole split."
         )
     return Split(split.images[chosen], split.labels[chosen])
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A train split divided into what trains and the validation examples held out of it."""
+
+    train: Split
+    validation: Split
+    record: dict  # fraction, seed, examples, per-class counts and a fingerprint of the held-out indices
+
+
+def hold_out(split: Split, fraction: float, seed: int, num_classes: int) -> HeldOut:
+    """Hold out round(`fraction` x class count) examples of every class, drawn by `seed` alone, so every run
+    and seed of a sweep validates on the same examples; both parts keep stored order."""
+    order = np.random.default_rng(seed).permutation(len(split))
+    counts = class_counts(split, num_classes)
+    quota = [round(fraction * n) for n in counts]
+    starved = [c for c, (n, q) in enumerate(zip(counts, quota)) if n and not 0 < q < n]
+    if starved:
+        c = starved[0]
+        raise UserError(
+            f"config field 'dataset.validation_fraction' = {fraction} leaves class {c} with "
+            f"{quota[c]} validation and {counts[c] - quota[c]} training examples (of {counts[c]}); "
+            "choose a fraction that keeps both non-empty, or 0 to turn validation off."
+        )
+    chosen = np.sort(np.concatenate([order[split.labels[order] == c][:q] for c, q in enumerate(quota)]))
+    keep = np.ones(len(split), bool)
+    keep[chosen] = False
+    record = {
+        "fraction": fraction,
+        "seed": seed,
+        "examples": len(chosen),
+        "class_counts": [int(q) for q in quota],
+        "indices_sha256": hashlib.sha256(chosen.astype(np.int64).tobytes()).hexdigest(),
+    }
+    return HeldOut(
+        Split(split.images[keep], split.labels[keep]), Split(split.images[chosen], split.labels[chosen]), record
+    )

@@ -133,9 +133,8 @@ def _describe(plan: Plan, runs_root: Path, child: _Child, kind: str) -> str:
     seconds = time.perf_counter() - child.started
     run_dir = plan.run_dir(runs_root, child.run)
     if kind == "finished":
-        final = (rundir.read_result(run_dir) or {}).get("final", {})
-        accuracy = f"test acc {100 * final['eval_accuracy']:.2f}%, " if final else ""
-        return f"done, {accuracy}{seconds:.0f} s"
+        result = rundir.read_result(run_dir)
+        return f"done, {rundir.result_summary(result) + ', ' if result else ''}{seconds:.0f} s"
     if kind == "held":
         return "running in another launcher; skipped"
     code = child.process.returncode

@@ -24,10 +24,7 @@ def run_status(plan: Plan, runs_root: Path, run: Run) -> RunStatus:
     run_dir = plan.run_dir(runs_root, run)
     result = rundir.read_result(run_dir)
     if result:
-        final = result["final"]
-        return RunStatus(
-            run, run_dir, "done", f"test acc {100 * final['eval_accuracy']:.2f}%, loss {final['eval_loss']:.4f}"
-        )
+        return RunStatus(run, run_dir, "done", rundir.result_summary(result))
     if claims.is_held(run_dir):
         step = _last_logged_step(run_dir)
         who = claims.holder(run_dir) or {}

@@ -1,4 +1,4 @@
-"""Evaluate a saved checkpoint of a run directory on the test split."""
+"""Evaluate a saved checkpoint of a run directory on its validation and test splits."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from cnn_jax.train.setup import DataPaths, build
 
 
 def evaluate_run(run_dir: Path, paths: DataPaths, which: str = "best", log=print) -> dict:
-    """Metrics of checkpoint `which` ('best', 'latest' or a step) of `run_dir` on the test split."""
+    """Metrics of checkpoint `which` ('best', 'latest' or a step) of `run_dir` on its validation and test splits."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory '{run_dir}' does not exist.")
@@ -22,4 +22,4 @@ def evaluate_run(run_dir: Path, paths: DataPaths, which: str = "best", log=print
     step = checkpoints.pick_step(manager, which)
     setup = build(config, paths, log=log)
     payload = checkpoints.restore(manager, step, setup.payload_structure())
-    return {"run_dir": str(run_dir), "checkpoint_step": step, **setup.test_metrics(payload["state"])}
+    return {"run_dir": str(run_dir), "checkpoint_step": step, **setup.eval_metrics(payload["state"])}

@@ -24,9 +24,9 @@ from cnn_jax import config as config_lib
 from cnn_jax.data.pipeline import epoch_permutation, take_batch
 from cnn_jax.errors import Diverged, Interrupted, UserError
 from cnn_jax.train import hosts, transfer
-from cnn_jax.train.setup import DataPaths, RunSetup, build, test_metrics_of
+from cnn_jax.train.setup import DataPaths, RunSetup, build, split_metrics
 from cnn_jax.train.state import run_keys
-from cnn_jax.train.steps import all_finite, empty_metrics, make_train_step, metric_means
+from cnn_jax.train.steps import add_to_totals, all_finite, empty_metrics, empty_totals, make_train_step, metric_means
 
 
 @contextlib.contextmanager
@@ -51,7 +51,7 @@ _all_finite = jax.jit(all_finite)
 
 def save_checked(manager, step: int, state, totals, metrics=None) -> None:
     """Save a checkpoint only of a finite state, so a divergence never overwrites the last good one."""
-    if not math.isfinite(float(totals["loss_sum"])):
+    if not math.isfinite(float(totals["epoch"]["loss_sum"])):
         raise Diverged(step, "the training loss", manager.latest_step())
     if not bool(_all_finite(state.params)):
         raise Diverged(step, "a parameter", manager.latest_step())
@@ -59,25 +59,19 @@ def save_checked(manager, step: int, state, totals, metrics=None) -> None:
 
 
 def open_checkpoints(run_dir: Path, config: ml_collections.ConfigDict, read_only: bool = False):
-    c = config.checkpoint
-    return checkpoints.open_manager(
-        Path(run_dir) / "checkpoints",
-        keep=c.keep,
-        best_metric=c.best_metric,
-        best_mode=c.best_mode,
-        read_only=read_only,
-    )
+    return checkpoints.open_run_manager(Path(run_dir) / "checkpoints", config, read_only)
 
 
 def make_drive(setup: RunSetup):
-    """drive(state, totals, split, order, index) -> (state, totals): gather a batch, step, add metrics."""
+    """drive(state, totals, split, order, index) -> (state, totals): gather a batch, step, add its metric sums
+    to the epoch's and the log interval's."""
     train_step = make_train_step(setup.model, setup.tx, setup.config, setup.mean, setup.std, setup.trainable)
     batch_size = setup.config.train.batch_size
 
     def drive(state, totals, split, order, index):
         batch = setup.devices.split_batch(take_batch(split, order, index, batch_size))
         state, sums = train_step(state, batch, jax.random.fold_in(state.rng, state.step))
-        return state, jax.tree_util.tree_map(lambda a, b: a + b, totals, sums)
+        return state, add_to_totals(totals, sums)
 
     return drive
 
@@ -147,7 +141,7 @@ def open_member(setup: RunSetup, run_dir: Path, log, force: bool = False) -> Mem
     if start:
         log(f"Resuming {run_dir} from step {start}.")
     else:
-        payload = {"state": setup.initial_state(log), "train_totals": empty_metrics()}
+        payload = {"state": setup.initial_state(log), "train_totals": empty_totals()}
     return Member(setup, run_dir, manager, existed, start, payload)
 
 
@@ -274,7 +268,7 @@ def _run(
                     host = jax.device_get(totals)  # dispatch is asynchronous: this waits for the finished steps
                     now = time.perf_counter()
                     rates.append((done - mark_step) * batch_size / (now - mark))  # per run
-                    tests = _test_metrics(setup, program, state, len(members)) if end_of_epoch else None
+                    evals = _eval_metrics(setup, program, state, len(members)) if end_of_epoch else None
                     records = [
                         log_record(
                             m.setup,
@@ -282,20 +276,20 @@ def _run(
                             done,
                             rates[-1],
                             m.manager.latest_step(),
-                            lambda i=i, tests=tests: tests[i],
+                            lambda i=i, evals=evals: evals[i],
                             bar if i == 0 else None,
                         )
                         for i, m in enumerate(members)
                     ]
                     mark, mark_step = now, done
+                    totals = _restart_sums(setup, program, totals, len(members), epoch_too=end_of_epoch)
                     for m, writer, record in zip(members, writers, records):
                         if primary:
                             rundir.append_metrics(m.run_dir, record)
                         for key, value in record.items():
                             if key != "step":
                                 writer.add_scalar(key.replace("_", "/", 1), value, done)
-                    if end_of_epoch:  # the next epoch starts its sums from zero, in the checkpoint too
-                        totals = setup.on_devices(program.stack([empty_metrics()] * len(members)))
+                    if end_of_epoch:
                         _save_all(members, program, done, state, totals, records)
                         mark = time.perf_counter()  # evaluation and saving are not training throughput
                 if done % config.checkpoint.every_steps == 0 and not end_of_epoch:
@@ -321,15 +315,30 @@ def _run(
     return [finish(m, program.member(state, i), timing) for i, m in enumerate(members)]
 
 
-def _test_metrics(setup: RunSetup, program: _Program, state, count: int) -> list[dict[str, float]]:
-    """Test loss, top-1 and top-5 accuracy of each member on the whole test split, each example once."""
-    sums = jax.device_get(program.evaluate(setup.on_devices(state), setup.test))
-    return [test_metrics_of(program.member(sums, i), setup.test.size) for i in range(count)]
+def _restart_sums(setup: RunSetup, program: _Program, totals, count: int, epoch_too: bool):
+    """After a log: the interval's sums start from zero, and at an epoch's end the epoch's too (so the
+    checkpoint carries exactly the sums a resumed run continues from)."""
+
+    def zeros():  # a new buffer each: the step donates both
+        return setup.on_devices(program.stack([empty_metrics()] * count))
+
+    return {"epoch": zeros() if epoch_too else totals["epoch"], "interval": zeros()}
+
+
+def _eval_metrics(setup: RunSetup, program: _Program, state, count: int) -> list[dict[str, float]]:
+    """Loss, top-1 and top-5 accuracy of each member on the validation and test splits, each example once."""
+    state = setup.on_devices(state)
+    metrics = [{} for _ in range(count)]
+    for name, split in setup.eval_splits.items():
+        sums = jax.device_get(program.evaluate(state, split))
+        for i in range(count):
+            metrics[i].update(split_metrics(program.member(sums, i), split.size, name))
+    return metrics
 
 
 def _save_all(members: list[Member], program: _Program, done: int, state, totals, records=None) -> None:
     for i, m in enumerate(members):
-        metrics = {k: records[i][k] for k in ("eval_loss", "eval_accuracy", "eval_top5")} if records else None
+        metrics = {k: v for k, v in records[i].items() if k.startswith(("val_", "test_"))} if records else None
         save_checked(m.manager, done, program.member(state, i), program.member(totals, i), metrics)
 
 
@@ -339,13 +348,14 @@ def log_record(
     done: int,
     rate: float,
     last_good: int | None,
-    test_metrics: Callable[[], dict[str, float]],
+    eval_metrics: Callable[[], dict[str, float]],
     bar=None,
 ) -> dict[str, Any]:
-    """The metrics.jsonl record of step `done` from the metric sums `host`; at an epoch end with
-    `test_metrics()` (and a line under the progress `bar`, if any)."""
+    """The metrics.jsonl record of step `done` from the metric sums `host`: train metrics are means over the
+    steps since the last record; at an epoch end also the epoch's means and `eval_metrics()` (and a line
+    under the progress `bar`, if any)."""
     config, spe = setup.config, setup.steps_per_epoch
-    running = metric_means(host)
+    running = metric_means(host["interval"])
     if not math.isfinite(running["loss"]):
         raise Diverged(done, "the training loss", last_good)
     if bar is not None:
@@ -360,15 +370,19 @@ def log_record(
         "images_per_sec": rate,
     }
     if config.train.skip_nonfinite_updates:
-        record["skipped_steps"] = int(host["skipped"])  # this epoch so far
+        record["skipped_steps"] = int(host["epoch"]["skipped"])  # this epoch so far
     if done % spe == 0:
-        record.update(test_metrics())
-        record["train_top5"] = running["top5"]
+        epoch = metric_means(host["epoch"])
+        record.update({f"epoch_train_{k}": v for k, v in epoch.items()})
+        record.update(eval_metrics())
         if bar is not None:
+            evaluated = " | ".join(
+                f"{name} loss {record[f'{name}_loss']:.4f} acc {record[f'{name}_accuracy']:.4f}"
+                for name in setup.eval_splits
+            )
             bar.write(
-                f"epoch {done // spe}/{config.train.epochs}: train loss {running['loss']:.4f} "
-                f"acc {running['accuracy']:.4f} | test loss {record['eval_loss']:.4f} "
-                f"acc {record['eval_accuracy']:.4f}"
+                f"epoch {done // spe}/{config.train.epochs}: train loss {epoch['loss']:.4f} "
+                f"acc {epoch['accuracy']:.4f} | {evaluated}"
             )
     return record
 
@@ -376,9 +390,9 @@ def log_record(
 def finish(member: Member, state, timing: dict) -> dict[str, Any]:
     """The result record of a member (written by process 0)."""
     setup, config, manager = member.setup, member.setup.config, member.manager
-    # The last step ends an epoch, so its checkpoint already carries the final test metrics.
-    final = manager.metrics(int(state.step)) or setup.test_metrics(state)
-    best_step = manager.best_step()
+    # The last step ends an epoch, so its checkpoint already carries the final metrics.
+    final = manager.metrics(int(state.step)) or setup.eval_metrics(state)
+    best_step = checkpoints.best_step(manager)  # by a validation metric; None without a validation split
     result = {
         "run_id": config_lib.run_id(config),
         "experiment": config.experiment,
@@ -388,7 +402,13 @@ def finish(member: Member, state, timing: dict) -> dict[str, Any]:
         "steps": int(state.step),
         "epochs": config.train.epochs,
         "final": final,
-        "best": {"step": best_step, **(manager.metrics(best_step) or {})} if best_step is not None else None,
+        "val_best": None
+        if best_step is None
+        else {
+            "step": best_step,
+            "selected_by": f"{config.checkpoint.best_metric} ({config.checkpoint.best_mode})",
+            **(manager.metrics(best_step) or {}),
+        },
         "data_fingerprints": setup.data.fingerprints,
         "model_summary": setup.model_summary,
         **timing,

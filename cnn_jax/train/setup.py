@@ -16,7 +16,7 @@ from flax import linen as nn
 from cnn_jax import config as config_lib
 from cnn_jax import validation
 from cnn_jax.data import catalog
-from cnn_jax.data.arrays import balanced_subset
+from cnn_jax.data.arrays import balanced_subset, hold_out
 from cnn_jax.data.pipeline import DeviceSplit, channel_stats, slice_batch, to_device
 from cnn_jax.models import build_model
 from cnn_jax.models.summary import summarize
@@ -24,7 +24,7 @@ from cnn_jax.train import transfer
 from cnn_jax.train.devices import DataMesh, data_mesh
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.state import TrainState, create_train_state
-from cnn_jax.train.steps import empty_metrics, make_eval_step, metric_means
+from cnn_jax.train.steps import empty_metrics, empty_totals, make_eval_step, metric_means
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,9 @@ class RunSetup:
     mean: jax.Array
     std: jax.Array
     train: DeviceSplit
+    validation: DeviceSplit | None  # held out of the train split; None when dataset.validation_fraction = 0
     test: DeviceSplit
+    validation_record: dict | None  # how the validation split was drawn (see data/arrays.py hold_out)
     model_summary: dict  # params, trainable_params, flops (per image)
     devices: DataMesh  # the batch is split over these; state and data are replicated
     trainable: dict | None  # transfer learning: masks of what trains ({"params": ..., "batch_stats": ...})
@@ -79,7 +81,7 @@ class RunSetup:
 
     def payload_structure(self) -> dict:
         """Shapes and dtypes of a checkpoint's contents, without initializing any parameters."""
-        return {"state": jax.eval_shape(self.fresh_state), "train_totals": empty_metrics()}
+        return {"state": jax.eval_shape(self.fresh_state), "train_totals": empty_totals()}
 
     def transfer_manifest(self) -> dict | None:
         if self.transfer_source is None:
@@ -98,9 +100,19 @@ class RunSetup:
         """jitted evaluate(state, split) -> metric sums (see `make_evaluate`)."""
         return make_evaluate(self)
 
-    def test_metrics(self, state: TrainState) -> dict[str, float]:
-        """Loss, top-1 and top-5 accuracy on the whole test split, each example counted once."""
-        return test_metrics_of(jax.device_get(self.evaluate(self.on_devices(state), self.test)), self.test.size)
+    @property
+    def eval_splits(self) -> dict[str, DeviceSplit]:
+        """The splits evaluated at each epoch's end, by metric prefix: 'val' (if held out) and 'test'."""
+        return {"val": self.validation, "test": self.test} if self.validation is not None else {"test": self.test}
+
+    def eval_metrics(self, state: TrainState) -> dict[str, float]:
+        """Loss, top-1 and top-5 accuracy on every evaluated split, each example counted once."""
+        state = self.on_devices(state)
+        return {
+            k: v
+            for name, split in self.eval_splits.items()
+            for k, v in split_metrics(jax.device_get(self.evaluate(state, split)), split.size, name).items()
+        }
 
     def data_manifest(self) -> dict:
         dataset = self.data.dataset
@@ -110,18 +122,18 @@ class RunSetup:
             "fingerprints": self.data.fingerprints,
             "sizes": {s: len(d) for s, d in dataset.splits.items()},
             "train_examples_used": self.train.size,
+            "validation": self.validation_record,
             "image_shape": list(dataset.image_shape),
             "classes": list(dataset.class_names),
             "normalization": {"mean": self.mean.tolist(), "std": self.std.tolist()},
         }
 
 
-def test_metrics_of(sums: dict, size: int) -> dict[str, float]:
-    """Test loss, top-1 and top-5 accuracy from evaluation sums that must count all `size` examples once."""
+def split_metrics(sums: dict, size: int, name: str) -> dict[str, float]:
+    """`name`_loss, _accuracy and _top5 from evaluation sums that must count all `size` examples once."""
     if int(sums["count"]) != size:
-        raise RuntimeError(f"evaluation counted {int(sums['count'])} of {size} test examples")
-    metrics = metric_means(sums)
-    return {"eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"], "eval_top5": metrics["top5"]}
+        raise RuntimeError(f"evaluation counted {int(sums['count'])} of {size} {name} examples")
+    return {f"{name}_{k}": v for k, v in metric_means(sums).items()}
 
 
 def build(
@@ -134,6 +146,12 @@ def build(
     devices = data_mesh(config)
     data = catalog.load(config.dataset.name, paths.data_dir, list(paths.search_roots), log=log)
     train_split, test_split = data.dataset.splits["train"], data.dataset.splits["test"]
+    held = None
+    if config.dataset.validation_fraction:
+        held = hold_out(
+            train_split, config.dataset.validation_fraction, config.dataset.validation_seed, data.dataset.num_classes
+        )
+        train_split = held.train
     config_lib.validate_against_data(config, len(train_split))
     if config.dataset.train_subset:
         train_split = balanced_subset(train_split, config.dataset.train_subset)
@@ -142,6 +160,7 @@ def build(
     steps_per_epoch = len(train_split) // config.train.batch_size
     schedule = make_schedule(config, steps_per_epoch)
     mean, std = channel_stats(train_split)
+    eval_batch = config.train.eval_batch_size
     labels = trainable = None
     if transfer.is_active(config):
         abstract = jax.eval_shape(
@@ -165,7 +184,9 @@ def build(
         mean=jnp.asarray(mean),
         std=jnp.asarray(std),
         train=devices.replicate(to_device(train_split)),
-        test=devices.replicate(to_device(test_split, pad_to_multiple=config.train.eval_batch_size)),
+        validation=None if held is None else devices.replicate(to_device(held.validation, pad_to_multiple=eval_batch)),
+        validation_record=None if held is None else held.record,
+        test=devices.replicate(to_device(test_split, pad_to_multiple=eval_batch)),
         devices=devices,
         model_summary={
             "params": summary.total_params,

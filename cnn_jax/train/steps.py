@@ -23,6 +23,15 @@ def empty_metrics() -> Metrics:
     return {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "correct_top5", "count", "skipped")}
 
 
+def empty_totals() -> dict[str, Metrics]:
+    """The train metric sums a run carries (and checkpoints): since the epoch began, and since the last log."""
+    return {"epoch": empty_metrics(), "interval": empty_metrics()}
+
+
+def add_to_totals(totals: dict[str, Metrics], sums: Metrics) -> dict[str, Metrics]:
+    return jax.tree_util.tree_map(lambda total, new: total + new, totals, {"epoch": sums, "interval": sums})
+
+
 def metric_means(totals: dict[str, float]) -> dict[str, float]:
     """Means from metric sums."""
     n = max(float(totals["count"]), 1.0)
