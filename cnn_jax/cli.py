@@ -454,7 +454,7 @@ def _spec(args: argparse.Namespace) -> str:
 def _plan(args: argparse.Namespace, extra: list[str]):
     from cnn_jax.sweep.plan import load_plan
 
-    return load_plan(_spec(args), _config_overrides(extra))
+    return load_plan(_spec(args), _config_overrides(extra), args.runs_root.resolve())
 
 
 def _data_args(args: argparse.Namespace) -> list[str]:
@@ -487,10 +487,9 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     runs_root, task_args, k = args.runs_root.resolve(), _data_args(args) + extra, args.vmap_seeds
     if k < 1:
         raise UserError(f"--vmap-seeds must be >= 1, got {k}.")
-    left = len(launch.todo(plan, runs_root))
     todo = launch.todo(plan, runs_root, k)  # with k > 1: the first run of each group of seeds to train
     what = f"{len(todo)} tasks of up to {k} seeds each" if k > 1 else f"{len(todo)} runs"
-    print(f"{plan.question}\n{plan.spec}: {len(plan.runs)} runs, {len(plan.runs) - left} done or running elsewhere")
+    print(f"{plan.question}\n{plan.spec}: {_plan_counts(plan, runs_root)}")
     options = slurm.SlurmOptions(
         partition=args.partition,
         gpus_per_task=args.gpus,
@@ -506,8 +505,9 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
             "--tasks-per-run applies to --backend slurm; locally one process uses all of a machine's "
             "devices (or start the processes yourself: cnn-jax train --coordinator ...)."
         )
+    waiting = _waiting_line(plan)
     if args.dry_run:
-        print(status_table(sweep_status(plan, runs_root)))
+        print(status_table(sweep_status(plan, runs_root)) + waiting)
         for spec, run_dir in (sources.unfinished_sources(plan, runs_root) if todo else {}).items():
             print(f"would first train the transfer source {spec} -> {run_dir}")
         if args.backend == "slurm" and todo:
@@ -521,15 +521,27 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
         return 0
     if args.backend == "slurm":
         if not todo:
-            print("nothing to submit: every run is done or running")
+            print("nothing to submit: every run is done or running" + waiting)
             return 0
         job_id = launch.submit(plan, runs_root, todo, task_args, options, _command_line(), k)
         print(
             f"submitted job array {job_id} ({what}); logs in {launch.slurm_dir(plan, runs_root)}; "
             f"watch with: cnn-jax status {plan.spec} --runs-root {runs_root}"
+            + (f"{waiting}\nwhen job {job_id} has finished, run this command again to submit them" if waiting else "")
         )
         return 0
-    failed = launch.run_locally(plan, runs_root, todo, task_args, _jobs(args), _command_line(), vmap_seeds=k)["failed"]
+    while True:  # with tuning: the tuning runs, then the final runs at the chosen settings
+        failed = launch.run_locally(plan, runs_root, todo, task_args, _jobs(args), _command_line(), vmap_seeds=k)
+        if failed["failed"] or not plan.waiting:
+            break
+        waited, plan = plan.waiting, _plan(args, extra)
+        if plan.waiting == waited:  # tuning runs held elsewhere, or stopped: nothing new to choose from
+            break
+        for variant in waited:
+            if variant in plan.choices:
+                print(_choice_line(variant, plan.choices[variant], plan.sweep.tuning.metric))
+        todo = launch.todo(plan, runs_root, k)
+    failed = failed["failed"]
     if failed:
         print(
             f"{len(failed)} runs failed: {', '.join(r.name for r in failed)}; `cnn-jax status` shows why; "
@@ -537,11 +549,39 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
             file=sys.stderr,
         )
     done = sum(s.state == "done" for s in sweep_status(plan, runs_root))
-    if done < len(plan.runs):
-        print(f"{done} of {len(plan.runs)} runs done (see `cnn-jax status`)")
+    if done < len(plan.runs) or plan.waiting:
+        print(f"{done} of {len(plan.runs)} runs done (see `cnn-jax status`){_waiting_line(plan)}")
     elif not args.no_report:
         _print_report(plan.experiment_dir(runs_root), plan.preset, None)
     return 1 if failed else 0
+
+
+def _plan_counts(plan, runs_root: Path) -> str:
+    """'N runs, M done or running elsewhere', with the tuning runs and the final runs counted apart."""
+    from cnn_jax.sweep import launch
+
+    left = {r.index for r in launch.todo(plan, runs_root)}
+    if not plan.sweep.tuning:
+        return f"{len(plan.runs)} runs, {len(plan.runs) - len(left)} done or running elsewhere"
+    tune = plan.tuning_runs
+    final_left = sum(r.index in left for r in plan.final_runs) + len(plan.waiting) * len(plan.sweep.seeds)
+    return (
+        f"{len(tune)} tuning runs ({len(tune) - sum(r.index in left for r in tune)} done or running elsewhere), "
+        f"then {plan.final_runs_planned} final runs ({plan.final_runs_planned - final_left} done or running elsewhere)"
+    )
+
+
+def _waiting_line(plan) -> str:
+    if not plan.waiting:
+        return ""
+    runs = len(plan.waiting) * len(plan.sweep.seeds)
+    return f"\n{runs} final runs wait for their tuning runs ({', '.join(plan.waiting)})"
+
+
+def _choice_line(variant: str, choice, metric: str) -> str:
+    setting = ", ".join(f"{axis}={level}" for axis, level in choice.levels.items())
+    edge = f"; at the edge of its grid: {', '.join(choice.edges)} (widen it)" if choice.edges else ""
+    return f"tuned {variant}: {setting} (mean {metric} {choice.mean:.4f}){edge}"
 
 
 def _print_report(path: Path, preset: str | None, out: Path | None) -> None:
@@ -609,7 +649,7 @@ def cmd_status(args: argparse.Namespace, extra: list[str]) -> int:
     from cnn_jax.sweep.status import status_table, sweep_status
 
     plan = _plan(args, extra)
-    print(status_table(sweep_status(plan, args.runs_root.resolve())))
+    print(status_table(sweep_status(plan, args.runs_root.resolve())) + _waiting_line(plan))
     return 0
 
 
@@ -617,9 +657,9 @@ def cmd_run_task(args: argparse.Namespace, extra: list[str]) -> int:
     from cnn_jax.sweep.plan import load_plan
     from cnn_jax.sweep.task import EXIT_HELD, run_task
 
-    plan = load_plan(args.experiment, _config_overrides(extra))
-    if 0 <= args.index < len(plan.runs):
-        _working_in(args, plan.run_dir(args.runs_root.resolve(), plan.runs[args.index]))
+    plan = load_plan(args.experiment, _config_overrides(extra), args.runs_root.resolve())
+    if any(r.index == args.index for r in plan.runs):
+        _working_in(args, plan.run_dir(args.runs_root.resolve(), plan.run(args.index)))
     _join_processes(args)
     outcome = run_task(plan, args.index, args.runs_root.resolve(), _data_paths(args), vmap_seeds=args.vmap_seeds)
     return EXIT_HELD if outcome == "held" else 0

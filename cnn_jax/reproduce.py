@@ -315,6 +315,11 @@ def expand(entry: Entry) -> EntryRuns:
     try:
         if has_sweep(entry.spec):
             plan = load_plan(entry.spec)
+            if plan.sweep.tuning:
+                raise UserError(
+                    f"{plan.spec} tunes its nuisance settings before its final runs; a registry entry "
+                    "names a preset with fixed settings (the published recipe)."
+                )
         elif entry.variant is not None:
             raise UserError(f"'{entry.experiment}' is a single config (no get_sweep): drop field 'variant'.")
         else:

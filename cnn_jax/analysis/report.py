@@ -151,6 +151,7 @@ def build_report(sweep: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict[
         ],
         "without_validation": [r["name"] for r in runs if r["result"] and "val_accuracy" not in r["result"]["final"]],
         "provenance": _provenance(sweep, runs),
+        "tuning": sweep.get("tuning"),
     }
 
 
@@ -505,6 +506,8 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"No comparisons: no variant matches the baseline {_levels(data['baseline'])}, "
             "or the sweep has a single variant.\n"
         )
+    if data["tuning"]:
+        parts += _tuning_section(data["tuning"])
     parts += [
         "## How to read this\n",
         LEGEND,
@@ -549,6 +552,42 @@ ones. Far more than were run: a difference this small is hard to tell from seed-
 rests on a std from few seeds, so it is a rough guide. A dash: fewer than 2 pairs, all differences equal, or a \
 mean Δ of 0.
 """
+
+
+def _tuning_section(tuning: dict[str, Any]) -> list[str]:
+    """How each variant's nuisance setting was chosen: the rule, the choices, edge warnings, the whole grid."""
+    axes = ", ".join(f"{a['name']} ({', '.join(a['levels'])})" for a in tuning["axes"])
+    changed = ", ".join(f"{k}={v}" for k, v in sorted(tuning["overrides"].items())) or "nothing"
+    parts = [
+        "## Tuning\n",
+        f"Each variant was compared at its own setting of the nuisance axes {axes}: the grid point with the best "
+        f"mean {tuning['metric']} ({tuning['mode']}) over tuning seeds {', '.join(map(str, tuning['seeds']))}, "
+        f"on the validation split (tuning runs changed: {changed}); the final seeds then ran at that setting.\n",
+    ]
+    if tuning["waiting"]:
+        parts.append(f"**Tuning unfinished** for {', '.join(tuning['waiting'])}: no setting chosen yet.\n")
+    rows, edges = [], []
+    for variant, choice in tuning["choices"].items():
+        for point in choice["table"]:
+            chosen = point["levels"] == choice["levels"]
+            rows.append(
+                [
+                    variant,
+                    _levels(point["levels"]),
+                    str(len(point["values"])),
+                    _fmt(100 * point["mean"] if "accuracy" in tuning["metric"] else point["mean"], 2),
+                    "chosen" if chosen else "",
+                ]
+            )
+        edges += [f"{axis} of {variant}" for axis in choice["edges"]]
+    if edges:
+        parts.append(
+            f"**Warning:** the chosen {'; '.join(edges)} is at the edge of its grid: the best setting may lie "
+            "beyond it, so widen the grid before trusting the comparison.\n"
+        )
+    metric = f"mean {tuning['metric']}" + (" (%)" if "accuracy" in tuning["metric"] else "")
+    parts.append(markdown_table(["variant", "setting", "seeds", metric, ""], rows, "llrrl"))
+    return parts
 
 
 def _reproduce(prov: dict[str, Any]) -> str:

@@ -3,6 +3,11 @@
 An experiment file declares `get_config(preset)` (the base config) and `get_sweep(preset)` returning a
 `Sweep`; every run is the base config plus the command line's overrides, one level of each axis and a
 seed. A run's id is the hash of its fully resolved config, so the same run is found again on a rerun.
+
+A sweep with `tuning` runs in two phases (the tuning playbook's scientific vs nuisance hyperparameters):
+first, for every level of the scientific axes, the grid of nuisance axes with the tuning seeds; then the
+final seeds at the setting with the best mean validation metric (sweep/tuned.py). Final runs are known
+once their level's tuning runs have finished, so a plan holds the runs it can resolve now.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from cnn_jax import config as config_lib
 from cnn_jax import validation
 from cnn_jax.errors import UserError, unknown_choice
 from cnn_jax.files import write_json_atomic
+from cnn_jax.sweep import tuned
+from cnn_jax.sweep.tuned import Tuning
 
 COMBINES = ("product", "zip")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -45,15 +52,17 @@ class Sweep:
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     combine: str = "product"
     baseline: dict[str, str] = field(default_factory=dict)  # axis -> level; default: each axis's first level
+    tuning: Tuning | None = None  # nuisance axes tuned per level of `axes` before the final seeds
 
 
 @dataclass(frozen=True)
 class Run:
     index: int
-    levels: dict[str, str]  # axis -> level
+    levels: dict[str, str]  # axis -> level (a tuning run: scientific axes, then nuisance axes)
     seed: int
     config: ml_collections.ConfigDict
     run_id: str
+    phase: str = "final"  # "tune": a run of the nuisance grid; "final": a run the report compares
 
     @property
     def variant(self) -> str:
@@ -62,7 +71,8 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"{self.variant},seed={self.seed}" if self.levels else f"seed={self.seed}"
+        name = f"{self.variant},seed={self.seed}" if self.levels else f"seed={self.seed}"
+        return f"tune:{name}" if self.phase == "tune" else name
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,31 @@ class Plan:
     sweep: Sweep
     baseline: dict[str, str]
     overrides: dict[str, Any]
-    runs: tuple[Run, ...]
+    runs: tuple[Run, ...]  # every run resolvable now: tuning runs first, then final runs
+    choices: dict[str, tuned.Choice] = field(default_factory=dict)  # variant -> chosen nuisance setting
+    waiting: tuple[str, ...] = ()  # variants whose final runs wait for their tuning runs to finish
+    final_runs_planned: int = 0  # final runs in all, resolved or waiting
+
+    @property
+    def final_runs(self) -> tuple[Run, ...]:
+        return tuple(r for r in self.runs if r.phase == "final")
+
+    @property
+    def tuning_runs(self) -> tuple[Run, ...]:
+        return tuple(r for r in self.runs if r.phase == "tune")
+
+    def run(self, index: int) -> Run:
+        """Run `index` (as `run-task --index` names it), or a UserError saying why it cannot run yet."""
+        found = next((r for r in self.runs if r.index == index), None)
+        if found is not None:
+            return found
+        last = len(self.tuning_runs) + self.final_runs_planned - 1
+        if 0 <= index <= last:
+            raise UserError(
+                f"--index {index} of {self.spec} is a final run whose tuning has not finished "
+                f"(waiting: {', '.join(self.waiting)}); run the tuning runs first."
+            )
+        raise UserError(f"--index {index}: the sweep {self.spec} has runs 0..{last}.")
 
     def experiment_dir(self, runs_root: Path) -> Path:
         return Path(runs_root) / self.experiment
@@ -101,17 +135,21 @@ class Plan:
             "baseline": self.baseline,
             "overrides": self.overrides,
             "command": command,
-            "runs": [
-                {
-                    "index": r.index,
-                    "name": r.name,
-                    "variant": r.variant,
-                    "levels": r.levels,
-                    "seed": r.seed,
-                    "run_id": r.run_id,
-                }
-                for r in self.runs
-            ],
+            "runs": [_run_record(r) for r in self.final_runs],
+            **({"tuning": self._tuning_record()} if self.sweep.tuning else {}),
+        }
+
+    def _tuning_record(self) -> dict[str, Any]:
+        t = self.sweep.tuning
+        return {
+            "axes": [{"name": a.name, "levels": a.levels} for a in t.axes],
+            "seeds": list(t.seeds),
+            "metric": t.metric,
+            "mode": t.mode,
+            "overrides": t.overrides,
+            "runs": [_run_record(r) for r in self.tuning_runs],
+            "choices": {variant: choice.record() for variant, choice in self.choices.items()},
+            "waiting": list(self.waiting),
         }
 
     def seed_groups(self, size: int) -> list[tuple[Run, ...]]:
@@ -123,6 +161,7 @@ class Plan:
 
     def seed_group(self, index: int, size: int) -> tuple[Run, ...]:
         """The group of `seed_groups(size)` whose first run is run `index`."""
+        self.run(index)  # a clear error for a final run still waiting for its tuning
         for group in self.seed_groups(size):
             if group[0].index == index:
                 return group
@@ -141,8 +180,10 @@ def has_sweep(spec: str) -> bool:
     return callable(getattr(module, "get_sweep", None))
 
 
-def load_plan(spec: str, overrides: dict[str, Any] | None = None) -> Plan:
-    """Expand `file.py[:preset]` into its runs, each config validated; errors name the file and the field."""
+def load_plan(spec: str, overrides: dict[str, Any] | None = None, runs_root: Path | None = None) -> Plan:
+    """Expand `file.py[:preset]` into its runs, each config validated; errors name the file and the field.
+
+    With tuning, final runs are resolved for the levels whose tuning runs have finished under `runs_root`."""
     overrides = dict(overrides or {})
     module, path, preset = config_lib.open_experiment(spec)
     get_sweep = getattr(module, "get_sweep", None)
@@ -154,21 +195,44 @@ def load_plan(spec: str, overrides: dict[str, Any] | None = None) -> Plan:
     sweep = config_lib.call_experiment(path, get_sweep, preset)
     _check_sweep(path, sweep, overrides)
     base = config_lib.apply_overrides(config_lib.load_experiment(f"{path}:{preset}"), overrides)
-    runs = []
-    for levels in _combinations(sweep):
-        for seed in sweep.seeds:
-            fields = {k: v for axis, level in zip(sweep.axes, levels) for k, v in axis.levels[level].items()}
-            config = config_lib.apply_overrides(base, {**fields, "seed": seed})
-            validation.validate(config)
-            runs.append(
-                Run(
-                    len(runs),
-                    {a.name: lvl for a, lvl in zip(sweep.axes, levels)},
-                    seed,
-                    config,
-                    config_lib.run_id(config),
-                )
+    experiment_dir = Path(runs_root) / base.experiment if runs_root is not None else None
+    runs: list[Run] = []
+    if sweep.tuning:
+        tuning_base = config_lib.apply_overrides(base, sweep.tuning.overrides)
+        if not tuning_base.dataset.validation_fraction:
+            raise UserError(
+                f"experiment file '{path}': the sweep tunes on the validation split, but "
+                "dataset.validation_fraction = 0 for its tuning runs; hold out a validation split."
             )
+        for levels in _combinations(sweep):
+            for grid in _combinations(Sweep(sweep.tuning.axes)):
+                for seed in sweep.tuning.seeds:
+                    fields = {**_fields(sweep.axes, levels), **_fields(sweep.tuning.axes, grid)}
+                    runs.append(
+                        _run(
+                            len(runs),
+                            tuning_base,
+                            (*sweep.axes, *sweep.tuning.axes),
+                            levels + grid,
+                            fields,
+                            seed,
+                            "tune",
+                        )
+                    )
+    choices, waiting, first_final = {}, [], len(runs)
+    for i, levels in enumerate(_combinations(sweep)):
+        fields = _fields(sweep.axes, levels)
+        variant = ",".join(f"{a.name}={lvl}" for a, lvl in zip(sweep.axes, levels))
+        if sweep.tuning:
+            mine = [r for r in runs if all(r.levels[a.name] == lvl for a, lvl in zip(sweep.axes, levels))]
+            choice = tuned.choose(sweep.tuning, mine, experiment_dir)
+            if choice is None:
+                waiting.append(variant)
+                continue
+            choices[variant] = choice
+            fields = {**fields, **choice.fields}
+        for j, seed in enumerate(sweep.seeds):
+            runs.append(_run(first_final + i * len(sweep.seeds) + j, base, sweep.axes, levels, fields, seed, "final"))
     _check_distinct(path, runs)
     baseline = {a.name: sweep.baseline.get(a.name, next(iter(a.levels))) for a in sweep.axes}
     doc = (module.__doc__ or "").strip()
@@ -182,7 +246,31 @@ def load_plan(spec: str, overrides: dict[str, Any] | None = None) -> Plan:
         baseline=baseline,
         overrides=overrides,
         runs=tuple(runs),
+        choices=choices,
+        waiting=tuple(waiting),
+        final_runs_planned=len(_combinations(sweep)) * len(sweep.seeds),
     )
+
+
+def _fields(axes: Sequence[Axis], levels: Sequence[str]) -> dict[str, Any]:
+    return {k: v for axis, level in zip(axes, levels) for k, v in axis.levels[level].items()}
+
+
+def _run(index, base, axes, levels, fields, seed, phase) -> Run:
+    config = config_lib.apply_overrides(base, {**fields, "seed": seed})
+    validation.validate(config)
+    return Run(index, {a.name: lvl for a, lvl in zip(axes, levels)}, seed, config, config_lib.run_id(config), phase)
+
+
+def _run_record(run: Run) -> dict[str, Any]:
+    return {
+        "index": run.index,
+        "name": run.name,
+        "variant": run.variant,
+        "levels": run.levels,
+        "seed": run.seed,
+        "run_id": run.run_id,
+    }
 
 
 def _combinations(sweep: Sweep) -> list[tuple[str, ...]]:
@@ -220,6 +308,8 @@ def _check_sweep(path: Path, sweep: Any, overrides: dict[str, Any]) -> None:
             + ", ".join(f"{a.name}: {len(a.levels)}" for a in sweep.axes)
             + "."
         )
+    if sweep.tuning is not None:
+        tuned.check(where, sweep.tuning, sweep.axes, sweep.seeds, overrides)
     for axis_name, level in sweep.baseline.items():
         axis = next((a for a in sweep.axes if a.name == axis_name), None)
         if axis is None:

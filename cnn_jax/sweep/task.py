@@ -20,9 +20,7 @@ def run_task(plan: Plan, index: int, runs_root: Path, paths, log=print, vmap_see
 
     With `vmap_seeds` > 1, `index` names a group of `plan.seed_groups(vmap_seeds)`: its unfinished runs
     that nobody else holds are trained together in one program (train/seed_group.py)."""
-    if not 0 <= index < len(plan.runs):
-        raise UserError(f"--index {index}: the sweep {plan.spec} has runs 0..{len(plan.runs) - 1}.")
-    runs = plan.seed_group(index, vmap_seeds) if vmap_seeds > 1 else (plan.runs[index],)
+    runs = plan.seed_group(index, vmap_seeds) if vmap_seeds > 1 else (plan.run(index),)
     for run in runs:
         _check_unchanged(plan, runs_root, run)
     with contextlib.ExitStack() as held_runs:
@@ -77,10 +75,11 @@ def _check_unchanged(plan: Plan, runs_root: Path, run) -> None:
     record = plan.record_path(runs_root)
     if not record.exists():
         return
-    planned = json.loads(record.read_text())["runs"]
-    if run.index < len(planned) and planned[run.index]["run_id"] != run.run_id:
+    sweep = json.loads(record.read_text())
+    planned = {r["index"]: r["run_id"] for r in [*sweep["runs"], *sweep.get("tuning", {}).get("runs", [])]}
+    if run.index in planned and planned[run.index] != run.run_id:
         raise UserError(
-            f"run {run.index} ({run.name}) was launched as {planned[run.index]['run_id']} but resolves to "
+            f"run {run.index} ({run.name}) was launched as {planned[run.index]} but resolves to "
             f"{run.run_id} now: the experiment file, its overrides or the config schema changed since "
             "the sweep was launched. Launch the sweep again."
         )
