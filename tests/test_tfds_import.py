@@ -95,3 +95,22 @@ def test_runs_started_together_import_a_dataset_once_and_both_read_it(tmp_path):
     fingerprints = [out.split()[-1] for out, _ in outputs]  # TFDS prints its own lines before
     assert fingerprints[0] == fingerprints[1] and len(fingerprints[0]) == 64
     assert tfds_store.list_imported(tmp_path / "tfds") == ["mnist"]
+
+
+def test_decoded_arrays_are_used_only_while_they_match_the_import(tmp_path):
+    data_dir = tmp_path / "tfds"
+    catalog.import_dataset("fashion_mnist", shared("fashion-mnist"), data_dir)
+    builder_dir = tfds_store.imported_dir(data_dir, "fashion_mnist")
+    arrays = builder_dir / tfds_store.ARRAYS_DIR
+    recorded = tfds_store.read_provenance(builder_dir)["fingerprints"]
+    assert sorted(p.name for p in arrays.iterdir()) == ["classes.json", "test.npz", "train.npz"]
+    assert catalog.load("fashion_mnist", data_dir, []).fingerprints == recorded
+    with np.load(arrays / "test.npz") as saved:  # one pixel changed: the arrays no longer match the import
+        images, labels = saved["images"].copy(), saved["labels"]
+    images[0, 0, 0, 0] ^= 1
+    np.savez(arrays / "test.npz", images=images, labels=labels)
+    (arrays / "train.npz").write_bytes(b"truncated")
+    loaded = catalog.load("fashion_mnist", data_dir, [])
+    assert loaded.fingerprints == recorded  # read from the records, and the arrays written again
+    with np.load(arrays / "test.npz") as saved:
+        np.testing.assert_array_equal(saved["images"], loaded.dataset.splits["test"].images)

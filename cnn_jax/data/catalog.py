@@ -156,10 +156,13 @@ def load(name: str, data_dir: Path, search_roots: list[Path], log=print) -> Load
 
 
 def _read_imported(name: str, builder_dir: Path) -> LoadedDataset:
-    dataset = tfds_store.read_tfds_dir(builder_dir, name)
-    fingerprints = tfds_store.split_fingerprints(dataset)
     provenance = tfds_store.read_provenance(builder_dir)
     recorded = provenance.get("fingerprints")
+    if recorded:
+        dataset = tfds_store.read_imported_arrays(builder_dir, name, recorded)
+    else:
+        dataset = tfds_store.read_tfds_dir(builder_dir, name)
+    fingerprints = tfds_store.split_fingerprints(dataset)
     if recorded and recorded != fingerprints:
         raise UserError(
             f"dataset '{name}' in '{builder_dir}' no longer matches the fingerprint recorded at import; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -10,11 +11,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from cnn_jax.data.arrays import ArrayDataset, Split, fingerprint
-from cnn_jax.files import write_json_atomic
+from cnn_jax.files import write_bytes_atomic, write_json_atomic
 
 IMPORT_VERSION = "1.0.0"
 IMPORTS_SUBDIR = "cnn_jax_imported"  # a TFDS data dir of its own: imports never shadow stock TFDS builders
 PROVENANCE_FILE = "cnn_jax_import.json"
+ARRAYS_DIR = "cnn_jax_arrays"  # an import's splits decoded once, as .npz: a run reads them in well under a second
 
 tfds.disable_progress_bar()
 logging.getLogger("absl").setLevel(logging.ERROR)
@@ -39,6 +41,7 @@ def write_imported(dataset: ArrayDataset, data_dir: Path, provenance: dict) -> P
     builder.download_and_prepare()
     target = Path(builder.data_dir)
     write_json_atomic(target / PROVENANCE_FILE, provenance)
+    write_arrays(target, dataset)
     return target
 
 
@@ -48,6 +51,41 @@ def read_tfds_dir(builder_dir: Path, name: str) -> ArrayDataset:
     splits = {split: _read_split(builder, split) for split in builder.info.splits}
     names = tuple(builder.info.features["label"].names)
     return ArrayDataset(name, splits, names)
+
+
+def read_imported_arrays(builder_dir: Path, name: str, fingerprints: dict[str, str]) -> ArrayDataset:
+    """An imported dataset from its decoded arrays when they match `fingerprints` (those recorded at import),
+    else from the array_record files, then decoded for the next run. Same examples either way: the cache is
+    used only when every split's fingerprint matches."""
+    folder = Path(builder_dir) / ARRAYS_DIR
+    try:
+        names = tuple(json.loads((folder / "classes.json").read_text()))
+        splits = {split: _load_npz(folder / f"{split}.npz") for split in fingerprints}
+        if {s: fingerprint(d) for s, d in splits.items()} == fingerprints:
+            return ArrayDataset(name, splits, names)
+    except (OSError, ValueError, KeyError):
+        pass  # absent, partly written by an older version, or unreadable: decode again
+    dataset = read_tfds_dir(builder_dir, name)
+    write_arrays(builder_dir, dataset)
+    return dataset
+
+
+def write_arrays(builder_dir: Path, dataset: ArrayDataset) -> None:
+    """Store the decoded splits beside the records (skipped where the data dir is read-only)."""
+    folder = Path(builder_dir) / ARRAYS_DIR
+    try:
+        for split, data in dataset.splits.items():
+            buffer = io.BytesIO()
+            np.savez(buffer, images=data.images, labels=data.labels)
+            write_bytes_atomic(folder / f"{split}.npz", buffer.getvalue())
+        write_json_atomic(folder / "classes.json", list(dataset.class_names))
+    except OSError:
+        pass  # every run decodes the records, as without the cache
+
+
+def _load_npz(path: Path) -> Split:
+    with np.load(path) as arrays:
+        return Split(arrays["images"], arrays["labels"])
 
 
 def read_provenance(builder_dir: Path) -> dict:
