@@ -69,6 +69,28 @@ def test_one_downsample_axis_applies_to_every_model_with_the_switch(name):
     assert validated(name=name, downsample="avg").model.downsample == "avg"
 
 
+@pytest.mark.parametrize(
+    "name, kind",
+    [(name, kind) for name in ("ablation_net", "seed_cnn", "lenet5", "vgg11_cifar") for kind in ("l2", "strided_conv")]
+    + [("alexnet", "l2"), ("alexnet_torchvision", "l2")],
+)
+def test_the_new_downsample_kinds_apply_where_the_model_has_them(name, kind):
+    assert validated(name=name, downsample=kind).model.downsample == kind
+
+
+@pytest.mark.parametrize(
+    "name, allowed",
+    [
+        ("alexnet", "avg, l2, max, none, stride"),  # conv1 has stride 4 before an overlapping pool
+        ("alexnet_torchvision", "avg, l2, max, none, stride"),
+        ("resnet18", "avg, max, none, stride"),  # the stem pool
+    ],
+)
+def test_a_model_that_cannot_apply_strided_conv_refuses_it_with_its_allowed_kinds(name, allowed):
+    with pytest.raises(UserError, match=f"unknown value 'strided_conv'.*Allowed: {allowed}\\."):
+        validated(name=name, downsample="strided_conv")
+
+
 @pytest.mark.parametrize("name", ["lenet5_1998", "resnet20", "allcnn_all_c", "googlenet"])
 def test_a_model_without_the_switch_refuses_it_by_name(name):
     with pytest.raises(UserError, match=f"model '{name}' has no field 'model.downsample'"):

@@ -11,6 +11,7 @@ from flax import linen as nn
 from cnn_jax.errors import UserError
 from cnn_jax.models import available_models, build_model
 from cnn_jax.models.layers import max_pool
+from cnn_jax.models.summary import summarize
 
 
 def test_seed_cnn_has_exactly_the_keras_parameter_counts_of_seed_002():
@@ -101,3 +102,15 @@ def test_seed_cnn_passes_the_common_model_checks():
     assert count_params("seed_cnn", (28, 28, 1), 10) == (372_234, 0)
     check_model("seed_cnn", (28, 28, 1))
     check_model("seed_cnn", (28, 28, 1), downsample="stride")
+
+
+def test_seed_cnn_strided_conv_keeps_the_parameters_and_the_pools_map_sizes():
+    """conv1 and conv2 take stride 2 and crop the row and column that the 2x2 pools of their odd maps
+    (26 -> 13, 11 -> 5) leave out: 28 -> 13 -> 5 -> 3, as with the pools."""
+    from model_checks import check_model, count_params
+
+    assert count_params("seed_cnn", (28, 28, 1), 10, downsample="strided_conv") == (372_234, 0)
+    model = build_model({"name": "seed_cnn", "downsample": "strided_conv"}, num_classes=10)
+    rows = summarize(model, (28, 28, 1)).rows
+    assert [r.output_shape for r in rows if r.kind == "Conv"] == [(13, 13, 64), (5, 5, 128), (3, 3, 256)]
+    check_model("seed_cnn", (28, 28, 1), downsample="strided_conv")

@@ -74,6 +74,8 @@ def build_model_with(**options):
     [
         ({}, (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + (16 * 10 + 10)),
         ({"downsample": "avg"}, (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + (16 * 10 + 10)),
+        ({"downsample": "l2"}, (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + (16 * 10 + 10)),
+        ({"downsample": "strided_conv"}, (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + (16 * 10 + 10)),  # the stride moves
         (
             {"downsample": "stride"},  # plus a 3x3 conv keeping the channels after each stage
             (9 * 1 * 8 + 8) + (9 * 8 * 8 + 8) + (9 * 8 * 16 + 16) + (9 * 16 * 16 + 16) + (16 * 10 + 10),
@@ -88,6 +90,51 @@ def build_model_with(**options):
 )
 def test_ablation_net_counts_follow_the_formula(options, expected):
     assert count_params("ablation_net", (28, 28, 1), 10, **SMALL, **options) == (expected, 0)
+
+
+FASHION_MNIST = (28, 28, 1)
+
+
+def test_ablation_net_downsample_kinds_without_a_layer_of_weights_have_equal_parameter_counts():
+    """stages=3, width=32 on Fashion-MNIST: max, avg and L2 pooling have no weights and 'strided_conv' moves
+    the stride into the stage's conv (Springenberg et al.'s Strided-CNN); 'stride' adds a 3x3 conv per stage."""
+    convs = (9 * 1 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 128 + 128)
+    head = 128 * 10 + 10
+    extra_convs = sum(9 * c * c + c for c in (32, 64, 128))  # 3x3, channels kept
+    counts = {
+        kind: count_params("ablation_net", FASHION_MNIST, 10, stages=3, width=32, downsample=kind)
+        for kind in ("max", "avg", "l2", "strided_conv", "stride")
+    }
+    assert convs + head == 93_962 and extra_convs == 193_760
+    assert counts == {
+        "max": (93_962, 0),
+        "avg": (93_962, 0),
+        "l2": (93_962, 0),
+        "strided_conv": (93_962, 0),
+        "stride": (93_962 + 193_760, 0),
+    }
+
+
+def stage_shapes(rows, stages):
+    """The output shape of each stage: that of its last layer."""
+    return [[r.output_shape for r in rows if r.path.startswith(f"stage{i}/")][-1] for i in range(1, stages + 1)]
+
+
+@pytest.mark.parametrize("size", [28, 27, 13, 9])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"kernel_scheme": "5x5"}, {"kernel_scheme": "7x7"}, {"kernel_scheme": "3x3x2", "convs_per_stage": 2}],
+)
+def test_ablation_net_strided_conv_gives_the_pools_shapes_on_even_and_odd_sizes(size, options):
+    """floor(H / 2) at every stage, as the 2x2 pools (SAME 'stride' gives ceil(H / 2)); with the MLP head the
+    flatten size, and so the parameter count, is the same as max pooling's."""
+    shape, common = (size, size, 1), dict(width=4, stages=3, head="mlp", **options)
+    pooled = summarize(build_model_with(**common, downsample="max"), shape)
+    strided = summarize(build_model_with(**common, downsample="strided_conv"), shape)
+    assert stage_shapes(strided.rows, 3) == stage_shapes(pooled.rows, 3)
+    assert [s[0] for s in stage_shapes(strided.rows, 3)] == [size // 2, size // 4, size // 8]
+    assert strided.trainable_params == pooled.trainable_params
+    assert strided.flops < pooled.flops
 
 
 def test_ablation_net_batch_norm_drops_conv_biases_and_adds_scale_shift_and_statistics():
@@ -113,6 +160,8 @@ def test_stacked_3x3_convs_have_fewer_weights_than_one_big_kernel_of_equal_recep
         pytest.param({"downsample": "avg", "kernel_scheme": "3x3x2", "stages": 1}, marks=pytest.mark.slow),
         pytest.param({"downsample": "stride", "kernel_scheme": "7x7", "stages": 1}, marks=pytest.mark.slow),
         pytest.param({"downsample": "none", "kernel_scheme": "3x3x3", "stages": 1}, marks=pytest.mark.slow),
+        pytest.param({"downsample": "l2", "pool_window": 3, "stages": 1}, marks=pytest.mark.slow),
+        {"downsample": "strided_conv", "kernel_scheme": "3x3x2", "stages": 2, "batch_norm": True},
         {"stages": 2, "pool_window": 3, "batch_norm": True, "head": "mlp", "dropout": 0.5},
     ],
 )
@@ -126,6 +175,12 @@ def test_ablation_net_overlapping_pool_window_3_gives_floor_half_minus_one():
     assert [p.output_shape[:2] for p in pools] == [(13, 13), (6, 6)]
 
 
-def test_ablation_net_rejects_a_pool_window_without_pooling():
-    with pytest.raises(UserError, match="pool_window"):
-        build_model_with(pool_window=3, downsample="stride")
+@pytest.mark.parametrize("downsample", ["stride", "strided_conv", "none"])
+def test_ablation_net_rejects_a_pool_window_without_pooling(downsample):
+    with pytest.raises(UserError, match="pool_window.*use max, avg or l2"):
+        build_model_with(pool_window=3, downsample=downsample)
+
+
+def test_ablation_net_l2_pool_takes_the_pool_window():
+    rows = summarize(build_model_with(pool_window=3, downsample="l2"), (28, 28, 1)).rows
+    assert [r.output_shape[:2] for r in rows if r.kind == "L2Pool"] == [(13, 13), (6, 6)]

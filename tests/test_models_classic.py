@@ -78,6 +78,13 @@ def test_lenet5_has_the_61706_parameters_of_the_pytorch_tutorial_on_32x32_and_pa
     assert chain[0] == ("conv1", (28, 28, 6)) and ("flatten", (400,)) in chain
 
 
+@pytest.mark.parametrize("shape", [(32, 32, 1), (28, 28, 1)])
+def test_lenet5_strided_conv_keeps_the_parameters_and_the_14x14_and_5x5_maps(shape):
+    assert count_params("lenet5", shape, 10, downsample="strided_conv") == (61_706, 0)
+    chain = shape_chain(build("lenet5", shape, downsample="strided_conv"), shape)
+    assert chain[:3] == [("conv1", (14, 14, 6)), ("conv2", (5, 5, 16)), ("flatten", (400,))]
+
+
 def test_lenet5_1998_has_the_papers_layer_counts_and_840_fixed_rbf_parameters():
     # LeCun et al. 1998, Section II.B: C1 156, S2 12, C3 1,516 (Table I), S4 32, C5 48,120, F6 10,164.
     for shape in [(32, 32, 1), (28, 28, 1)]:
@@ -195,9 +202,18 @@ def test_vgg_downsample_switch_reaches_every_pooling_layer():
 
     assert [kind for _, kind, _ in pooling_rows()] == ["MaxPool"] * 5
     assert [kind for _, kind, _ in pooling_rows(downsample="avg")] == ["AvgPool"] * 5
+    assert [kind for _, kind, _ in pooling_rows(downsample="l2")] == ["L2Pool"] * 5
     strided = pooling_rows(downsample="stride")
     assert [kind for _, kind, _ in strided] == ["Conv"] * 5
     assert [shape for *_, shape in strided] == [shape for *_, shape in pooling_rows()]
+
+
+def test_vgg_strided_conv_moves_each_stage_stride_into_its_last_conv():
+    rows = summarize(build("vgg11_cifar", CIFAR, downsample="strided_conv"), CIFAR).rows
+    assert not [r for r in rows if "Downsample" in r.path]
+    last_convs = [[r for r in rows if r.path.startswith(f"stage{i}/")][-1] for i in range(1, 6)]
+    assert [r.output_shape for r in last_convs] == [(16, 16, 64), (8, 8, 128), (4, 4, 256), (2, 2, 512), (1, 1, 512)]
+    assert count_params("vgg11_cifar", CIFAR, 10, downsample="strided_conv") == count_params("vgg11_cifar", CIFAR, 10)
 
 
 # ----------------------------------------------------------------------------- common checks
@@ -209,6 +225,8 @@ def test_vgg_downsample_switch_reaches_every_pooling_layer():
     [
         ("lenet5", (32, 32, 1), {}),
         ("lenet5", (28, 28, 1), {"downsample": "avg"}),
+        ("lenet5", (28, 28, 1), {"downsample": "l2"}),
+        ("lenet5", (32, 32, 1), {"downsample": "strided_conv"}),
         ("lenet5_1998", (28, 28, 1), {}),
         ("vgg11_bn_cifar", CIFAR, {}),
     ],

@@ -40,7 +40,7 @@ def test_receptive_field_of_a_kernel_scheme(scheme, receptive_fields):
     assert all(r.jump == 1 for r in conv_rows(summary))
 
 
-@pytest.mark.parametrize("downsample", ["max", "avg", "stride"])
+@pytest.mark.parametrize("downsample", ["max", "avg", "l2", "stride"])
 def test_jump_doubles_after_each_stride_2_layer(downsample):
     summary = ablation_summary(stages=3, width=4, downsample=downsample)
     downsamplers = [r for r in summary.rows if "Downsample" in r.path]
@@ -48,8 +48,21 @@ def test_jump_doubles_after_each_stride_2_layer(downsample):
     stage_convs = [r for r in conv_rows(summary) if "ConvStack" in r.path]
     assert [r.jump for r in stage_convs] == [1, 2, 4]
     # r_out = r_in + (k - 1) * j_in, stage by stage: conv 3x3, then a 2x2 pool or a 3x3 stride-2 conv
-    expected = {"max": [3, 4, 8, 10, 18, 22], "avg": [3, 4, 8, 10, 18, 22], "stride": [3, 5, 9, 13, 21, 29]}
+    pool = [3, 4, 8, 10, 18, 22]
+    expected = {"max": pool, "avg": pool, "l2": pool, "stride": [3, 5, 9, 13, 21, 29]}
     assert [r.receptive_field for r in summary.rows if r.jump is not None] == expected[downsample]
+    if downsample == "l2":
+        assert [r.kind for r in downsamplers] == ["L2Pool"] * 3 and all(r.flops == 0 for r in downsamplers)
+
+
+def test_strided_conv_doubles_the_jump_at_each_stage_conv_itself():
+    summary = ablation_summary(stages=3, width=4, downsample="strided_conv")
+    assert not [r for r in summary.rows if "Downsample" in r.path]  # no layer of its own
+    convs = conv_rows(summary)
+    assert [r.path for r in convs] == [f"stage{i}/ConvStack_0/ConvUnit_0/Conv_0" for i in (1, 2, 3)]
+    # r_out = r_in + (k - 1) * j_in with the jump doubled by each 3x3 stride-2 conv: 3, 3 + 2 * 2, 7 + 2 * 4
+    assert [(r.receptive_field, r.jump) for r in convs] == [(3, 2), (7, 4), (15, 8)]
+    assert [r.output_shape[:2] for r in convs] == [(14, 14), (7, 7), (3, 3)]  # as the pools: 28 -> 14 -> 7 -> 3
 
 
 def test_downsample_none_keeps_the_jump_at_1():
@@ -111,6 +124,38 @@ def test_conv_flops_are_two_times_output_pixels_times_weights():
     assert seed.flops == sum(r.flops for r in seed.rows)
     strided = conv_rows(ablation_summary((32, 32, 3), stages=1, width=8, kernel_scheme="5x5", downsample="stride"))
     assert [r.flops for r in strided] == [2 * 32 * 32 * 8 * 5 * 5 * 3, 2 * 16 * 16 * 8 * 3 * 3 * 8]
+
+
+def conv_flops(size: int, c_in: int, c_out: int, kernel: int = 3) -> int:
+    """A conv with a size x size x c_out output: 2 FLOPs per multiply-add, k * k * c_in of them per output."""
+    return 2 * size * size * c_out * kernel * kernel * c_in
+
+
+def test_flops_of_each_downsample_kind_for_ablation_net_on_fashion_mnist():
+    """ablation_net(stages=3, width=32) on 28x28x1: maps 28 -> 14 -> 7 -> 3 with every kind but 'stride'
+    (whose SAME stride-2 conv makes 7 -> 4) and 'none'; pools count no FLOPs."""
+    head = 2 * 128 * 10
+    convs_then_pool = conv_flops(28, 1, 32) + conv_flops(14, 32, 64) + conv_flops(7, 64, 128)
+    expected = {
+        "max": convs_then_pool + head,
+        "avg": convs_then_pool + head,
+        "l2": convs_then_pool + head,
+        "stride": convs_then_pool + conv_flops(14, 32, 32) + conv_flops(7, 64, 64) + conv_flops(4, 128, 128) + head,
+        "strided_conv": conv_flops(14, 1, 32) + conv_flops(7, 32, 64) + conv_flops(3, 64, 128) + head,
+        "none": conv_flops(28, 1, 32) + conv_flops(28, 32, 64) + conv_flops(28, 64, 128) + head,
+    }
+    summaries = {kind: ablation_summary((28, 28, 1), stages=3, width=32, downsample=kind) for kind in expected}
+    assert {kind: s.flops for kind, s in summaries.items()} == expected
+    assert expected == {
+        "max": 14_904_832,
+        "avg": 14_904_832,
+        "l2": 14_904_832,
+        "stride": 26_848_768,
+        "strided_conv": 3_248_896,
+        "none": 144_961_024,
+    }
+    conv = {kind: sum(r.flops for r in conv_rows(s)) for kind, s in summaries.items()}
+    assert conv["strided_conv"] < conv["max"] / 4  # each conv computes at its stage's output resolution
 
 
 def test_table_has_every_layer_and_the_totals():

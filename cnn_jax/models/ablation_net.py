@@ -1,5 +1,6 @@
 """`ablation_net`: a VGG-style network whose whole shape is config, for the course's ablations
-(max vs avg vs stride-2 downsampling; 5x5 vs 3x3x2 and 7x7 vs 3x3x3 kernels; GAP vs MLP head)."""
+(max vs avg vs L2 pooling vs stride-2 convs, with or without their own parameters; 5x5 vs 3x3x2 and
+7x7 vs 3x3x3 kernels; GAP vs MLP head)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ from cnn_jax.models.spec import ModelSpec
 
 MLP_HIDDEN = 256
 HEADS = ("gap", "mlp")
+POOLS = ("max", "avg", "l2")  # the downsample kinds that have a pooling window
 
 
 class AblationNet(nn.Module):
     """`stages` VGG blocks (stage i: `width * 2**i` channels, `convs_per_stage` kernel-scheme units,
-    SAME padding, then the downsampling switch), then a 'gap' head (global average -> dropout -> Dense)
-    or an 'mlp' head (flatten -> Dense 256 -> activation -> dropout -> Dense)."""
+    SAME padding, then the downsampling switch, whose kinds `layers.Downsample` describes: 'max',
+    'avg' and 'l2' pool `pool_window` x `pool_window` with stride 2; 'stride' adds a 3x3 stride-2
+    conv per stage; 'strided_conv' gives the stage's last conv stride 2, the pools' parameters and
+    output sizes; 'none'), then a 'gap' head (global average -> dropout -> Dense) or an 'mlp' head
+    (flatten -> Dense 256 -> activation -> dropout -> Dense)."""
 
     num_classes: int = 10
     stages: int = 3
@@ -35,10 +40,10 @@ class AblationNet(nn.Module):
     CHOICES = {"head": HEADS}
 
     def __post_init__(self):
-        if self.pool_window != 2 and self.downsample not in ("max", "avg"):
+        if self.pool_window != 2 and self.downsample not in POOLS:
             raise ValueError(
                 f"config field 'model.pool_window' = {self.pool_window} needs pooling, but "
-                f"model.downsample = '{self.downsample}'; leave pool_window at 2 or use max/avg."
+                f"model.downsample = '{self.downsample}'; leave pool_window at 2 or use max, avg or l2."
             )
         super().__post_init__()
 
@@ -68,8 +73,8 @@ class AblationNet(nn.Module):
 MODELS = {
     "ablation_net": ModelSpec(
         AblationNet,
-        "VGG-style net shaped by config: stages x convs_per_stage kernel-scheme "
-        "units, width doubling per stage, downsampling switch, GAP or MLP head",
+        "VGG-style net shaped by config: stages x convs_per_stage kernel-scheme units, width doubling "
+        "per stage, downsampling switch (max|avg|l2|stride|strided_conv|none), GAP or MLP head",
         input_shape=(32, 32, 3),
         num_classes=10,
     ),

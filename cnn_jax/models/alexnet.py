@@ -12,7 +12,9 @@ with 1.2-1.4 points of top-1). Other input sizes give other flatten sizes.
 input the map is already 6x6), dropout before the first two fc layers; 61,100,840 parameters for
 1000 classes, on any input size.
 
-Both have the switches `downsample` (the three 3x3/2 max-pools), `pool_window` (3, the overlapping
+Both have the switches `downsample` (the three 3x3/2 max-pools; the kinds of `layers.Downsample`
+except 'strided_conv', which would turn conv1, already of stride 4 before an overlapping pool, into an
+11x11 conv of stride 8 that crops 8 pixels), `pool_window` (3, the overlapping
 pooling; 2 gives the paper's non-overlapping comparison, same shapes) and `dropout` (0.5, in the
 classifier; the paper's Sec. 4.2 ablation switches it off).
 """
@@ -22,11 +24,21 @@ from __future__ import annotations
 import jax
 from flax import linen as nn
 
-from cnn_jax.models.layers import AdaptiveAvgPool, ConvUnit, Downsample, Dropout, Flatten, MLPHead
+from cnn_jax.models.layers import (
+    DOWNSAMPLE_KINDS,
+    STRIDED_CONV,
+    AdaptiveAvgPool,
+    ConvUnit,
+    Downsample,
+    Dropout,
+    Flatten,
+    MLPHead,
+)
 from cnn_jax.models.spec import ModelSpec
 
 PAPER_WIDTHS = (96, 256, 384, 384, 256)
 TORCHVISION_WIDTHS = (64, 192, 384, 256, 256)
+DOWNSAMPLES = tuple(kind for kind in DOWNSAMPLE_KINDS if kind != STRIDED_CONV)  # see the module docstring
 
 
 class AlexNetFeatures(nn.Module):
@@ -57,6 +69,7 @@ class AlexNet(nn.Module):
     downsample: str = "max"
     pool_window: int = 3
     dropout: float = 0.5
+    CHOICES = {"downsample": DOWNSAMPLES}
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -79,6 +92,7 @@ class AlexNetTorchvision(nn.Module):
     downsample: str = "max"
     pool_window: int = 3
     dropout: float = 0.5
+    CHOICES = {"downsample": DOWNSAMPLES}
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

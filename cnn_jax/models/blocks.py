@@ -13,6 +13,7 @@ from flax import linen as nn
 
 from cnn_jax.models.layers import (
     BATCH_NORM,
+    STRIDED_CONV,
     AdaptiveAvgPool,
     ConvStack,
     ConvUnit,
@@ -27,7 +28,10 @@ from cnn_jax.models.layers import (
 
 class VGGBlock(nn.Module):
     """`num_convs` kernel-scheme units (SAME padding) of `conv` with `features` channels, then the
-    downsampling switch (its 'stride' kind is one more `conv`)."""
+    downsampling switch (`layers.Downsample` says what each kind does): a pool of `pool_window` with
+    stride 2, one more `conv` ('stride'), nothing ('none'), or for 'strided_conv' no layer after the
+    convs: the block's last conv takes stride 2 itself, padded so that H and W come out as the
+    pool's, floor((H - pool_window) / 2) + 1 (`layers.strided_padding`)."""
 
     features: int
     num_convs: int = 2
@@ -38,8 +42,19 @@ class VGGBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        for _ in range(self.num_convs):
-            x = ConvStack(self.features, scheme=self.scheme, padding="SAME", conv=self.conv)(x, train)
+        strided = self.downsample == STRIDED_CONV
+        for i in range(self.num_convs):
+            stride = 2 if strided and i == self.num_convs - 1 else 1
+            x = ConvStack(
+                self.features,
+                scheme=self.scheme,
+                padding="SAME",
+                conv=self.conv,
+                stride=stride,
+                window=self.pool_window,
+            )(x, train)
+        if strided:
+            return x
         return Downsample(self.downsample, window=self.pool_window, stride=2, conv=self.conv)(x, train)
 
 

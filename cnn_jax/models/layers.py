@@ -1,7 +1,8 @@
 """The layer vocabulary of the course, as flax modules so that summaries can see every layer.
 
-Conventions: NHWC tensors; every module takes (x, train=False); padding is 'SAME', 'VALID'
-or an int (that many zeros on each side). Modules built from other layers take them as fields
+Conventions: NHWC tensors; every module takes (x, train=False); padding is 'SAME', 'VALID',
+an int (that many zeros on each side) or ((low, high), (low, high)) for H and W (a negative
+number crops). Modules built from other layers take them as fields
 (`conv`, `norm`, `act`), so an ablation of a layer is a change of one argument.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from flax.linen import pooling
 
 from cnn_jax import tuning
 
@@ -26,14 +28,50 @@ def identity(x: jax.Array) -> jax.Array:
 
 ACTIVATIONS = {"relu": nn.relu, "leaky_relu": nn.leaky_relu, "elu": nn.elu, "gelu": nn.gelu, "none": identity}
 BATCH_NORM = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)  # torch's defaults (momentum 0.1 there)
-DOWNSAMPLE_KINDS = ("max", "avg", "stride", "none")
+# The downsampling switch; what each kind does is said in one place, the docstring of `Downsample`.
+DOWNSAMPLE_KINDS = ("max", "avg", "l2", "stride", "strided_conv", "none")
+STRIDED_CONV = "strided_conv"  # the kind that the block applies to its own conv (see `Downsample`)
+L2_POOL_EPSILON = 1e-12  # inside the square root of L2 pooling: a finite gradient at an all-zero window
 KERNEL_SCHEMES = {"3x3": (3,), "5x5": (5,), "7x7": (7,), "3x3x2": (3, 3), "3x3x3": (3, 3, 3)}
 UPSAMPLE_KINDS = ("nearest", "bilinear", "zeros")
 
 
-def flax_padding(padding: str | int):
-    """'SAME' / 'VALID' / int p -> the padding argument of flax convs and pools."""
-    return padding if isinstance(padding, str) else ((padding, padding), (padding, padding))
+Padding = str | int | tuple[tuple[int, int], tuple[int, int]]
+
+
+def flax_padding(padding: Padding):
+    """'SAME' / 'VALID' / int p / ((low, high), (low, high)) -> the padding argument of flax convs and pools."""
+    if isinstance(padding, str):
+        return padding
+    if isinstance(padding, int):
+        return ((padding, padding), (padding, padding))
+    return tuple((int(low), int(high)) for low, high in padding)
+
+
+def _low_high(padding: Padding, kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Explicit (low, high) pairs of a stride-1 conv's padding; 'SAME' as XLA pads it (low = (kernel - 1) // 2)."""
+    if padding == "SAME":
+        return (((kernel - 1) // 2, kernel // 2),) * 2
+    if padding == "VALID":
+        return ((0, 0), (0, 0))
+    if isinstance(padding, str):
+        raise ValueError(f"padding {padding!r}: expected 'SAME', 'VALID', an int or (low, high) pairs")
+    return flax_padding(padding)
+
+
+def strided_padding(padding: Padding, kernel: int, window: int = 2) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The padding of the conv that takes the stride for the 'strided_conv' downsampling.
+
+    The conv (kernel `kernel`, stride 1, `padding`) followed by a VALID pool of `window` with stride s
+    becomes the conv alone with stride s and this padding: the stride-1 padding less `window - 1`
+    rows and columns at the bottom and right (a negative number crops). The strided conv then
+    computes exactly the stride-1 conv's output at the top-left corner of every pooling window, so
+    its output has the pool's size, floor((H' - window) / s) + 1 with H' the stride-1 conv's output,
+    for every input size, even or odd, and any s. For a SAME 3x3 conv and 2x2 windows this is
+    (1, 0): PyTorch's padding=1 on even sizes; XLA's 'SAME' would pad (0, 1) instead (windows
+    shifted by a pixel) and give ceil(H / 2), not the pool's floor(H / 2), on odd sizes.
+    """
+    return tuple((low, high - (window - 1)) for low, high in _low_high(padding, kernel))
 
 
 def max_pool(x: jax.Array, window: int = 2, stride: int | None = None) -> jax.Array:
@@ -100,7 +138,7 @@ class ConvUnit(nn.Module):
     features: int
     kernel: int = 3
     stride: int = 1
-    padding: str | int = "SAME"
+    padding: Padding = "SAME"
     norm: ModuleDef | None = None
     act: Callable[[jax.Array], jax.Array] = nn.relu
     use_bias: bool | None = None  # default: True without a norm, False with one
@@ -123,32 +161,51 @@ class ConvUnit(nn.Module):
 
 
 class Pool(nn.Module):
-    """Max or average pooling with a square window (2x2/2 by default; 3x3/2 overlaps, as in AlexNet)."""
+    """Max, average or L2 pooling with a square window (2x2/2 by default; 3x3/2 overlaps, as in AlexNet).
+
+    'avg' averages over the window's elements inside the input (padding is not counted); 'l2' is
+    sqrt(sum of squares over the window + L2_POOL_EPSILON), padding counting as zeros: the epsilon
+    (1e-12, i.e. 1e-6 added to an all-zero window's output) keeps the gradient finite there, where
+    the derivative of a bare square root is infinite (and 0 x inf would be NaN).
+    """
 
     kind: str = "max"
     window: int = 2
     stride: int = 2
-    padding: str | int = "VALID"
+    padding: Padding = "VALID"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        window, strides, padding = (self.window, self.window), (self.stride, self.stride), flax_padding(self.padding)
         if self.kind == "max" and self.padding == "VALID":
             return max_pool(x, window=self.window, stride=self.stride)
-        pool = nn.max_pool if self.kind == "max" else nn.avg_pool
-        kwargs = {} if self.kind == "max" else {"count_include_pad": False}
-        return pool(
-            x,
-            (self.window, self.window),
-            strides=(self.stride, self.stride),
-            padding=flax_padding(self.padding),
-            **kwargs,
-        )
+        if self.kind == "max":
+            return nn.max_pool(x, window, strides=strides, padding=padding)
+        if self.kind == "avg":
+            return nn.avg_pool(x, window, strides=strides, padding=padding, count_include_pad=False)
+        if self.kind == "l2":
+            squares = pooling.pool(x * x, 0.0, jax.lax.add, window, strides, padding)
+            return jnp.sqrt(squares + L2_POOL_EPSILON)
+        raise ValueError(f"unknown pool kind {self.kind!r}; allowed: ('max', 'avg', 'l2')")
 
 
 class Downsample(nn.Module):
-    """The downsampling switch: 'max' / 'avg' pooling over `window` with `stride`; 'stride', an
-    extra 3x3 `conv` with that stride and SAME padding (as All-CNN-C replaces each pooling layer),
-    so H and W become ceil(H / stride); or 'none' (identity)."""
+    """The downsampling switch `downsample`, in every model that has it (DOWNSAMPLE_KINDS):
+
+    - 'max', 'avg', 'l2': max, average or L2-norm pooling (`Pool`; L2 = sqrt of the sum of squares
+      plus L2_POOL_EPSILON) over `window` with `stride`, VALID: H becomes floor((H - window) / stride) + 1.
+      No parameters.
+    - 'stride': an extra 3x3 `conv` with that stride and SAME padding, as All-CNN-C replaces each
+      pooling layer (Springenberg et al. 2014): H becomes ceil(H / stride); one more conv's parameters.
+    - 'strided_conv': no layer of its own. The conv that precedes the downsampling point takes the
+      stride instead, with `strided_padding`, as Strided-CNN-C does (Springenberg et al. 2014): the
+      same parameters as the pools and the pool's output size, and that conv computes at the lower
+      resolution. The block or model that owns the conv applies it (ablation_net's and VGG's stages,
+      LeNet-5, seed_cnn); this module refuses it, and a model that cannot apply it leaves it out of
+      its CHOICES (AlexNet, whose first conv already has stride 4 before an overlapping pool; the
+      ResNet stem pool, which allows max, avg, stride and none).
+    - 'none': the identity.
+    """
 
     kind: str = "max"
     window: int = 2
@@ -158,30 +215,47 @@ class Downsample(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if self.kind in ("max", "avg"):
+        if self.kind in ("max", "avg", "l2"):
             return Pool(self.kind, window=self.window, stride=self.stride)(x)
         if self.kind == "stride":
             return self.conv(self.features or x.shape[-1], kernel=3, stride=self.stride, padding="SAME")(x, train)
         if self.kind == "none":
             return x
+        if self.kind == STRIDED_CONV:
+            raise ValueError(
+                "downsample 'strided_conv' has no layer of its own: the conv before the downsampling point "
+                "takes the stride (layers.strided_padding); this model does not apply it"
+            )
         raise ValueError(f"unknown downsample kind {self.kind!r}; allowed: {DOWNSAMPLE_KINDS}")
 
 
 class ConvStack(nn.Module):
     """The kernel-scheme switch: '5x5' is one conv, '3x3x2' two stacked 3x3 (same receptive field),
-    '7x7' vs '3x3x3' likewise; every conv is a `conv` unit, so a norm and nonlinearity follow each."""
+    '7x7' vs '3x3x3' likewise; every conv is a `conv` unit, so a norm and nonlinearity follow each.
+
+    `stride` > 1 goes to the last conv, for the 'strided_conv' downsampling: that conv replaces
+    itself followed by a VALID pool of `window` (default: `stride`) with that stride, and pads as
+    `strided_padding` says, so the output has the pool's size.
+    """
 
     features: int
     scheme: str = "3x3"
-    padding: str | int = "SAME"
+    padding: Padding = "SAME"
     conv: ModuleDef = ConvUnit
+    stride: int = 1
+    window: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.scheme not in KERNEL_SCHEMES:
             raise ValueError(f"unknown kernel scheme {self.scheme!r}; allowed: {tuple(KERNEL_SCHEMES)}")
-        for kernel in KERNEL_SCHEMES[self.scheme]:
-            x = self.conv(self.features, kernel=kernel, padding=self.padding)(x, train)
+        kernels = KERNEL_SCHEMES[self.scheme]
+        for i, kernel in enumerate(kernels):
+            if self.stride > 1 and i == len(kernels) - 1:
+                padding = strided_padding(self.padding, kernel, window=self.window or self.stride)
+                x = self.conv(self.features, kernel=kernel, stride=self.stride, padding=padding)(x, train)
+            else:
+                x = self.conv(self.features, kernel=kernel, padding=self.padding)(x, train)
         return x
 
 

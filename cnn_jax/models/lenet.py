@@ -25,7 +25,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from cnn_jax.models.layers import ConvUnit, Downsample, Flatten, MLPHead, Pool, flax_padding
+from cnn_jax.models.layers import (
+    STRIDED_CONV,
+    ConvUnit,
+    Downsample,
+    Flatten,
+    MLPHead,
+    Pool,
+    flax_padding,
+    strided_padding,
+)
 from cnn_jax.models.spec import ModelSpec
 
 LENET_INPUT = 32
@@ -67,17 +76,20 @@ class ScaledTanh(nn.Module):
 
 class LeNet5(nn.Module):
     """Conv 6 5x5 > pool > conv 16 5x5 > pool > flatten > dense 120 > dense 84 > dense classes, ReLU;
-    `downsample` replaces the two max-pools."""
+    `downsample` replaces the two max-pools (kinds: `layers.Downsample`); 'strided_conv' gives both
+    convs stride 2, padded by `layers.strided_padding`, so the maps stay 14x14 and 5x5."""
 
     num_classes: int = 10
     downsample: str = "max"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = ConvUnit(6, kernel=5, padding=padding_to_32(x), name="conv1")(x)
-        x = Downsample(self.downsample, name="pool1")(x, train)
-        x = ConvUnit(16, kernel=5, padding="VALID", name="conv2")(x)
-        x = Downsample(self.downsample, name="pool2")(x, train)
+        for i, (features, padding) in enumerate(((6, padding_to_32(x)), (16, "VALID")), start=1):
+            if self.downsample == STRIDED_CONV:
+                x = ConvUnit(features, kernel=5, stride=2, padding=strided_padding(padding, 5), name=f"conv{i}")(x)
+            else:
+                x = ConvUnit(features, kernel=5, padding=padding, name=f"conv{i}")(x)
+                x = Downsample(self.downsample, name=f"pool{i}")(x, train)
         x = Flatten(name="flatten")(x)
         return MLPHead((120, 84), num_classes=self.num_classes, name="classifier")(x, train)
 

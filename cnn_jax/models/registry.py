@@ -5,6 +5,8 @@ flax Module, i.e. one of the module's dataclass fields (big_vision's convention)
 are the architecture's own; a registered variant is a `functools.partial` that binds some fields.
 The seeds' switches keep one name in every model that has them (`downsample`, `kernel_scheme`,
 `batch_norm`, `dropout`, `pool_window`, ...), so one sweep axis applies to each of those models.
+The kinds of `downsample` (max, avg, l2, stride, strided_conv, none) are described in one place, the
+docstring of `layers.Downsample`; AlexNet and the ResNet stem narrow them with CHOICES.
 """
 
 from __future__ import annotations

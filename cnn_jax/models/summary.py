@@ -4,7 +4,9 @@ The model is traced abstractly (`jax.eval_shape`, no compute) while an intercept
 module call. Receptive field r and jump j follow r_out = r_in + (k - 1) * j_in, j_out = j_in * s
 for convs and pools. Inside a block, a tensor made outside any module (a residual sum, a
 concatenation of branches) takes the largest receptive field produced so far in that block.
-FLOPs count a multiply-add as 2 (FLOPs = 2 x MACs) for convs and dense layers; the rest is ignored.
+FLOPs count a multiply-add as 2 (FLOPs = 2 x MACs) for convs and dense layers; the rest (pools of
+every kind, L2 included, norms, activations) is ignored. A conv with a stride (the 'stride' and
+'strided_conv' downsamplings) is counted at its output resolution.
 The same trace checks geometry: a layer whose window does not fit its input fails here, by name.
 """
 

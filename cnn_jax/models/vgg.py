@@ -13,7 +13,8 @@ same features on 32x32 inputs give a 1x1x512 map, flattened into one fc 512 > cl
 _bn_cifar models are its exact counterparts: `feature_params` + 513 x classes, e.g. vgg16_bn_cifar
 14,714,688 + 8,448 + 5,130 = 14,728,266 for 10 classes.
 
-Switches: `downsample` replaces the five 2x2/2 max-pools; `kernel_scheme="5x5"` is the ablation of
+Switches: `downsample` replaces the five 2x2/2 max-pools (its kinds: `layers.Downsample`;
+'strided_conv' gives each stage's last conv stride 2); `kernel_scheme="5x5"` is the ablation of
 the paper's Sec. 4.1 (net B against the same net with each pair of 3x3 convs replaced by one 5x5
 conv, the same receptive field): in a stage of an odd number of convs the unpaired 3x3 stays;
 `batch_norm` and `dropout` (of the ImageNet head; 0 in the CIFAR head, where it acts before the fc).
@@ -28,6 +29,7 @@ from flax import linen as nn
 
 from cnn_jax.models.layers import (
     BATCH_NORM,
+    STRIDED_CONV,
     AdaptiveAvgPool,
     ConvUnit,
     Downsample,
@@ -35,6 +37,7 @@ from cnn_jax.models.layers import (
     Flatten,
     MLPHead,
     ModuleDef,
+    strided_padding,
 )
 from cnn_jax.models.spec import ModelSpec
 
@@ -46,7 +49,8 @@ SCHEME_KERNELS = {"3x3": lambda convs: (3,) * convs, "5x5": lambda convs: (5,) *
 
 class VGGStage(nn.Module):
     """A conv unit per kernel in `kernels` (SAME padding), then the downsampling switch, whose
-    'stride' kind is one more `downsample_conv`."""
+    'stride' kind is one more `downsample_conv`; 'strided_conv' instead gives the last conv stride 2
+    and `layers.strided_padding`, so the output has the 2x2/2 pool's size."""
 
     features: int
     kernels: tuple[int, ...]
@@ -56,8 +60,14 @@ class VGGStage(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        for kernel in self.kernels:
-            x = self.conv(self.features, kernel=kernel)(x, train)
+        strided = self.downsample == STRIDED_CONV
+        for i, kernel in enumerate(self.kernels):
+            if strided and i == len(self.kernels) - 1:
+                x = self.conv(self.features, kernel=kernel, stride=2, padding=strided_padding("SAME", kernel))(x, train)
+            else:
+                x = self.conv(self.features, kernel=kernel)(x, train)
+        if strided:
+            return x
         return Downsample(self.downsample, window=2, stride=2, conv=self.downsample_conv)(x, train)
 
 
