@@ -194,11 +194,13 @@ def load_plan(spec: str, overrides: dict[str, Any] | None = None, runs_root: Pat
         )
     sweep = config_lib.call_experiment(path, get_sweep, preset)
     _check_sweep(path, sweep, overrides)
-    base = config_lib.apply_overrides(config_lib.load_experiment(f"{path}:{preset}"), overrides)
+    raw = config_lib.load_experiment(f"{path}:{preset}")
+    base = config_lib.apply_overrides(raw, overrides)
     experiment_dir = Path(runs_root) / base.experiment if runs_root is not None else None
     runs: list[Run] = []
     if sweep.tuning:
-        tuning_base = config_lib.apply_overrides(base, sweep.tuning.overrides)
+        # the tuning runs' own changes, then the command line's, which reach every run
+        tuning_base = config_lib.apply_overrides(config_lib.apply_overrides(raw, sweep.tuning.overrides), overrides)
         if not tuning_base.dataset.validation_fraction:
             raise UserError(
                 f"experiment file '{path}': the sweep tunes on the validation split, but "

@@ -30,7 +30,7 @@ class Tuning:
     seeds: tuple[int, ...] = (100,)  # tuning seeds: distinct from the final seeds, so final runs are fresh draws
     metric: str = "val_accuracy"  # a validation metric of the runs' final epoch
     mode: str = "max"
-    overrides: dict[str, Any] = field(default_factory=dict)  # what tuning runs change to be cheaper (say why)
+    overrides: dict[str, Any] = field(default_factory=dict)  # tuning runs made cheaper (say why); the command line wins
 
 
 @dataclass(frozen=True)
@@ -137,3 +137,7 @@ def check(where: str, tuning: Any, axes: Sequence[Any], seeds: Sequence[int], ov
                 f"{where} tuning axis '{axis.name}' sets '{clash}', which is also overridden "
                 "(command line or tuning overrides); drop one of them."
             )
+    for clash in sorted(
+        set(tuning.overrides) & ({f for a in axes for fields in a.levels.values() for f in fields} | {"seed"})
+    ):
+        raise UserError(f"{where} tuning overrides set '{clash}', which the sweep sets per run; drop it there.")

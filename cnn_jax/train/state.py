@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -29,11 +30,11 @@ def run_keys(seed: int) -> dict[str, jax.Array]:
 def create_train_state(
     model: nn.Module, tx: optax.GradientTransformation, input_shape: tuple[int, int, int], seed: int
 ) -> TrainState:
-    """Initialize parameters, batch statistics and optimizer state for `seed`."""
+    """Initialize parameters, batch statistics and optimizer state for `seed` (the init is compiled: traced
+    op by op, a deep model's init takes seconds of Python)."""
     keys = run_keys(seed)
-    variables = model.init(
-        {"params": keys["init"], "dropout": keys["init"]}, jnp.zeros((1, *input_shape), jnp.float32), train=False
-    )
+    init = jax.jit(functools.partial(model.init, train=False))
+    variables = init({"params": keys["init"], "dropout": keys["init"]}, jnp.zeros((1, *input_shape), jnp.float32))
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
