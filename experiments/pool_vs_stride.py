@@ -1,4 +1,4 @@
-"""Max vs average vs L2-norm pooling vs stride-2 convolutions for downsampling, each at its own tuned learning rate (seeds 000, 002 and 004).
+"""Max vs average vs L2-norm pooling vs stride-2 convolutions, each at its tuned learning rate (seeds 000, 002, 004).
 
 The same VGG-style network (`ablation_net`: three stages of 3x3 convs, 32-64-128 channels, global
 average pooling) with only its downsampling changed (`model.downsample`):
