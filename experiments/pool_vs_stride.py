@@ -16,7 +16,8 @@ validation accuracy (Google's deep-learning tuning playbook; cnn_jax/sweep/tuned
 
 Presets:
   cpu   the README's main job, sized to finish within 15 minutes on a 2-core CPU, which costs: 10,000
-        training images (of the 54,000 left after validation), 2 epochs, 3 final seeds, and tuning runs
+        training images (of the 57,000 left after a 5% validation split), 2 epochs, 3 final seeds, a
+        grid of three rates (1e-3 was never chosen in a first trial: the grid moved up), and tuning runs
         of 1 epoch (a complete warm-up + cosine schedule, half the steps), so the rate is chosen for a
         shorter run than the final one: a rate that wins at 1 epoch usually wins at 2, but not always
         (`full` tunes at the final length).
@@ -50,6 +51,7 @@ def get_config(preset: str = "cpu"):
     config.model.width = 32
     if preset == "cpu":
         config.dataset.train_subset = 10_000
+        config.dataset.validation_fraction = 0.05  # 3,000 images: evaluation is a large part of a short run
     if preset == "full":
         config.train.epochs = 30
         config.schedule.warmup_epochs = 1.0
@@ -62,7 +64,7 @@ def get_config(preset: str = "cpu"):
 def get_sweep(preset: str = "cpu") -> Sweep:
     if preset == "cpu":
         tuning = Tuning(
-            axes=(field_axis("lr", "optimizer.lr", (1e-3, 3e-3, 1e-2)),),
+            axes=(field_axis("lr", "optimizer.lr", (3e-3, 1e-2, 3e-2)),),
             seeds=(100,),
             overrides={"train.epochs": 1},
         )
