@@ -81,9 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(train)
     _add_process_options(train)
 
-    evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint on the test split")
+    evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint on its validation and test splits")
     evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument("--checkpoint", default="best", help="'best' (default), 'latest' or a step number")
+    evaluate.add_argument(
+        "--checkpoint",
+        default="best",
+        help="'best' (by the run's validation metric; default), 'latest' or a step number",
+    )
     _add_data_options(evaluate)
 
     data = sub.add_parser("data", help="datasets: import local files into TFDS, list what is available")

@@ -130,6 +130,7 @@ def test_the_launcher_tunes_then_runs_the_final_seeds_and_the_report_shows_the_c
     assert [v["variant"] for v in report["variants"]] == ["downsample=max", "downsample=avg"]
     assert report["tuning"]["choices"]["downsample=max"]["levels"] == plan.choices["downsample=max"].levels
     markdown = (runs_root / "tiny" / "report-default" / "report.md").read_text()
-    assert "## Tuning" in markdown and "at the edge of its grid" in markdown
+    assert "## Tuning" in markdown and "chosen at the edge of the grid:** lr for downsample=" in markdown
+    assert "| tuned setting |" in markdown
     status = cnn_jax("status", str(path), "--runs-root", str(runs_root))
     assert status.returncode == 0 and "8 runs: 8 done" in status.stdout, status.stdout

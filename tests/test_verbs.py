@@ -412,6 +412,25 @@ def shipped_presets() -> list:
     return params
 
 
+def distinct_first_runs(params: list) -> list:
+    """The presets whose first trainable run differs from every earlier preset's in more than rate, seed and
+    experiment name (allcnn/resnet `paper` is `full` at a fixed rate: training it again tests nothing new)."""
+    kept, seen = [], set()
+    for param in params:
+        try:
+            config = next(
+                c for c in preset_configs(param.values[0]) if not c.transfer.source
+            ).copy_and_resolve_references()
+            config.optimizer.lr, config.experiment, config.seed = 0.0, "", 0
+            key = config_lib.to_json(config)
+        except (UserError, StopIteration):
+            key = param.id  # a file that does not load: its test fails with the reason
+        if key not in seen:
+            kept.append(param)
+            seen.add(key)
+    return kept
+
+
 def preset_configs(spec: str) -> list:
     """Every run's config of an experiment preset: the runs of its sweep, or its one config."""
     return [run.config for run in load_plan(spec).runs] if has_sweep(spec) else [config_lib.load_experiment(spec)]
@@ -458,7 +477,7 @@ def cut_down(config) -> dict[str, object]:
 
 
 @slow
-@pytest.mark.parametrize("spec", shipped_presets())
+@pytest.mark.parametrize("spec", distinct_first_runs(shipped_presets()))
 def test_preset_trains_two_steps_and_reads_back(spec, data_paths, tmp_path, capsys):
     """The preset's first run without a transfer source (`run-task` of its sweep, or `train`), cut to two steps."""
     index, config = next((i, c) for i, c in enumerate(preset_configs(spec)) if not c.transfer.source)

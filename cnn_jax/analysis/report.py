@@ -373,13 +373,18 @@ def _si(x: float | None, unit: str = "") -> str:
 
 def summary_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]], str]:
     """Header, rows and column alignment of the per-variant table."""
-    header = ["variant", "runs", *(METRICS[m][0] for m in METRICS), "params", "FLOPs/image", "train s/run", "img/s"]
+    choices = (data["tuning"] or {}).get("choices")
+    tuned = ["tuned setting"] if choices is not None else []
+    header = ["variant", *tuned, "runs", *(METRICS[m][0] for m in METRICS), "params", "FLOPs/image", "train s/run"]
+    header.append("img/s")
     rows = []
     for v in data["variants"]:
         cells = [_mean_cell(v[m], METRICS[m][4]) for m in METRICS]
+        setting = [_levels(choices[v["variant"]]["levels"]) if v["variant"] in choices else DASH] if tuned else []
         rows.append(
             [
                 v["variant"] + (" (baseline)" if v["baseline"] else ""),
+                *setting,
                 f"{v['finished']}/{v['planned']}",
                 *cells,
                 DASH if v["params"] is None else f"{v['params']:,}",
@@ -388,7 +393,7 @@ def summary_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]], str
                 _fmt(v["images_per_sec_median"], 0),
             ]
         )
-    return header, rows, "l" + "r" * (len(header) - 1)
+    return header, rows, "l" * (1 + len(tuned)) + "r" * (len(header) - 1 - len(tuned))
 
 
 def _mean_cell(d: dict[str, Any], decimals: int) -> str:
@@ -579,11 +584,11 @@ def _tuning_section(tuning: dict[str, Any]) -> list[str]:
                     "chosen" if chosen else "",
                 ]
             )
-        edges += [f"{axis} of {variant}" for axis in choice["edges"]]
+        edges += [f"{axis} for {variant}" for axis in choice["edges"]]
     if edges:
         parts.append(
-            f"**Warning:** the chosen {'; '.join(edges)} is at the edge of its grid: the best setting may lie "
-            "beyond it, so widen the grid before trusting the comparison.\n"
+            f"**Warning: chosen at the edge of the grid:** {'; '.join(edges)}. The best setting may lie beyond "
+            "it; widen the grid before trusting the comparison.\n"
         )
     metric = f"mean {tuning['metric']}" + (" (%)" if "accuracy" in tuning["metric"] else "")
     parts.append(markdown_table(["variant", "setting", "seeds", metric, ""], rows, "llrrl"))
