@@ -485,7 +485,7 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     import shlex
 
     from cnn_jax.sweep import launch, local, slurm, sources
-    from cnn_jax.sweep.status import status_table, sweep_status
+    from cnn_jax.sweep.status import FINISHED, run_status, status_table, sweep_status
 
     plan = _plan(args, extra)
     runs_root, task_args, k = args.runs_root.resolve(), _data_args(args) + extra, args.vmap_seeds
@@ -536,7 +536,9 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
         return 0
     while True:  # with tuning: the tuning runs, then the final runs at the chosen settings
         failed = launch.run_locally(plan, runs_root, todo, task_args, _jobs(args), _command_line(), vmap_seeds=k)
-        if failed["failed"] or not plan.waiting:
+        # a tuning run that diverged is an outcome of its setting (not chosen), not a failure of the sweep
+        failed = [r for r in failed["failed"] if run_status(plan, runs_root, r).state != "diverged"]
+        if failed or not plan.waiting:
             break
         waited, plan = plan.waiting, _plan(args, extra)
         if plan.waiting == waited:  # tuning runs held elsewhere, or stopped: nothing new to choose from
@@ -545,14 +547,13 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
             if variant in plan.choices:
                 print(_choice_line(variant, plan.choices[variant], plan.sweep.tuning.metric))
         todo = launch.todo(plan, runs_root, k)
-    failed = failed["failed"]
     if failed:
         print(
             f"{len(failed)} runs failed: {', '.join(r.name for r in failed)}; `cnn-jax status` shows why; "
             "rerunning the command retries them",
             file=sys.stderr,
         )
-    done = sum(s.state == "done" for s in sweep_status(plan, runs_root))
+    done = sum(s.state in FINISHED for s in sweep_status(plan, runs_root))
     if done < len(plan.runs) or plan.waiting:
         print(f"{done} of {len(plan.runs)} runs done (see `cnn-jax status`){_waiting_line(plan)}")
     elif not args.no_report:

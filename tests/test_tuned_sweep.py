@@ -46,7 +46,8 @@ def _finish(plan, runs_root, val: dict[tuple[str, str], float]) -> None:
     for run in plan.tuning_runs:
         run_dir = plan.run_dir(runs_root, run)
         run_dir.mkdir(parents=True)
-        rundir.write_result(run_dir, {"final": {"val_accuracy": val[(run.levels["downsample"], run.levels["lr"])]}})
+        value = val[(run.levels["downsample"], run.levels["lr"])]
+        rundir.write_result(run_dir, {"final": {"val_accuracy": value, "test_accuracy": value, "test_loss": 1.0}})
 
 
 def test_each_level_gets_its_own_best_setting_by_mean_validation_metric(tmp_path):
@@ -134,3 +135,29 @@ def test_the_launcher_tunes_then_runs_the_final_seeds_and_the_report_shows_the_c
     assert "| tuned setting |" in markdown
     status = cnn_jax("status", str(path), "--runs-root", str(runs_root))
     assert status.returncode == 0 and "8 runs: 8 done" in status.stdout, status.stdout
+
+
+def test_a_diverged_tuning_run_is_an_outcome_never_chosen_nor_retried(tmp_path):
+    from cnn_jax.sweep import claims, launch
+    from cnn_jax.sweep.status import sweep_status
+
+    path, runs_root = tuned_experiment(tmp_path), tmp_path / "runs"
+    plan = load_plan(str(path), runs_root=runs_root)
+    _finish(
+        plan, runs_root, {("max", "0.0003"): 0.8, ("max", "0.01"): 0.9, ("avg", "0.0003"): 0.7, ("avg", "0.01"): 0.6}
+    )
+    diverged = plan.run_dir(runs_root, plan.tuning_runs[1])  # max at 0.01, the better value
+    (diverged / "result.json").unlink()
+    claims.record_failure(diverged, 3, "the training loss is not finite at step 7")
+    plan = load_plan(str(path), runs_root=runs_root)
+    assert plan.choices["downsample=max"].levels == {"lr": "0.0003"}
+    assert plan.choices["downsample=max"].table[1]["mean"] is None
+    states = {s.run.name: s.state for s in sweep_status(plan, runs_root) if s.run.phase == "tune"}
+    assert states["tune:downsample=max,lr=0.01,seed=100"] == "diverged"
+    assert all(r.phase == "final" for r in launch.todo(plan, runs_root))
+    for run in plan.tuning_runs[:2]:  # every setting of a level diverged: nothing to choose from
+        run_dir = plan.run_dir(runs_root, run)
+        (run_dir / "result.json").unlink(missing_ok=True)
+        claims.record_failure(run_dir, 3, "not finite")
+    with pytest.raises(UserError, match="every tuning setting of downsample=max diverged"):
+        load_plan(str(path), runs_root=runs_root)

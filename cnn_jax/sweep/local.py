@@ -20,6 +20,7 @@ from cnn_jax import rundir
 from cnn_jax.errors import SweepStopped
 from cnn_jax.sweep.plan import Plan, Run
 from cnn_jax.sweep.task import EXIT_HELD
+from cnn_jax.sweep.tuned import DIVERGED
 
 POLL_SECONDS = 0.5
 LOG = "train.log"
@@ -139,6 +140,8 @@ def _describe(plan: Plan, runs_root: Path, child: _Child, kind: str) -> str:
         return "running in another launcher; skipped"
     code = child.process.returncode
     tail = _tail(run_dir / LOG)
+    if child.run.phase == "tune" and code == DIVERGED:
+        return f"diverged after {seconds:.0f} s ({tail}): this setting is not chosen"
     state = "stopped" if kind == "stopped" else "FAILED"
     return f"{state} (exit {code}) after {seconds:.0f} s: {tail} [log: {run_dir / LOG}]"
 

@@ -1,4 +1,5 @@
-"""The state of each run of a sweep, read from its run directory: done, running, failed or pending."""
+"""The state of each run of a sweep, read from its run directory: done, running, failed or pending; a tuning
+run whose loss stopped being finite is 'diverged', an outcome of its setting (never retried)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 from cnn_jax import rundir
 from cnn_jax.sweep import claims
 from cnn_jax.sweep.plan import Plan, Run
+from cnn_jax.sweep.tuned import DIVERGED
 
-STATES = ("done", "running", "failed", "pending")
+STATES = ("done", "diverged", "running", "failed", "pending")
+FINISHED = ("done", "diverged")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ def run_status(plan: Plan, runs_root: Path, run: Run) -> RunStatus:
         where = f"slurm job {who['slurm_job']}" if who.get("slurm_job") else f"pid {who.get('pid')}"
         return RunStatus(run, run_dir, "running", f"step {step} on {who.get('host', '?')} ({where})")
     failure = claims.read_failure(run_dir)
+    if failure and run.phase == "tune" and failure["exit_code"] == DIVERGED:
+        return RunStatus(run, run_dir, "diverged", f"{failure['message']} (this setting is not chosen)")
     if failure:
         return RunStatus(run, run_dir, "failed", f"exit {failure['exit_code']}: {failure['message']}")
     saved = _last_checkpoint(run_dir)

@@ -20,6 +20,9 @@ import numpy as np
 from cnn_jax import rundir
 from cnn_jax.config import BEST_MODES, VALIDATION_METRICS
 from cnn_jax.errors import UserError, unknown_choice
+from cnn_jax.sweep import claims
+
+DIVERGED = 3  # the exit code of a run whose loss or parameters stopped being finite (cnn_jax.errors.Diverged)
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,21 @@ class Choice:
 
 def choose(tuning: Tuning, runs: Sequence[Any], experiment_dir: Path | None) -> Choice | None:
     """The best grid point of one scientific level from its tuning `runs` (plan.Run), or None while any of
-    them has no result under `experiment_dir`."""
+    them has no result under `experiment_dir`. A run that diverged counts as the worst value: a grid point
+    with a diverged seed is never chosen."""
     if experiment_dir is None:
         return None
     names = [a.name for a in tuning.axes]
-    points: dict[tuple[str, ...], list[float]] = {}
+    points: dict[tuple[str, ...], list[float | None]] = {}
     for run in runs:
-        result = rundir.read_result(Path(experiment_dir) / run.run_id)
+        run_dir = Path(experiment_dir) / run.run_id
+        result = rundir.read_result(run_dir)
         if result is None:
-            return None
+            failure = claims.read_failure(run_dir)
+            if not failure or failure["exit_code"] != DIVERGED:
+                return None
+            points.setdefault(tuple(run.levels[n] for n in names), []).append(None)
+            continue
         value = result["final"].get(tuning.metric)
         if value is None or not math.isfinite(value):
             raise UserError(
@@ -72,11 +81,17 @@ def choose(tuning: Tuning, runs: Sequence[Any], experiment_dir: Path | None) -> 
             )
         points.setdefault(tuple(run.levels[n] for n in names), []).append(value)
     table = [
-        {"levels": dict(zip(names, key)), "values": values, "mean": float(np.mean(values))}
+        {"levels": dict(zip(names, key)), "values": values, "mean": None if None in values else float(np.mean(values))}
         for key, values in points.items()
     ]
+    finite = [row for row in table if row["mean"] is not None]
+    if not finite:
+        raise UserError(
+            f"every tuning setting of {runs[0].variant.split(',')[0]} diverged; lower the grid's values "
+            "(e.g. the learning rates) and launch again."
+        )
     pick = max if tuning.mode == "max" else min
-    best = pick(table, key=lambda row: row["mean"])  # the first of equal means: grid order
+    best = pick(finite, key=lambda row: row["mean"])  # the first of equal means: grid order
     fields = {k: v for a in tuning.axes for k, v in a.levels[best["levels"][a.name]].items()}
     return Choice(best["levels"], fields, best["mean"], table, _edges(tuning.axes, best["levels"]))
 
