@@ -18,9 +18,11 @@ from cnn_jax.train.seed_group import check_group, train_seed_group
 
 from sweep_helpers import cnn_jax, experiment, results
 
-# Tolerances: measured on this CPU for 20 steps of this config, max |diff| params 2.4e-6, logged
-# train losses and test metrics equal; the bounds leave room for other BLAS/XLA builds.
-PARAM_ATOL, LOSS_ATOL = 1e-5, 1e-5
+# Tolerances: measured on this CPU for 20 steps of this config (on the train split less validation), max
+# |diff| params 2.9e-5 (2.4e-6 before the data changed: batched convolutions round differently), logged
+# train losses and test metrics equal; batch-norm running variances (sums of squares) up to 1.3e-4
+# relative. The bounds leave room for other BLAS/XLA builds.
+PARAM_ATOL, LOSS_ATOL, BATCH_STATS_RTOL = 1e-4, 1e-5, 1e-3
 
 CONFIG = {
     "experiment": "seed_group",
@@ -74,7 +76,8 @@ def test_each_seed_of_a_group_trains_like_that_seed_alone(alone, group):
         mine, theirs = variables(tmp_path / str(seed)), variables(alone_root / str(seed))
         assert mine.keys() == theirs.keys()
         for key in theirs:
-            np.testing.assert_allclose(mine[key], theirs[key], atol=PARAM_ATOL, rtol=0, err_msg=f"seed {seed} {key}")
+            bounds = {"atol": 0, "rtol": BATCH_STATS_RTOL} if key.startswith("batch_stats/") else {"atol": PARAM_ATOL}
+            np.testing.assert_allclose(mine[key], theirs[key], **bounds, err_msg=f"seed {seed} {key}")
         log, reference_log = rundir.read_metrics(tmp_path / str(seed)), rundir.read_metrics(alone_root / str(seed))
         assert [r["step"] for r in log] == [5, 10, 15, 20]
         for a, b in zip(log, reference_log):

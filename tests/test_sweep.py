@@ -131,7 +131,7 @@ def test_a_sweep_trains_each_run_once_and_a_rerun_skips_them(finished_sweep, fas
     path, runs_root, out = finished_sweep
     plan = load_plan(str(path))
     assert [s.state for s in sweep_status(plan, runs_root)] == ["done"] * 4
-    assert out.stdout.count(": done, test acc") == 4
+    assert out.stdout.count(": done, val acc") == 4
     record = json.loads(plan.record_path(runs_root).read_text())
     assert [r["name"] for r in record["runs"]] == [r.name for r in plan.runs]
     before = {p: p.stat().st_mtime_ns for p in runs_root.glob("tiny/*/result.json")}
@@ -178,7 +178,7 @@ def test_two_launchers_on_one_sweep_never_train_a_run_twice_and_reproduce_its_nu
     assert again.keys() == first.keys() and len(first) == 4
     for run_id in first:
         assert again[run_id]["final"] == first[run_id]["final"]
-        assert again[run_id]["val_best"] == first[run_id]["best"]
+        assert again[run_id]["val_best"] == first[run_id]["val_best"]
 
 
 @pytest.mark.slow

@@ -139,7 +139,7 @@ def test_the_launcher_tunes_then_runs_the_final_seeds_and_the_report_shows_the_c
 
 def test_a_diverged_tuning_run_is_an_outcome_never_chosen_nor_retried(tmp_path):
     from cnn_jax.sweep import claims, launch
-    from cnn_jax.sweep.status import sweep_status
+    from cnn_jax.sweep.status import status_table, sweep_status
 
     path, runs_root = tuned_experiment(tmp_path), tmp_path / "runs"
     plan = load_plan(str(path), runs_root=runs_root)
@@ -155,6 +155,7 @@ def test_a_diverged_tuning_run_is_an_outcome_never_chosen_nor_retried(tmp_path):
     states = {s.run.name: s.state for s in sweep_status(plan, runs_root) if s.run.phase == "tune"}
     assert states["tune:downsample=max,lr=0.01,seed=100"] == "diverged"
     assert all(r.phase == "final" for r in launch.todo(plan, runs_root))
+    assert "8 runs: 3 done, 1 diverged, 0 running, 0 failed, 4 pending" in status_table(sweep_status(plan, runs_root))
     for run in plan.tuning_runs[:2]:  # every setting of a level diverged: nothing to choose from
         run_dir = plan.run_dir(runs_root, run)
         (run_dir / "result.json").unlink(missing_ok=True)

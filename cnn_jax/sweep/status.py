@@ -50,7 +50,8 @@ def status_table(statuses: list[RunStatus]) -> str:
     """One line per run and a count per state."""
     width = max(len(s.run.name) for s in statuses)
     lines = [f"{s.run.index:>4}  {s.run.name:<{width}}  {s.run.run_id}  {s.state:<8} {s.detail}" for s in statuses]
-    counts = ", ".join(f"{sum(s.state == state for s in statuses)} {state}" for state in STATES)
+    shown = [state for state in STATES if state != "diverged" or any(s.state == state for s in statuses)]
+    counts = ", ".join(f"{sum(s.state == state for s in statuses)} {state}" for state in shown)
     return "\n".join([*lines, f"{len(statuses)} runs: {counts}"])
 
 
