@@ -8,6 +8,7 @@ import json
 import pytest
 
 from cnn_jax import rundir
+from cnn_jax.analysis.report import _tuning_section
 from cnn_jax.errors import UserError
 from cnn_jax.sweep.plan import load_plan
 
@@ -152,6 +153,9 @@ def test_a_diverged_tuning_run_is_an_outcome_never_chosen_nor_retried(tmp_path):
     plan = load_plan(str(path), runs_root=runs_root)
     assert plan.choices["downsample=max"].levels == {"lr": "0.0003"}
     assert plan.choices["downsample=max"].table[1]["mean"] is None
+    section = "".join(_tuning_section(plan.record("cmd")["tuning"]))
+    assert "| downsample=max | lr=0.01 | 1 | diverged |  |" in section
+    assert "| downsample=max | lr=0.0003 | 1 | 80.00 | chosen |" in section
     states = {s.run.name: s.state for s in sweep_status(plan, runs_root) if s.run.phase == "tune"}
     assert states["tune:downsample=max,lr=0.01,seed=100"] == "diverged"
     assert all(r.phase == "final" for r in launch.todo(plan, runs_root))

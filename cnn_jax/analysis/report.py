@@ -580,7 +580,7 @@ def _tuning_section(tuning: dict[str, Any]) -> list[str]:
                     variant,
                     _levels(point["levels"]),
                     str(len(point["values"])),
-                    _fmt(100 * point["mean"] if "accuracy" in tuning["metric"] else point["mean"], 2),
+                    _tuning_mean(point["mean"], tuning["metric"]),
                     "chosen" if chosen else "",
                 ]
             )
@@ -593,6 +593,13 @@ def _tuning_section(tuning: dict[str, Any]) -> list[str]:
     metric = f"mean {tuning['metric']}" + (" (%)" if "accuracy" in tuning["metric"] else "")
     parts.append(markdown_table(["variant", "setting", "seeds", metric, ""], rows, "llrrl"))
     return parts
+
+
+def _tuning_mean(mean: float | None, metric: str) -> str:
+    """A grid point's mean (accuracy in %), or 'diverged' when a tuning seed diverged there."""
+    if mean is None:
+        return "diverged"
+    return _fmt(100 * mean if "accuracy" in metric else mean, 2)
 
 
 def _reproduce(prov: dict[str, Any]) -> str:
