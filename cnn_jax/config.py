@@ -44,6 +44,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.dataset.validation_fraction = 0.1
     c.dataset.validation_seed = 0
     c.dataset.train_subset = 0  # >0: train on N class-balanced examples of the rest, the same for every seed
+    # >0: evaluate validation and test on N class-balanced examples each, for quick checks only (the report
+    # flags such runs: their test numbers are not the test set's)
+    c.dataset.eval_subset = 0
     c.dataset.augment = ml_collections.ConfigDict()
     c.dataset.augment.random_crop_padding = 0  # zero-pad P pixels, crop back (He et al. 2015)
     c.dataset.augment.translate = 0  # shift up to T pixels, reflect-filled (Keras RandomTranslation)
@@ -303,6 +306,7 @@ def validate_fields(config: ml_collections.ConfigDict) -> None:
         "optimizer.grad_clip_norm",
         "schedule.warmup_epochs",
         "dataset.train_subset",
+        "dataset.eval_subset",
         "loss.aux_weight",
         "dataset.augment.random_crop_padding",
         "dataset.augment.translate",

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CNN_JAX_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
+_CACHE_KEY = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    """Share compiled XLA programs between the suite's processes through JAX's persistent compilation
+    cache: the tests compile the same tiny models hundreds of times, in this process and in the
+    `cnn-jax` subprocesses they start (which inherit the environment). The cache is new for every
+    session, so no test reads a program an earlier session compiled."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    config.stash[_CACHE_KEY] = tempfile.mkdtemp(prefix="cnn_jax_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = config.stash[_CACHE_KEY]
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
+
+
+def pytest_unconfigure(config):
+    if _CACHE_KEY in config.stash:
+        shutil.rmtree(config.stash[_CACHE_KEY], ignore_errors=True)
 
 
 def shared(name: str) -> Path:

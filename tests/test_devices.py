@@ -47,6 +47,7 @@ CONFIG = {
     "model.width": 8,
     "model.batch_norm": True,
     "dataset.train_subset": 640,
+    "dataset.eval_subset": 500,
     "train.batch_size": 32,
     "train.epochs": 1,
     "train.log_every_steps": 5,

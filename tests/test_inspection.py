@@ -39,6 +39,7 @@ def tiny_config(**overrides):
         "model.name": "ablation_net",
         "model.width": 8,
         "dataset.train_subset": 640,
+        "dataset.eval_subset": 500,
         "train.batch_size": 64,
         "train.epochs": 2,
         "train.log_every_steps": 5,

@@ -429,3 +429,17 @@ def test_paired_rows_carry_holm_and_power(tmp_path):
     assert "| p (Holm) |" in result.markdown and "| MDD (80%) | seeds for Δ |" in result.markdown
     assert "**p (Holm)**" in result.markdown and "**MDD (80%)**" in result.markdown
     assert r"MDD (80\%) & seeds for $\Delta$" in result.paths["paired.tex"].read_text()
+
+
+def test_runs_evaluated_on_a_subset_are_flagged(tmp_path):
+    exp = tmp_path / "pool_vs_stride"
+    write_sweep(exp, ACCURACIES)
+    assert build(exp)["eval_subsets"] == []
+    assert "evaluated on a subset" not in report.render_markdown(build(exp))
+    path = next(exp.glob("0000*/manifest.json"))
+    record = json.loads(path.read_text())
+    record["data"]["eval_subset"] = 500
+    path.write_text(json.dumps(record))
+    data = build(exp)
+    assert data["eval_subsets"] == [500]
+    assert "**Warning: evaluated on a subset** of 500 examples per split" in report.render_markdown(data)

@@ -32,6 +32,7 @@ CONFIG = {
     "model.batch_norm": True,
     "model.dropout": 0.1,
     "dataset.train_subset": 640,
+    "dataset.eval_subset": 500,
     "train.batch_size": 32,
     "train.epochs": 1,
     "train.log_every_steps": 5,

@@ -26,6 +26,7 @@ def tiny(**overrides):
     config.model.width = 8
     config.optimizer.lr = 1e-2
     config.dataset.train_subset = 1920
+    config.dataset.eval_subset = 500
     config.train.batch_size = 64
     config.train.epochs = 2
     config.schedule.warmup_epochs = 0.0

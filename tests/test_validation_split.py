@@ -92,3 +92,21 @@ def test_without_validation_there_is_no_best_checkpoint(tmp_path):
         match="has validation metrics to select the best by.*validation_fraction = 0.*use --checkpoint latest",
     ):
         checkpoints.pick_step(manager, "best")
+
+
+def test_eval_subset_evaluates_that_many_balanced_examples_of_each_split_and_says_so(fashion_paths):
+    fields = {"train.batch_size": 32, "dataset.eval_subset": 500}
+    setup = build(config_lib.apply_overrides(config_lib.default_config(), fields), fashion_paths, log=lambda *_: None)
+    assert {name: split.size for name, split in setup.eval_splits.items()} == {"val": 500, "test": 500}
+    assert setup.train.size == 54_000  # the held-out examples still stay out of training
+    manifest = setup.data_manifest()
+    assert manifest["eval_subset"] == 500 and manifest["validation"]["examples"] == 6000
+    labels = np.asarray(setup.test.labels)[: setup.test.size]
+    assert np.bincount(labels).tolist() == [50] * 10
+
+
+def test_an_eval_subset_larger_than_a_split_is_refused(fashion_paths):
+    fields = {"train.batch_size": 32, "dataset.eval_subset": 6001}  # validation holds 6,000
+    config = config_lib.apply_overrides(config_lib.default_config(), fields)
+    with pytest.raises(UserError, match="'dataset.eval_subset' = 6001: cannot draw that many"):
+        build(config, fashion_paths, log=lambda *_: None)

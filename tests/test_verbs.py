@@ -67,6 +67,7 @@ def get_config(preset="kinds"):
     c.optimizer.weight_decay = 1e-4
     c.schedule.warmup_epochs = 0.25
     c.dataset.train_subset = 128
+    c.dataset.eval_subset = 500
     c.train.batch_size = 32
     c.train.eval_batch_size = 500
     c.train.epochs = 1
@@ -463,10 +464,12 @@ def test_preset_validates_and_builds_its_models(spec, capsys):
 
 
 def cut_down(config) -> dict[str, object]:
-    """Overrides that make a preset's run two epochs of one step of 25 images (two epochs, so that a sweep
-    level's warm-up of one epoch stays valid: a sweep's own fields cannot be overridden)."""
+    """Overrides that make a preset's run two epochs of one step of 25 images, evaluated on 100 examples of each
+    split (two epochs, so that a sweep level's warm-up of one epoch stays valid: a sweep's own fields cannot be
+    overridden)."""
     cut = {
         "dataset.train_subset": 25,
+        "dataset.eval_subset": 100,
         "train.batch_size": 25,
         "train.epochs": 2,
         "train.eval_batch_size": 500,

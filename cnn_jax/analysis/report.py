@@ -150,6 +150,9 @@ def build_report(sweep: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict[
             {"name": r["name"], "run_id": r["run_id"], "state": r["state"]} for r in runs if r["result"] is None
         ],
         "without_validation": [r["name"] for r in runs if r["result"] and "val_accuracy" not in r["result"]["final"]],
+        "eval_subsets": sorted(
+            {(r["manifest"] or {}).get("data", {}).get("eval_subset") or 0 for r in runs if r["result"]} - {0}
+        ),
         "provenance": _provenance(sweep, runs),
         "tuning": sweep.get("tuning"),
     }
@@ -491,6 +494,11 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"**Warning: no validation split** in {len(data['without_validation'])} run(s) "
             "(dataset.validation_fraction = 0): nothing in them was selected, and 'test acc. at best val.' is "
             "empty for them. Only their final metrics can be compared.\n"
+        )
+    if data["eval_subsets"]:
+        parts.append(
+            f"**Warning: evaluated on a subset** of {' / '.join(map(str, data['eval_subsets']))} examples per split "
+            "(dataset.eval_subset): quick-check numbers, not the test set's; do not publish them.\n"
         )
     parts += [
         "## Variants\n",

@@ -50,7 +50,7 @@ def class_counts(split: Split, num_classes: int) -> list[int]:
 SUBSET_SEED = 0  # one fixed choice for every run: paired seeds train on the same examples
 
 
-def balanced_subset(split: Split, n: int) -> Split:
+def balanced_subset(split: Split, n: int, field: str = "dataset.train_subset") -> Split:
     """`n` examples with classes as equal as possible (the first `n % k` classes get one more), drawn in a
     fixed random order and kept in stored order; stored order alone may be sorted by class."""
     order = np.random.default_rng(SUBSET_SEED).permutation(len(split))
@@ -59,7 +59,7 @@ def balanced_subset(split: Split, n: int) -> Split:
     chosen = np.sort(np.concatenate([order[split.labels[order] == c][: quota[c]] for c in classes]))
     if len(chosen) != n:
         raise UserError(
-            f"config field 'dataset.train_subset' = {n}: cannot draw that many class-balanced examples "
+            f"config field '{field}' = {n}: cannot draw that many class-balanced examples "
             f"from class counts {np.bincount(split.labels).tolist()}; use fewer, or 0 for the whole split."
         )
     return Split(split.images[chosen], split.labels[chosen])

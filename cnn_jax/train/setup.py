@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,7 @@ class RunSetup:
             "fingerprints": self.data.fingerprints,
             "sizes": {s: len(d) for s, d in dataset.splits.items()},
             "train_examples_used": self.train.size,
+            "eval_subset": self.config.dataset.eval_subset,
             "validation": self.validation_record,
             "image_shape": list(dataset.image_shape),
             "classes": list(dataset.class_names),
@@ -155,6 +156,12 @@ def build(
     config_lib.validate_against_data(config, len(train_split))
     if config.dataset.train_subset:
         train_split = balanced_subset(train_split, config.dataset.train_subset)
+    if config.dataset.eval_subset:
+        test_split = balanced_subset(test_split, config.dataset.eval_subset, "dataset.eval_subset")
+        if held is not None:
+            held = replace(
+                held, validation=balanced_subset(held.validation, config.dataset.eval_subset, "dataset.eval_subset")
+            )
     model = build_model(config.model, num_classes=data.dataset.num_classes)
     summary = summarize(model, data.dataset.image_shape)  # fails by layer name if the geometry cannot work
     steps_per_epoch = len(train_split) // config.train.batch_size
