@@ -6,7 +6,7 @@
 #                                             opts: --jobs N, --backend slurm --partition P --gpus G ..., --dry-run
 #   ./launch.sh status EXPERIMENT [PRESET]    done / running / failed / pending per run
 #   ./launch.sh report runs/EXPERIMENT        tables, statistics and plots of a sweep
-#   ./launch.sh test [pytest args]            lint and format check (ruff), then the test suite;
+#   ./launch.sh test [pytest args]            lint and format check (ruff), then the test suite on every core;
 #                                             ./launch.sh test -m "not slow" is the fast tier
 #   ./launch.sh format                        apply ruff's formatting and safe lint fixes
 #   ./launch.sh cnn-jax ARGS...               any cnn-jax command inside the environment
@@ -56,7 +56,8 @@ case "${1:-}" in
     cd "$ROOT"
     "$VENV/bin/ruff" format --check . >&2 || { echo "ruff format: the files above need formatting (./launch.sh format)" >&2; exit 1; }
     "$VENV/bin/ruff" check --quiet . >&2 || { echo "ruff check: fix the findings above (./launch.sh format fixes some)" >&2; exit 1; }
-    exec "$VENV/bin/python" -m pytest "$@"
+    # one pytest-xdist worker per core (CNN_JAX_TEST_WORKERS=0: one process); the SLURM tests share a worker
+    exec "$VENV/bin/python" -m pytest -n "${CNN_JAX_TEST_WORKERS:-auto}" --dist loadgroup "$@"
     ;;
   format)
     cd "$ROOT"

@@ -25,6 +25,7 @@ from cnn_jax.analysis.export import export_run, flat_variables, read_export
 from cnn_jax.analysis.features import filter_tiles, plot_features, plot_filters
 from cnn_jax.analysis.inspection import format_report, inspect_checkpoint, optimizer_summary
 from cnn_jax.checkpoints import flatten, locate
+from cnn_jax.data.arrays import balanced_subset
 from cnn_jax.errors import UserError
 from cnn_jax.loading import data_info, load_model, load_run
 from cnn_jax.models.summary import summarize
@@ -228,12 +229,13 @@ def test_reading_checkpoints_needs_neither_the_dataset_nor_the_optimizer(runs, m
 def test_load_model_reproduces_the_runs_final_test_accuracy(runs, test_split, name):
     model, variables = load_model(runs[name], step="latest")
     assert set(variables) == ({"params", "batch_stats"} if name == "bn" else {"params"})
-    x = data_info(runs[name]).preprocess(test_split.images)
+    evaluated = balanced_subset(test_split, rundir.load_config(runs[name]).dataset.eval_subset, "dataset.eval_subset")
+    x = data_info(runs[name]).preprocess(evaluated.images)
     apply = jax.jit(lambda v, batch: model.apply(v, batch, train=False))
     predictions = np.concatenate(
         [np.asarray(apply(variables, x[i : i + 1000])).argmax(-1) for i in range(0, len(x), 1000)]
     )
-    accuracy = float(np.mean(predictions == test_split.labels))
+    accuracy = float(np.mean(predictions == evaluated.labels))
     assert accuracy == pytest.approx(rundir.read_result(runs[name])["final"]["test_accuracy"], abs=1e-6)
 
 

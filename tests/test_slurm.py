@@ -15,6 +15,7 @@ from cnn_jax.errors import UserError
 from cnn_jax.sweep.slurm import SlurmOptions, compress_indices, render_script, submit, task_states, time_limit_s
 
 pytest_plugins = ["slurm_cluster"]  # the slurm_cluster fixture
+pytestmark = pytest.mark.xdist_group("slurm")  # one worker starts the session's cluster (launch.sh runs pytest-xdist)
 
 FINAL_STATES = {
     "COMPLETED",

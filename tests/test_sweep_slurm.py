@@ -15,6 +15,7 @@ from cnn_jax.sweep.status import sweep_status
 from sweep_helpers import cnn_jax, experiment, results
 
 pytest_plugins = ["slurm_cluster"]  # the slurm_cluster fixture
+pytestmark = pytest.mark.xdist_group("slurm")  # one worker starts the session's cluster (launch.sh runs pytest-xdist)
 
 
 def wait_until_completed(job_id: str, tasks: int, runs_root, cluster) -> None:

@@ -191,6 +191,7 @@ def test_rgb_image_folder_dataset_trains_end_to_end(tmp_path):
         **{
             "dataset.name": "cifar_sample",
             "dataset.train_subset": 448,  # of the 470 that validation leaves
+            "dataset.eval_subset": 0,
             "train.batch_size": 64,
             "train.eval_batch_size": 100,
             "train.epochs": 1,
