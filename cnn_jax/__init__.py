@@ -6,7 +6,9 @@ __version__ = "0.1.0"
 
 tuning.apply_xla_flags()  # before JAX starts a backend; see cnn_jax/tuning.py
 
+API = ("get_config", "run", "read_run", "run_sweep", "report", "summary", "build_model", "data_paths")
 _LAZY = {
+    **dict.fromkeys((*API, "RunResult", "SweepResult"), "cnn_jax.api"),
     "load_model": "cnn_jax.loading",
     "data_info": "cnn_jax.loading",
 }  # imported on first use: JAX is slow to import

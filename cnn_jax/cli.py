@@ -45,12 +45,9 @@ def _join_processes(args: argparse.Namespace) -> None:
 
 
 def _data_paths(args: argparse.Namespace):
-    from cnn_jax.data import catalog
-    from cnn_jax.train.setup import DataPaths
+    from cnn_jax import api
 
-    return DataPaths(
-        args.data_dir or catalog.default_data_dir(), tuple(args.local_data) + tuple(catalog.default_search_roots())
-    )
+    return api.data_paths(args.data_dir, args.local_data)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -485,7 +482,7 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     import shlex
 
     from cnn_jax.sweep import launch, local, slurm, sources
-    from cnn_jax.sweep.status import FINISHED, run_status, status_table, sweep_status
+    from cnn_jax.sweep.status import status_table, sweep_status
 
     plan = _plan(args, extra)
     runs_root, task_args, k = args.runs_root.resolve(), _data_args(args) + extra, args.vmap_seeds
@@ -534,26 +531,22 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
             + (f"{waiting}\nwhen job {job_id} has finished, run this command again to submit them" if waiting else "")
         )
         return 0
-    while True:  # with tuning: the tuning runs, then the final runs at the chosen settings
-        failed = launch.run_locally(plan, runs_root, todo, task_args, _jobs(args), _command_line(), vmap_seeds=k)
-        # a tuning run that diverged is an outcome of its setting (not chosen), not a failure of the sweep
-        failed = [r for r in failed["failed"] if run_status(plan, runs_root, r).state != "diverged"]
-        if failed or not plan.waiting:
-            break
-        waited, plan = plan.waiting, _plan(args, extra)
-        if plan.waiting == waited:  # tuning runs held elsewhere, or stopped: nothing new to choose from
-            break
-        for variant in waited:
-            if variant in plan.choices:
-                print(_choice_line(variant, plan.choices[variant], plan.sweep.tuning.metric))
-        todo = launch.todo(plan, runs_root, k)
+    plan, failed = launch.run_phases_locally(
+        lambda: _plan(args, extra),
+        runs_root,
+        task_args,
+        _jobs(args),
+        _command_line(),
+        vmap_seeds=k,
+        on_choice=lambda variant, choice: print(_choice_line(variant, choice, plan.sweep.tuning.metric)),
+    )
     if failed:
         print(
             f"{len(failed)} runs failed: {', '.join(r.name for r in failed)}; `cnn-jax status` shows why; "
             "rerunning the command retries them",
             file=sys.stderr,
         )
-    done = sum(s.state in FINISHED for s in sweep_status(plan, runs_root))
+    done = launch.finished_count(plan, runs_root)
     if done < len(plan.runs) or plan.waiting:
         print(f"{done} of {len(plan.runs)} runs done (see `cnn-jax status`){_waiting_line(plan)}")
     elif not args.no_report:
@@ -737,18 +730,14 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_summary(args: argparse.Namespace, extra: list[str]) -> int:
     import dataclasses
 
-    from cnn_jax import config as config_lib
-    from cnn_jax.models import build_model, model_entry
-    from cnn_jax.models.summary import summarize
+    from cnn_jax import api
 
     overrides = _config_overrides(extra)
     if any(not key.startswith("model.") for key in overrides):
         raise UserError("summary takes only model fields: --config.model.FIELD=VALUE")
-    config = config_lib.apply_overrides(config_lib.default_config(), {"model.name": args.model, **overrides})
-    entry = model_entry(args.model)
-    shape = _parse_shape(args.input) if args.input else entry.input_shape
-    model = build_model(config.model.to_dict(), num_classes=args.num_classes or entry.num_classes)
-    result = summarize(model, shape, args.model)
+    fields = {key.removeprefix("model."): value for key, value in overrides.items()}
+    shape = _parse_shape(args.input) if args.input else None
+    result = api.summary(args.model, shape, args.num_classes, **fields)
     print(json.dumps(dataclasses.asdict(result), indent=1) if args.json else result.table())
     return 0
 

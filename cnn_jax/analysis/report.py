@@ -60,9 +60,14 @@ LATEX = {
 
 @dataclass(frozen=True)
 class Report:
+    """A written report: its Markdown, every number behind it (`data`), and the files written (`paths`)."""
+
     markdown: str
     data: dict[str, Any]
     paths: dict[str, Path]
+
+    def _repr_markdown_(self) -> str:  # a notebook renders the report
+        return self.markdown
 
 
 def find_sweep(path: Path, preset: str | None = None) -> Path:

@@ -59,6 +59,12 @@ class Summary:
     non_trainable_params: int
     flops: int  # per image
 
+    def __str__(self) -> str:
+        return self.table()
+
+    def _repr_markdown_(self) -> str:  # a notebook shows the table
+        return f"```\n{self.table()}\n```"
+
     def table(self) -> str:
         """A Keras-like text table with totals."""
         head = ("layer", "type", "output", "params", "FLOPs", "RF", "jump")

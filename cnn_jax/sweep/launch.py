@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cnn_jax.errors import UserError
 from cnn_jax.sweep import local, slurm, sources
 from cnn_jax.sweep.plan import Plan, Run
-from cnn_jax.sweep.status import sweep_status
+from cnn_jax.sweep.status import FINISHED, run_status, sweep_status
 
 
 def todo(plan: Plan, runs_root: Path, vmap_seeds: int = 1) -> list[Run]:
@@ -36,6 +36,40 @@ def run_locally(
         sources.train_sources(sources.unfinished_sources(plan, runs_root), runs_root, _data_args(task_args), log)
     plan.write_record(runs_root, command_line)
     return local.run_local(plan, runs_root, runs, local.task_command(plan, runs_root, task_args, vmap_seeds), jobs, log)
+
+
+def run_phases_locally(
+    load: Callable[[], Plan],
+    runs_root: Path,
+    task_args: Sequence[str],
+    jobs: int,
+    command_line: str,
+    log=print,
+    vmap_seeds: int = 1,
+    on_choice: Callable[[str, object], None] = lambda variant, choice: None,
+) -> tuple[Plan, list[Run]]:
+    """Run what is left of the sweep `load()` plans, `jobs` at a time; with tuning, the tuning runs, then the
+    final runs at the settings chosen (each passed to `on_choice`). Returns the last plan and the runs that
+    failed; a tuning run that diverged is an outcome of its setting (not chosen), not a failure."""
+    plan = load()
+    runs = todo(plan, runs_root, vmap_seeds)
+    while True:
+        outcome = run_locally(plan, runs_root, runs, task_args, jobs, command_line, log, vmap_seeds)
+        failed = [r for r in outcome["failed"] if run_status(plan, runs_root, r).state != "diverged"]
+        if failed or not plan.waiting:
+            return plan, failed
+        waited, plan = plan.waiting, load()
+        if plan.waiting == waited:  # tuning runs held elsewhere, or stopped: nothing new to choose from
+            return plan, failed
+        for variant in waited:
+            if variant in plan.choices:
+                on_choice(variant, plan.choices[variant])
+        runs = todo(plan, runs_root, vmap_seeds)
+
+
+def finished_count(plan: Plan, runs_root: Path) -> int:
+    """How many of the plan's runs have finished (diverged tuning runs count: they are done)."""
+    return sum(s.state in FINISHED for s in sweep_status(plan, runs_root))
 
 
 def slurm_script(

@@ -254,6 +254,7 @@ def _run(
         for m in members
     ]
     bar = tqdm(total=total_steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True)
+    say = bar.write if progress else log  # the epoch lines: under the bar, else to the log
     rates, mark, mark_step = [], time.perf_counter(), start
     try:
         with signals_to_flag() as received:
@@ -277,7 +278,7 @@ def _run(
                             rates[-1],
                             m.manager.latest_step(),
                             lambda i=i, evals=evals: evals[i],
-                            bar if i == 0 else None,
+                            (bar, say) if i == 0 else None,
                         )
                         for i, m in enumerate(members)
                     ]
@@ -349,15 +350,16 @@ def log_record(
     rate: float,
     last_good: int | None,
     eval_metrics: Callable[[], dict[str, float]],
-    bar=None,
+    shown=None,
 ) -> dict[str, Any]:
     """The metrics.jsonl record of step `done` from the metric sums `host`: train metrics are means over the
-    steps since the last record; at an epoch end also the epoch's means and `eval_metrics()` (and a line
-    under the progress `bar`, if any)."""
+    steps since the last record; at an epoch end also the epoch's means and `eval_metrics()`. `shown`: the
+    member whose progress is shown, as (progress bar, where its epoch lines go)."""
     config, spe = setup.config, setup.steps_per_epoch
     running = metric_means(host["interval"])
     if not math.isfinite(running["loss"]):
         raise Diverged(done, "the training loss", last_good)
+    bar, say = shown or (None, None)
     if bar is not None:
         bar.update(done - bar.n)  # the bar moves where the host has synced, so its ETA is honest
         bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['accuracy']:.3f}", img_s=f"{rate:.0f}")
@@ -375,12 +377,12 @@ def log_record(
         epoch = metric_means(host["epoch"])
         record.update({f"epoch_train_{k}": v for k, v in epoch.items()})
         record.update(eval_metrics())
-        if bar is not None:
+        if say is not None:
             evaluated = " | ".join(
                 f"{name} loss {record[f'{name}_loss']:.4f} acc {record[f'{name}_accuracy']:.4f}"
                 for name in setup.eval_splits
             )
-            bar.write(
+            say(
                 f"epoch {done // spe}/{config.train.epochs}: train loss {epoch['loss']:.4f} "
                 f"acc {epoch['accuracy']:.4f} | {evaluated}"
             )
