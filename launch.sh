@@ -8,6 +8,7 @@
 #   ./launch.sh report runs/EXPERIMENT        tables, statistics and plots of a sweep
 #   ./launch.sh test [pytest args]            lint and format check (ruff), then the test suite on every core;
 #                                             ./launch.sh test -m "not slow" is the fast tier
+#   ./launch.sh docs                          the Python API reference, built into docs/api/ (pdoc)
 #   ./launch.sh format                        apply ruff's formatting and safe lint fixes
 #   ./launch.sh cnn-jax ARGS...               any cnn-jax command inside the environment
 set -euo pipefail
@@ -58,6 +59,11 @@ case "${1:-}" in
     "$VENV/bin/ruff" check --quiet . >&2 || { echo "ruff check: fix the findings above (./launch.sh format fixes some)" >&2; exit 1; }
     # one pytest-xdist worker per core (CNN_JAX_TEST_WORKERS=0: one process); the SLURM tests share a worker
     exec "$VENV/bin/python" -m pytest -n "${CNN_JAX_TEST_WORKERS:-auto}" --dist loadgroup "$@"
+    ;;
+  docs)
+    # the API reference (cnn_jax/api.py's docstrings) as HTML in docs/api/
+    cd "$ROOT"
+    exec "$VENV/bin/pdoc" cnn_jax.api -o docs/api
     ;;
   format)
     cd "$ROOT"

@@ -1,4 +1,5 @@
-"""cnn_jax: careful CNN ablations in functional JAX."""
+"""cnn_jax: careful CNN ablations in functional JAX. The Python API is `cnn_jax.api`; its names are importable
+from `cnn_jax` itself."""
 
 from cnn_jax import tuning
 
@@ -6,18 +7,28 @@ __version__ = "0.1.0"
 
 tuning.apply_xla_flags()  # before JAX starts a backend; see cnn_jax/tuning.py
 
-API = ("get_config", "run", "read_run", "run_sweep", "report", "summary", "build_model", "data_paths")
-_LAZY = {
-    **dict.fromkeys((*API, "RunResult", "SweepResult"), "cnn_jax.api"),
-    "load_model": "cnn_jax.loading",
-    "data_info": "cnn_jax.loading",
-}  # imported on first use: JAX is slow to import
-__all__ = sorted(_LAZY)
+# the public names (cnn_jax/api.py), imported on first use: JAX is slow to import
+API = (
+    "get_config",
+    "run",
+    "read_run",
+    "RunResult",
+    "run_sweep",
+    "SweepResult",
+    "report",
+    "summary",
+    "build_model",
+    "load_model",
+    "data_info",
+    "data_paths",
+    "UserError",
+)
+__all__ = list(API)
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
+    if name not in API:
         raise AttributeError(f"module 'cnn_jax' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(_LAZY[name]), name)
+    return getattr(importlib.import_module("cnn_jax.api"), name)

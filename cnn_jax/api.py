@@ -21,6 +21,23 @@ import ml_collections
 from cnn_jax import config as config_lib
 from cnn_jax import rundir, validation
 from cnn_jax.errors import UserError
+from cnn_jax.loading import data_info, load_model
+
+__all__ = [
+    "get_config",
+    "run",
+    "read_run",
+    "RunResult",
+    "run_sweep",
+    "SweepResult",
+    "report",
+    "summary",
+    "build_model",
+    "load_model",
+    "data_info",
+    "data_paths",
+    "UserError",
+]
 
 
 def get_config(

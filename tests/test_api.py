@@ -94,3 +94,21 @@ def test_run_sweep_skips_finished_runs_and_returns_the_report(tmp_path, finished
     assert result.report.paths["report.md"].read_text() == result.report.markdown
     again = cnn_jax.report(tmp_path / "runs" / "tiny")
     assert json.dumps(again.data, default=str) == json.dumps(result.report.data, default=str)
+
+
+def test_the_api_reference_builds_without_warnings_and_documents_every_public_name(tmp_path):
+    import warnings
+
+    import pdoc
+
+    from cnn_jax import api
+
+    assert list(cnn_jax.__all__) == api.__all__  # the package's lazy names are the API module's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pdoc.pdoc("cnn_jax.api", output_directory=tmp_path)
+    assert not [str(w.message) for w in caught if "pdoc" in (w.filename or "")]
+    page = (tmp_path / "cnn_jax" / "api.html").read_text()
+    for name in api.__all__:
+        assert f'id="{name}"' in page, name
+        assert getattr(api, name).__doc__, name
