@@ -20,7 +20,7 @@ LEVELS = (
     ("loading",),
     ("train",),
     ("sweep", "analysis"),
-    ("reproduce",),
+    ("reproduce", "api"),
     ("cli",),
 )
 LEVEL_OF = {part: level for level, parts in enumerate(LEVELS) for part in parts}
