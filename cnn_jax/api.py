@@ -18,26 +18,12 @@ from typing import Any
 
 import ml_collections
 
+from cnn_jax import API, rundir, validation
 from cnn_jax import config as config_lib
-from cnn_jax import rundir, validation
 from cnn_jax.errors import UserError
-from cnn_jax.loading import data_info, load_model
+from cnn_jax.loading import data_info, load_model  # noqa: F401 (re-exported: in __all__)
 
-__all__ = [
-    "get_config",
-    "run",
-    "read_run",
-    "RunResult",
-    "run_sweep",
-    "SweepResult",
-    "report",
-    "summary",
-    "build_model",
-    "load_model",
-    "data_info",
-    "data_paths",
-    "UserError",
-]
+__all__ = list(API)  # listed in cnn_jax/__init__.py, which imports this module only on first use
 
 
 def get_config(

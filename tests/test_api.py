@@ -103,7 +103,6 @@ def test_the_api_reference_builds_without_warnings_and_documents_every_public_na
 
     from cnn_jax import api
 
-    assert list(cnn_jax.__all__) == api.__all__  # the package's lazy names are the API module's
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pdoc.pdoc("cnn_jax.api", output_directory=tmp_path)
