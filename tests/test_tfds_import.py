@@ -48,10 +48,11 @@ def test_second_import_needs_force(fashion_data_dir):
 
 
 @pytest.mark.slow
-def test_local_files_are_found_and_imported_on_first_use(tmp_path):
+def test_local_files_are_found_and_imported_on_first_use(tmp_path, capsys):
     messages = []
     loaded = catalog.load("mnist", tmp_path, [shared("mnist").parent], log=messages.append)
     assert "Importing 'mnist'" in messages[0]
+    assert capsys.readouterr().out == ""  # only the log speaks (TFDS's own lines are not printed)
     assert len(loaded.dataset.splits["train"]) == 60000
     assert tfds_store.imported_dir(tmp_path, "mnist").exists()
     again = catalog.load("mnist", tmp_path, [], log=messages.append)  # now from the TFDS dir alone

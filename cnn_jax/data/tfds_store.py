@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -38,7 +39,8 @@ def list_imported(data_dir: Path) -> list[str]:
 def write_imported(dataset: ArrayDataset, data_dir: Path, provenance: dict) -> Path:
     """Prepare `dataset` as a TFDS array_record dataset; TFDS writes to a temporary dir and renames."""
     builder = _builder_class(dataset)(data_dir=str(Path(data_dir) / IMPORTS_SUBDIR), file_format="array_record")
-    builder.download_and_prepare()
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading and preparing"; callers log
+        builder.download_and_prepare()
     target = Path(builder.data_dir)
     write_json_atomic(target / PROVENANCE_FILE, provenance)
     write_arrays(target, dataset)
