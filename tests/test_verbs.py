@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import io
 import json
 import textwrap
 from pathlib import Path
@@ -158,6 +159,12 @@ def data_paths(tmp_path_factory):
         yield paths
 
 
+def quietly(argv: list[str]) -> int:
+    """`cnn-jax ARGV` with its printing kept out of the output of the test that first asks for a run kind."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return cli.main(argv)
+
+
 class RunKinds:
     """The run kinds in one runs root, each trained the first time a test asks for it."""
 
@@ -175,7 +182,7 @@ class RunKinds:
             size = len(plan.runs) if preset == "seeds" else 1
             for group in plan.seed_groups(size):
                 assert (
-                    cli.main(
+                    quietly(
                         [
                             "run-task",
                             plan.spec,
@@ -212,7 +219,7 @@ class RunKinds:
             head = next(m for m in reversed(modules) if np.ndim(params.get(f"{m}/kernel")) == 2)
             tuned = next(m for m in modules if m != head)
             assert (
-                cli.main(
+                quietly(
                     [
                         "train",
                         str(self.experiment),
