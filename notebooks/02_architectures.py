@@ -13,7 +13,7 @@
 #
 # Their layer tables, parameter counts, FLOPs and receptive fields, as Keras' `model.summary()` shows them
 # in the course. `cnn_jax.summary` traces the model abstractly: nothing is computed, so even VGG-16 at
-# 224x224 is summarized in seconds. CPU time on a 2-core laptop: about 40 s.
+# 224x224 is summarized in seconds. CPU time on a 2-core laptop: about 15 s.
 
 # %%
 import matplotlib.pyplot as plt

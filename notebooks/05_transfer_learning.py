@@ -15,9 +15,9 @@
 # weights, replace the dense head with a new one for your classes, and optionally unfreeze the last
 # filters to fine-tune them on your small dataset. Here the "large dataset" is Fashion-MNIST and the
 # small one is 500 labelled MNIST digits. A small VGG-style network (`ablation_net`, three stages of
-# 32-64-128 channels) keeps the notebook at about 1.5 minutes of a 2-core CPU; one seed per variant,
-# so the differences below are illustrations, not findings (`experiments/transfer_fashion_to_mnist.py`
-# runs the same comparison with seeds and tuned rates).
+# 32-64-128 channels) keeps the notebook at 2.5-4 minutes of a 2-core CPU (the first run also imports
+# MNIST). One seed per variant, so the differences below are illustrations, not findings
+# (`experiments/transfer_fashion_to_mnist.py` runs the same comparison with seeds and tuned rates).
 
 # %%
 import tempfile
