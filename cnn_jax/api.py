@@ -221,6 +221,8 @@ def run_sweep(
     from cnn_jax.sweep.plan import load_plan
     from cnn_jax.train.loop import silent
 
+    if jobs < 1:
+        raise UserError(f"jobs = {jobs}: must be >= 1 (runs at once).")
     runs_root = Path(runs_root).resolve()
     spec = str(experiment) if preset is None else f"{experiment}:{preset}"
     flags = [f"--config.{key}={value}" for key, value in dict(overrides or {}).items()]

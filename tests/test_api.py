@@ -70,6 +70,12 @@ def test_read_run_of_an_unfinished_directory_says_so(tmp_path):
         cnn_jax.read_run(tmp_path)
 
 
+def test_run_sweep_refuses_no_jobs_before_writing_anything(tmp_path):
+    with pytest.raises(UserError, match="jobs = 0: must be >= 1"):
+        cnn_jax.run_sweep(ROOT / "experiments/pool_vs_stride.py", "cpu", runs_root=tmp_path, jobs=0)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_summary_and_build_model_take_the_models_fields():
     table = cnn_jax.summary("lenet5")
     assert table.total_params == 61_706 and table.input_shape == (32, 32, 1)
