@@ -131,8 +131,7 @@ def project_config(model_name: str, batch_size: int):
 
 def library_variant(config, input_shape, mean, std) -> ProjectProgram:
     """'default': the library's model, optimizer, train and eval steps and drive, as `cnn-jax train` builds them."""
-    import jax.numpy as jnp
-
+    from cnn_jax.data.preprocess import InputTransform
     from cnn_jax.models import build_model
     from cnn_jax.train.devices import data_mesh
     from cnn_jax.train.loop import make_drive
@@ -142,14 +141,12 @@ def library_variant(config, input_shape, mean, std) -> ProjectProgram:
 
     model = build_model(config.model, num_classes=NUM_CLASSES)
     tx = make_optimizer(config, make_schedule(config, steps_per_epoch=1))
-    mean, std = jnp.asarray(mean), jnp.asarray(std)
+    inputs = InputTransform(tuple(mean.tolist()), tuple(std.tolist()))
     # make_drive reads only these fields of a RunSetup (which would also load a real dataset).
-    setup = SimpleNamespace(
-        config=config, model=model, tx=tx, mean=mean, std=std, trainable=None, devices=data_mesh(config)
-    )
+    setup = SimpleNamespace(config=config, model=model, tx=tx, inputs=inputs, trainable=None, devices=data_mesh(config))
     return ProjectProgram(
-        train_step=make_train_step(model, tx, config, mean, std),
-        eval_step=make_eval_step(model, mean, std),
+        train_step=make_train_step(model, tx, config, inputs),
+        eval_step=make_eval_step(model, inputs),
         drive=make_drive(setup),
         init_state=lambda: create_train_state(model, tx, input_shape, config.seed),
     )

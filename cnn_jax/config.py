@@ -29,6 +29,17 @@ BEST_MODES = ("max", "min")
 SPLIT_METRICS = ("accuracy", "loss", "top5")  # logged per evaluated split as val_<m> and test_<m>
 VALIDATION_METRICS = tuple(f"val_{m}" for m in SPLIT_METRICS)  # what may select a checkpoint or a setting
 COMPUTE_DTYPES = ("float32", "bfloat16")
+NORMALIZATIONS = ("auto", "dataset", "source")
+FROZEN_BATCH_NORMS = ("inference", "batch")
+# Fields added after run ids were last changed, with their defaults: at the default they are left out of the
+# run id, so adding them kept every existing run's id (each default computes what runs did before it existed).
+LATER_FIELDS = {
+    "dataset.resize": 0,
+    "dataset.center_crop": 0,
+    "dataset.grey_to_rgb": False,
+    "transfer.normalization": "auto",
+    "transfer.frozen_batch_norm": "inference",
+}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -47,6 +58,11 @@ def default_config() -> ml_collections.ConfigDict:
     # >0: evaluate validation and test on N class-balanced examples each, for quick checks only (the report
     # flags such runs: their test numbers are not the test set's)
     c.dataset.eval_subset = 0
+    # the model's input, made from the stored images in jit (cnn_jax/data/preprocess.py): resize to S x S (0: as
+    # stored), then keep the central C x C (0: all), and repeat a grey channel three times
+    c.dataset.resize = 0
+    c.dataset.center_crop = 0
+    c.dataset.grey_to_rgb = False
     c.dataset.augment = ml_collections.ConfigDict()
     c.dataset.augment.random_crop_padding = 0  # zero-pad P pixels, crop back (He et al. 2015)
     c.dataset.augment.translate = 0  # shift up to T pixels, reflect-filled (Keras RandomTranslation)
@@ -85,7 +101,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.compute_dtype = "float32"
 
     c.transfer = ml_collections.ConfigDict()  # see cnn_jax/train/transfer.py
-    # a finished run to start from: its directory, or the experiment FILE.py[:preset] that made it
+    # a finished run to start from: its directory, or the experiment FILE.py[:preset] that made it; or a
+    # pretrained weights file (.pth, .safetensors, .h5: torchvision or Keras, cnn_jax/weights/) for model.name
     c.transfer.source = ""
     c.transfer.checkpoint = "best"  # best (by the source's checkpoint.best_metric) | latest | a step
     c.transfer.load = ("*",)  # patterns of parameter / batch-norm paths copied from the source ...
@@ -93,6 +110,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.transfer.trainable = ("*",)  # patterns of what the optimizer updates; the rest stays bitwise frozen
     c.transfer.backbone_lr_scale = 1.0  # learning-rate factor of trainable parameters copied from the source
     c.transfer.adapt_input = "none"  # none | grey_to_rgb | rgb_to_grey: first conv's input channels
+    # auto: the pretrained weights' own input normalization for a weights file (or a run imported from one),
+    # the train split's statistics otherwise | dataset: always the train split's | source: the source's
+    c.transfer.normalization = "auto"
+    # a batch-norm layer whose scale and bias are frozen: 'inference' normalizes with its stored statistics
+    # while the rest trains (Keras' behaviour); 'batch' with each batch's statistics, as in training mode
+    c.transfer.frozen_batch_norm = "inference"
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 500
@@ -307,6 +330,8 @@ def validate_fields(config: ml_collections.ConfigDict) -> None:
         "schedule.warmup_epochs",
         "dataset.train_subset",
         "dataset.eval_subset",
+        "dataset.resize",
+        "dataset.center_crop",
         "loss.aux_weight",
         "dataset.augment.random_crop_padding",
         "dataset.augment.translate",
@@ -322,7 +347,14 @@ def validate_fields(config: ml_collections.ConfigDict) -> None:
     if not 0.0 < config.schedule.decay_factor <= 1.0:
         raise UserError(f"config field 'schedule.decay_factor' = {config.schedule.decay_factor}: must be in (0, 1].")
     _choice("transfer.adapt_input", config.transfer.adapt_input, ("none", "grey_to_rgb", "rgb_to_grey"))
+    _choice("transfer.normalization", config.transfer.normalization, NORMALIZATIONS)
+    _choice("transfer.frozen_batch_norm", config.transfer.frozen_batch_norm, FROZEN_BATCH_NORMS)
     _positive("transfer.backbone_lr_scale", config.transfer.backbone_lr_scale)
+    if config.dataset.resize and config.dataset.center_crop > config.dataset.resize:
+        raise UserError(
+            f"config field 'dataset.center_crop' = {config.dataset.center_crop} is larger than dataset.resize = "
+            f"{config.dataset.resize}; crop at most what the resize gives."
+        )
     if not config.transfer.trainable:
         raise UserError(
             "config field 'transfer.trainable' is empty: nothing would train; give patterns such as ('dense/*',)."
@@ -391,8 +423,17 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def run_id(config: ml_collections.ConfigDict) -> str:
-    """Stable 12-hex-digit id of a fully resolved config."""
-    return hashlib.sha256(to_json(config).encode()).hexdigest()[:12]
+    """Stable 12-hex-digit id of a fully resolved config (`LATER_FIELDS` at their defaults left out).
+
+    `transfer.frozen_batch_norm` changed what a run computes when it freezes a batch-norm layer, so it is
+    left out only where nothing is frozen (transfer.trainable = ('*',))."""
+    tree = config.to_dict()
+    for field, default in LATER_FIELDS.items():
+        section, key = field.split(".")
+        frozen = tuple(config.transfer.trainable) != ("*",)
+        if tree[section].get(key) == default and not (field == "transfer.frozen_batch_norm" and frozen):
+            del tree[section][key]
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, indent=2).encode()).hexdigest()[:12]
 
 
 def diff(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:

@@ -18,6 +18,7 @@ import numpy as np
 from flax import linen as nn
 
 from cnn_jax import checkpoints, rundir
+from cnn_jax.data.preprocess import InputTransform
 from cnn_jax.errors import UserError
 from cnn_jax.models import build_model
 
@@ -29,13 +30,20 @@ class DataInfo:
     """What a run was trained on, as its manifest records it."""
 
     name: str
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, int, int]  # of the stored images
     classes: tuple[str, ...]
     mean: np.ndarray  # float32 per channel, of pixels scaled to [0, 1]
     std: np.ndarray
+    input: InputTransform  # stored images -> the model's input, as training made it
+    pretrained: bool  # the run holds imported pretrained weights (`cnn-jax import-weights`)
+
+    @property
+    def model_input_shape(self) -> tuple[int, int, int]:
+        return self.input.output_shape(self.image_shape)
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images (..., H, W, C) -> float32 normalized exactly as training and evaluation did."""
+        """uint8 images (N, H, W, C) or (H, W, C) -> float32 model input, made exactly as training and
+        evaluation made it (normalized; resized, cropped or turned RGB where the run did)."""
         images = np.asarray(images)
         if images.dtype != np.uint8:
             raise UserError(
@@ -43,27 +51,41 @@ class DataInfo:
             )
         if tuple(images.shape[-3:]) != self.image_shape:
             raise UserError(
-                f"images of shape {tuple(images.shape[-3:])} do not match the run's input {self.image_shape} (H, W, C)."
+                f"images of shape {tuple(images.shape[-3:])} do not match the run's stored images "
+                f"{self.image_shape} (H, W, C)."
             )
-        return (images.astype(np.float32) / 255.0 - self.mean) / self.std
+        batch = images.reshape(-1, *self.image_shape)
+        out = np.asarray(self.input(batch))
+        return out.reshape(*images.shape[:-3], *out.shape[1:])
 
 
 def data_info(run_dir: Path) -> DataInfo:
-    """The dataset name, image shape, class names and normalization from `run_dir/manifest.json`."""
+    """The dataset name, image shape, class names and input preprocessing from `run_dir/manifest.json`
+    (runs written before the input transform was recorded used normalization only)."""
     path = Path(run_dir) / rundir.MANIFEST
     if not path.exists():
         raise UserError(
             f"'{run_dir}' has no {rundir.MANIFEST}; it records the image shape, classes and "
             "normalization a model needs. Give the run directory training wrote."
         )
-    data = json.loads(path.read_text())["data"]
-    norm = data["normalization"]
+    manifest = json.loads(path.read_text())
+    data = manifest["data"]
+    norm, given = data["normalization"], data.get("input", {})
+    transform = InputTransform(
+        tuple(norm["mean"]),
+        tuple(norm["std"]),
+        given.get("resize", 0),
+        given.get("center_crop", 0),
+        given.get("grey_to_rgb", False),
+    )
     return DataInfo(
         data["name"],
         tuple(data["image_shape"]),
         tuple(data["classes"]),
         np.asarray(norm["mean"], np.float32),
         np.asarray(norm["std"], np.float32),
+        transform,
+        "weights" in manifest,
     )
 
 
@@ -102,7 +124,7 @@ def load_run(path: Path, step: str | int | None = None) -> LoadedRun:
     saved = checkpoints.model_variables(checkpoints.read_checkpoint(source, manager, chosen))
     check_fits(
         saved,
-        expected_variables(model, info.image_shape),
+        expected_variables(model, info.model_input_shape),
         f"checkpoint {chosen} of '{run_dir}' does not fit the {config.model.name} model its {rundir.CONFIG} builds",
     )
     return LoadedRun(run_dir, config, info, model, chosen, jax.tree_util.tree_map(jnp.asarray, saved))

@@ -59,6 +59,12 @@ def record_start(run_dir: Path, info: dict[str, Any], resumed_from: int | None) 
     write_json_atomic(path, manifest)
 
 
+def is_imported(run_dir: Path) -> bool:
+    """True for a directory `cnn-jax import-weights` wrote: pretrained weights, no training."""
+    path = Path(run_dir) / MANIFEST
+    return path.exists() and "weights" in json.loads(path.read_text())
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

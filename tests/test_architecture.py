@@ -17,7 +17,7 @@ LEVELS = (
     ("config", "data", "models", "provenance"),
     ("validation", "rundir"),
     ("checkpoints",),
-    ("loading",),
+    ("loading", "weights"),
     ("train",),
     ("sweep", "analysis"),
     ("reproduce", "api"),

@@ -10,6 +10,7 @@ from flax import linen as nn
 
 from cnn_jax import config as config_lib
 from cnn_jax import validation
+from cnn_jax.data.preprocess import InputTransform
 from cnn_jax.errors import UserError
 from cnn_jax.models import build_model
 from cnn_jax.train import steps as steps_lib
@@ -18,7 +19,7 @@ from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.state import create_train_state
 from cnn_jax.train.steps import cast_floating, make_eval_step, make_train_step
 
-MEAN, STD = jnp.full(1, 0.3), jnp.full(1, 0.35)
+INPUTS = InputTransform((0.3,), (0.35,))
 
 
 def _config(**overrides):
@@ -47,7 +48,7 @@ def _setup(config):
 def _train_step(config):
     """(state before, state after, metric sums) of one jitted train step on `_batch()`."""
     model, tx, state = _setup(config)
-    return state, *jax.jit(make_train_step(model, tx, config, MEAN, STD))(state, _batch(), jax.random.PRNGKey(0))
+    return state, *jax.jit(make_train_step(model, tx, config, INPUTS))(state, _batch(), jax.random.PRNGKey(0))
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +104,9 @@ def _trace(compute_dtype: str, train: bool, monkeypatch) -> tuple[set, set]:
     config = _config(**{"train.compute_dtype": compute_dtype})
     model, tx, state = _setup(config)
     if train:
-        step, args = make_train_step(model, tx, config, MEAN, STD), (state, _batch(), jax.random.PRNGKey(0))
+        step, args = make_train_step(model, tx, config, INPUTS), (state, _batch(), jax.random.PRNGKey(0))
     else:
-        step, args = make_eval_step(model, MEAN, STD, compute_dtype=compute_dtype), (state, _batch())
+        step, args = make_eval_step(model, INPUTS, compute_dtype=compute_dtype), (state, _batch())
     with nn.intercept_methods(record):
         jax.make_jaxpr(step)(*args)
     return layer_dtypes, set(loss_dtypes)
@@ -126,7 +127,7 @@ def test_auxiliary_logits_reach_their_loss_as_float32(monkeypatch):
     state = create_train_state(model, tx, (2, 2, 1), seed=0)
     batch = {"image": jnp.zeros((2, 2, 2, 1), jnp.uint8), "label": jnp.array([0, 2]), "mask": jnp.ones(2, bool)}
     loss_dtypes = _record_loss_inputs(monkeypatch)
-    jax.make_jaxpr(make_train_step(model, tx, config, MEAN, STD))(state, batch, jax.random.PRNGKey(0))
+    jax.make_jaxpr(make_train_step(model, tx, config, INPUTS))(state, batch, jax.random.PRNGKey(0))
     assert loss_dtypes == [jnp.float32, jnp.float32]  # main, auxiliary
 
 
@@ -140,7 +141,7 @@ def test_bfloat16_loss_is_close_to_but_not_the_float32_loss(steps):
     f32, bf16 = steps["float32"][2]["loss_sum"], steps["bfloat16"][2]["loss_sum"]
     model, _, state = _setup(_config())
     f32_eval, bf16_eval = (
-        jax.jit(make_eval_step(model, MEAN, STD, compute_dtype=d))(state, _batch(seed=1))["loss_sum"]
+        jax.jit(make_eval_step(model, INPUTS, compute_dtype=d))(state, _batch(seed=1))["loss_sum"]
         for d in ("float32", "bfloat16")
     )
     for f32_loss, bf16_loss in ((f32, bf16), (f32_eval, bf16_eval)):
@@ -153,10 +154,10 @@ def test_float32_compute_is_the_unchanged_program(steps):
     default, explicit = _config(), _config(**{"train.compute_dtype": "float32"})
     model, tx, state = _setup(default)
     args = (state, _batch(), jax.random.PRNGKey(0))
-    train = [str(jax.make_jaxpr(make_train_step(model, tx, c, MEAN, STD))(*args)) for c in (default, explicit)]
+    train = [str(jax.make_jaxpr(make_train_step(model, tx, c, INPUTS))(*args)) for c in (default, explicit)]
     evals = [
         str(jax.make_jaxpr(step)(state, _batch()))
-        for step in (make_eval_step(model, MEAN, STD), make_eval_step(model, MEAN, STD, compute_dtype="float32"))
+        for step in (make_eval_step(model, INPUTS), make_eval_step(model, INPUTS, compute_dtype="float32"))
     ]
     assert train[0] == train[1] and evals[0] == evals[1]
     assert "bf16" not in train[0] + evals[0]

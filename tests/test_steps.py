@@ -8,6 +8,7 @@ import numpy as np
 from flax import linen as nn
 
 from cnn_jax import config as config_lib
+from cnn_jax.data.preprocess import InputTransform
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.state import create_train_state
 from cnn_jax.train.steps import make_train_step
@@ -36,7 +37,7 @@ def _aux_change(aux_weight: float) -> float:
         "label": jnp.array([0, 2]),
         "mask": jnp.ones(2, bool),
     }
-    step = make_train_step(model, tx, config, jnp.zeros(1), jnp.ones(1))
+    step = make_train_step(model, tx, config, InputTransform((0.0,), (1.0,)))
     new_state, _ = jax.jit(step)(state, batch, jax.random.PRNGKey(0))
     return float(np.abs(new_state.params["aux"]["kernel"] - state.params["aux"]["kernel"]).max())
 

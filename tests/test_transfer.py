@@ -10,6 +10,7 @@ import pytest
 from flax import traverse_util
 
 from cnn_jax import config as config_lib
+from cnn_jax.data.preprocess import InputTransform
 from cnn_jax.errors import UserError
 from cnn_jax.loading import load_model
 from cnn_jax.models import build_model
@@ -158,7 +159,7 @@ def test_frozen_batch_norm_statistics_and_parameters_stay_bitwise_through_train_
         "params": transfer.trainable_mask(abstract["params"], config),
         "batch_stats": transfer.trainable_mask(abstract["batch_stats"], config),
     }
-    step = jax.jit(make_train_step(model, tx, config, jnp.zeros(1), jnp.ones(1), mask))
+    step = jax.jit(make_train_step(model, tx, config, InputTransform((0.0,), (1.0,)), mask))
     state = before = create_train_state(model, tx, (28, 28, 1), seed=0)
     rng = np.random.default_rng(0)
     for i in range(3):

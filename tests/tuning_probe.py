@@ -16,6 +16,7 @@ import numpy as np
 from cnn_jax import config as config_lib
 from cnn_jax.data.local_files import read_idx_dir
 from cnn_jax.data.pipeline import channel_stats
+from cnn_jax.data.preprocess import InputTransform
 from cnn_jax.models import build_model
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.state import create_train_state
@@ -73,7 +74,7 @@ def main(fashion_dir: str) -> None:
         for i in range(STEPS)
     ]
     key = jax.random.PRNGKey(0)
-    step = jax.jit(make_train_step(model, tx, config, jnp.asarray(mean), jnp.asarray(std)))
+    step = jax.jit(make_train_step(model, tx, config, InputTransform(tuple(mean.tolist()), tuple(std.tolist()))))
     step = step.lower(state, batches[0], key).compile()
     placement = convolutions(step.as_text())
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from cnn_jax import config as config_lib
 from cnn_jax.checkpoints import flatten
-from cnn_jax.errors import UserError, unknown_choice
+from cnn_jax.errors import unknown_choice
 from cnn_jax.files import write_bytes_atomic, write_json_atomic
 from cnn_jax.loading import LoadedRun, load_run
 
@@ -99,12 +99,7 @@ def _npz_bytes(tensors: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
 
 
 def _safetensors_encoder():
-    try:
-        from safetensors.numpy import save
-    except ImportError:
-        raise UserError(
-            "--format safetensors needs the safetensors package: pip install safetensors (or use --format npz)."
-        ) from None
+    from safetensors.numpy import save
 
     def encode(tensors: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
         metadata = {key: json.dumps(value) for key, value in info.items()}  # safetensors metadata is str -> str

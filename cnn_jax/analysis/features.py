@@ -51,7 +51,7 @@ def conv_layers(loaded: LoadedRun) -> list[str]:
     found: list[str] = []
 
     def trace():
-        _, outputs = module_outputs(loaded.model, loaded.variables, jnp.zeros((1, *loaded.info.image_shape)))
+        _, outputs = module_outputs(loaded.model, loaded.variables, jnp.zeros((1, *loaded.info.model_input_shape)))
         found.extend(path for path, (module, _) in outputs.items() if isinstance(module, (nn.Conv, nn.ConvTranspose)))
 
     jax.eval_shape(trace)

@@ -131,7 +131,8 @@ _tiled_max_pool.defvjp(_tiled_max_pool_forward, _tiled_max_pool_backward)
 class ConvUnit(nn.Module):
     """Conv (kernel, stride, padding) -> optional norm -> activation. No bias before a norm.
 
-    `norm` is a batch-norm-like module factory (called with `use_running_average`), e.g. `BATCH_NORM`;
+    `norm` is a batch-norm-like module factory, e.g. `BATCH_NORM`, whose layer takes `use_running_average`
+    when called (so that transfer learning can switch a frozen layer to its stored statistics);
     `act` is any elementwise function, e.g. `ACTIVATIONS["elu"]`.
     """
 
@@ -156,7 +157,7 @@ class ConvUnit(nn.Module):
             kernel_init=self.kernel_init,
         )(x)
         if self.norm is not None:
-            x = self.norm(use_running_average=not train)(x)
+            x = self.norm()(x, use_running_average=not train)
         return self.act(x)
 
 

@@ -65,7 +65,7 @@ def open_checkpoints(run_dir: Path, config: ml_collections.ConfigDict, read_only
 def make_drive(setup: RunSetup):
     """drive(state, totals, split, order, index) -> (state, totals): gather a batch, step, add its metric sums
     to the epoch's and the log interval's."""
-    train_step = make_train_step(setup.model, setup.tx, setup.config, setup.mean, setup.std, setup.trainable)
+    train_step = make_train_step(setup.model, setup.tx, setup.config, setup.inputs, setup.trainable)
     batch_size = setup.config.train.batch_size
 
     def drive(state, totals, split, order, index):

@@ -14,10 +14,13 @@ import optax
 from flax import linen as nn
 
 from cnn_jax import config as config_lib
-from cnn_jax import validation
+from cnn_jax import rundir, validation
 from cnn_jax.data import catalog
 from cnn_jax.data.arrays import balanced_subset, hold_out
 from cnn_jax.data.pipeline import DeviceSplit, channel_stats, slice_batch, to_device
+from cnn_jax.data.preprocess import InputTransform
+from cnn_jax.errors import UserError
+from cnn_jax.loading import data_info, load_model
 from cnn_jax.models import build_model
 from cnn_jax.models.summary import summarize
 from cnn_jax.train import transfer
@@ -25,6 +28,8 @@ from cnn_jax.train.devices import DataMesh, data_mesh
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.state import TrainState, create_train_state
 from cnn_jax.train.steps import empty_metrics, empty_totals, make_eval_step, metric_means
+from cnn_jax.weights import files as weights_files
+from cnn_jax.weights.importer import ImportedWeights, import_weights
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,7 @@ class RunSetup:
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     steps_per_epoch: int
-    mean: jax.Array
-    std: jax.Array
+    inputs: InputTransform  # stored uint8 images -> the model's input (normalization, resize, ...)
     train: DeviceSplit
     validation: DeviceSplit | None  # held out of the train split; None when dataset.validation_fraction = 0
     test: DeviceSplit
@@ -50,10 +54,16 @@ class RunSetup:
     model_summary: dict  # params, trainable_params, flops (per image)
     devices: DataMesh  # the batch is split over these; state and data are replicated
     trainable: dict | None  # transfer learning: masks of what trains ({"params": ..., "batch_stats": ...})
-    transfer_source: Path | None  # transfer learning: the run whose weights start this one
+    transfer_source: Path | None  # transfer learning: the run (or weights file) whose weights start this one
+    imported: ImportedWeights | None  # transfer learning from a pretrained weights file: its arrays
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The model's input (H, W, C): the stored images after `inputs` (resize, crop, grey to RGB)."""
+        return self.inputs.output_shape(self.data.dataset.image_shape)
 
     def fresh_state(self) -> TrainState:
-        return create_train_state(self.model, self.tx, self.data.dataset.image_shape, self.config.seed)
+        return create_train_state(self.model, self.tx, self.input_shape, self.config.seed)
 
     def on_devices(self, payload: Any) -> Any:
         """A state (or checkpoint payload) placed as the train step expects it: on every device."""
@@ -64,15 +74,17 @@ class RunSetup:
         state = self.fresh_state()
         if self.transfer_source is None:
             return state
-        from cnn_jax.loading import load_model
-
-        _, source = load_model(self.transfer_source, self.config.transfer.checkpoint)
+        if self.imported is not None:
+            source, which = self.imported.variables, "pretrained weights"
+        else:
+            _, source = load_model(self.transfer_source, self.config.transfer.checkpoint)
+            which = f"checkpoint {self.config.transfer.checkpoint}"
         variables, copied = transfer.transplant(
             {"params": state.params, "batch_stats": state.batch_stats}, source, self.config, str(self.transfer_source)
         )
         log(
-            f"Transfer: {len(copied)} arrays copied from {self.transfer_source} "
-            f"(checkpoint {self.config.transfer.checkpoint}); trainable: {', '.join(self.config.transfer.trainable)}."
+            f"Transfer: {len(copied)} arrays copied from {self.transfer_source} ({which}); "
+            f"trainable: {', '.join(self.config.transfer.trainable)}."
         )
         params = variables["params"]
         return state.replace(
@@ -86,8 +98,8 @@ class RunSetup:
     def transfer_manifest(self) -> dict | None:
         if self.transfer_source is None:
             return None
-        from cnn_jax import rundir
-
+        if self.imported is not None:
+            return {**self.config.transfer.to_dict(), "weights": self.imported.record}
         source = rundir.read_result(self.transfer_source) or {}
         return {
             **self.config.transfer.to_dict(),
@@ -126,7 +138,8 @@ class RunSetup:
             "validation": self.validation_record,
             "image_shape": list(dataset.image_shape),
             "classes": list(dataset.class_names),
-            "normalization": {"mean": self.mean.tolist(), "std": self.std.tolist()},
+            "normalization": {"mean": list(self.inputs.mean), "std": list(self.inputs.std)},
+            "input": {**self.inputs.record(), "model_input_shape": list(self.input_shape)},
         }
 
 
@@ -163,17 +176,22 @@ def build(
                 held, validation=balanced_subset(held.validation, config.dataset.eval_subset, "dataset.eval_subset")
             )
     model = build_model(config.model, num_classes=data.dataset.num_classes)
-    summary = summarize(model, data.dataset.image_shape)  # fails by layer name if the geometry cannot work
+    imported = None
+    if transfer_source is not None and weights_files.is_weights_file(str(transfer_source)):
+        imported = import_weights(str(transfer_source), config.model.to_dict())
+        log(f"Pretrained weights: {transfer_source} ({imported.record['layout']} layout, {imported.record['found']}).")
+    inputs = input_transform(config, train_split, data.dataset.image_shape, imported, transfer_source)
+    input_shape = inputs.output_shape(data.dataset.image_shape)
+    summary = summarize(model, input_shape)  # fails by layer name if the geometry cannot work
     steps_per_epoch = len(train_split) // config.train.batch_size
     schedule = make_schedule(config, steps_per_epoch)
-    mean, std = channel_stats(train_split)
     eval_batch = config.train.eval_batch_size
     labels = trainable = None
     if transfer.is_active(config):
         abstract = jax.eval_shape(
             functools.partial(model.init, train=False),
             jax.random.PRNGKey(0),
-            jnp.zeros((1, *data.dataset.image_shape), jnp.float32),
+            jnp.zeros((1, *input_shape), jnp.float32),
         )
         transfer.check_patterns(abstract, config)
         labels = transfer.optimizer_labels(abstract["params"], config)
@@ -188,8 +206,7 @@ def build(
         tx=make_optimizer(config, schedule, labels),
         schedule=schedule,
         steps_per_epoch=steps_per_epoch,
-        mean=jnp.asarray(mean),
-        std=jnp.asarray(std),
+        inputs=inputs,
         train=devices.replicate(to_device(train_split)),
         validation=None if held is None else devices.replicate(to_device(held.validation, pad_to_multiple=eval_batch)),
         validation_record=None if held is None else held.record,
@@ -202,12 +219,52 @@ def build(
         },
         trainable=trainable,
         transfer_source=transfer_source,
+        imported=imported,
     )
+
+
+def input_transform(
+    config: ml_collections.ConfigDict,
+    train_split,
+    image_shape: tuple[int, int, int],
+    imported: ImportedWeights | None,
+    transfer_source: Path | None,
+) -> InputTransform:
+    """The run's `InputTransform`: `dataset.resize`, `center_crop`, `grey_to_rgb`, and the normalization
+    `transfer.normalization` chooses (the train split's statistics, or the transfer source's own)."""
+    d, choice = config.dataset, config.transfer.normalization
+    if d.center_crop and not d.resize and d.center_crop > min(image_shape[:2]):
+        raise UserError(
+            f"config field 'dataset.center_crop' = {d.center_crop} is larger than the stored images "
+            f"({image_shape[0]}x{image_shape[1]}); set dataset.resize too, or crop less."
+        )
+    if d.grey_to_rgb and image_shape[2] != 1:
+        raise UserError(f"config field 'dataset.grey_to_rgb' is set, but '{d.name}' has {image_shape[2]} channels.")
+    source_norm = None
+    if imported is not None and choice in ("auto", "source"):
+        source_norm = (imported.preprocessing.mean, imported.preprocessing.std)
+    elif transfer_source is not None and imported is None and choice != "dataset":
+        info = data_info(transfer_source)
+        if choice == "source" or info.pretrained:
+            source_norm = (tuple(info.mean.tolist()), tuple(info.std.tolist()))
+    if source_norm is None:
+        mean, std = channel_stats(train_split)
+        source_norm = (tuple(mean.tolist()), tuple(std.tolist()))
+    mean, std = source_norm
+    channels = 3 if d.grey_to_rgb else image_shape[2]
+    if d.grey_to_rgb and len(mean) == 1:
+        mean, std = mean * 3, std * 3
+    if len(mean) != channels:
+        hint = " Set dataset.grey_to_rgb=true to repeat the grey channel." if channels == 1 else ""
+        raise UserError(
+            f"transfer: the source normalizes {len(mean)} channels and the model's input has {channels}.{hint}"
+        )
+    return InputTransform(mean, std, d.resize, d.center_crop, d.grey_to_rgb)
 
 
 def make_evaluate(setup: RunSetup):
     """jitted evaluate(state, split) -> metric sums over every real example of the split, once."""
-    eval_step = make_eval_step(setup.model, setup.mean, setup.std, compute_dtype=setup.config.train.compute_dtype)
+    eval_step = make_eval_step(setup.model, setup.inputs, compute_dtype=setup.config.train.compute_dtype)
     batch_size = setup.config.train.eval_batch_size
 
     def evaluate(state: TrainState, split: DeviceSplit):

@@ -10,10 +10,11 @@ import ml_collections
 import optax
 from flax import linen as nn
 
-from cnn_jax.data.augment import augment, normalize
+from cnn_jax.data.augment import augment
+from cnn_jax.data.preprocess import InputTransform
 from cnn_jax.train.losses import per_example_loss, topk_correct
 from cnn_jax.train.state import TrainState
-from cnn_jax.train.transfer import keep_frozen
+from cnn_jax.train.transfer import frozen_batch_norms, keep_frozen, stored_statistics
 
 Batch = dict[str, jax.Array]  # image uint8 (B,H,W,C), label int32 (B,), mask bool (B,)
 Metrics = dict[str, jax.Array]  # loss_sum, correct, correct_top5, count
@@ -74,14 +75,15 @@ def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
     config: ml_collections.ConfigDict,
-    mean: jax.Array,
-    std: jax.Array,
+    inputs: InputTransform,
     trainable: dict | None = None,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
     """train_step(state, batch, key) -> (state, metric sums); `key` drives augmentation and dropout.
 
     `trainable` ({"params": mask, "batch_stats": mask} of Python bools, transfer learning) keeps the
-    masked-out parameters and batch statistics bit for bit as they were. With
+    masked-out parameters and batch statistics bit for bit as they were; with
+    `transfer.frozen_batch_norm = 'inference'` a batch norm whose scale and bias are frozen also normalizes
+    with its stored statistics. With
     `train.skip_nonfinite_updates`, a step whose loss or gradients are not finite leaves the state as it
     was (but for the step counter) and counts as 'skipped' instead of adding to the metrics.
 
@@ -96,6 +98,9 @@ def make_train_step(
     loss_name, smoothing, aux_weight = config.loss.name, config.loss.label_smoothing, config.loss.aux_weight
     skip_nonfinite = config.train.skip_nonfinite_updates
     to_compute, to_float32 = _precision_casts(config.train.compute_dtype)
+    frozen_norms = frozenset()
+    if trainable is not None and config.transfer.frozen_batch_norm == "inference":
+        frozen_norms = frozen_batch_norms(trainable)
 
     def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
         aug_key, dropout_key = jax.random.split(key)
@@ -106,16 +111,17 @@ def make_train_step(
             translate=aug.translate,
             horizontal_flip=aug.horizontal_flip,
         )
-        images = to_compute(normalize(images, mean, std))
+        images = to_compute(inputs(images))
 
         def loss_fn(params):
-            logits, updates = model.apply(
-                _variables(state, to_compute(params)),
-                images,
-                train=True,
-                rngs={"dropout": dropout_key},
-                mutable=["batch_stats", "intermediates"],
-            )
+            with stored_statistics(frozen_norms):
+                logits, updates = model.apply(
+                    _variables(state, to_compute(params)),
+                    images,
+                    train=True,
+                    rngs={"dropout": dropout_key},
+                    mutable=["batch_stats", "intermediates"],
+                )
             logits = to_float32(logits)
             losses = per_example_loss(loss_name, logits, batch["label"], smoothing)
             aux_logits = to_float32(updates.get("intermediates", {}).get("aux_logits", ()))  # sown by aux heads
@@ -150,8 +156,7 @@ def all_finite(tree) -> jax.Array:
 
 def make_eval_step(
     model: nn.Module,
-    mean: jax.Array,
-    std: jax.Array,
+    inputs: InputTransform,
     *,
     compute_dtype: str = "float32",
 ) -> Callable[[TrainState, Batch], Metrics]:
@@ -162,7 +167,7 @@ def make_eval_step(
     to_compute, to_float32 = _precision_casts(compute_dtype)
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
-        images = to_compute(normalize(batch["image"], mean, std))
+        images = to_compute(inputs(batch["image"]))
         logits = to_float32(model.apply(_variables(state, to_compute(state.params)), images, train=False))
         losses = per_example_loss("cross_entropy", logits, batch["label"])
         return _metric_sums(logits, batch["label"], losses, batch["mask"])

@@ -7,6 +7,7 @@ shell-style patterns (`fnmatch`): `transfer.load` and `transfer.skip` pick what 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import linen as nn
 from flax import traverse_util
 
 from cnn_jax.errors import UserError
+from cnn_jax.weights import files as weights_files
 
 ADAPT_INPUT = ("none", "grey_to_rgb", "rgb_to_grey")
 
@@ -64,6 +67,31 @@ def optimizer_labels(params: Any, config: ml_collections.ConfigDict) -> Any:
         return "backbone" if config.transfer.source and _copied(path, config) else "new"
 
     return traverse_util.unflatten_dict({k: label(k) for k in _flat(params)}, sep="/")
+
+
+def frozen_batch_norms(trainable: dict) -> frozenset[str]:
+    """Module paths ('stage1/ConvUnit_0/BatchNorm_0') of the batch-norm layers whose scale and bias the
+    masks of `trainable` ({"params": ..., "batch_stats": ...}) leave frozen."""
+    params = _flat(trainable["params"])
+    layers = {path.rsplit("/", 1)[0] for path in _flat(trainable["batch_stats"]) if path.endswith("/mean")}
+    return frozenset(
+        layer for layer in layers if not any(params.get(f"{layer}/{name}", False) for name in ("scale", "bias"))
+    )
+
+
+def stored_statistics(layers: frozenset[str]):
+    """A context in which the batch-norm layers at `layers` normalize with their stored statistics (and leave
+    them unchanged) also in training mode: `transfer.frozen_batch_norm = 'inference'`."""
+    if not layers:
+        return contextlib.nullcontext()
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if context.method_name == "__call__" and isinstance(module, nn.BatchNorm) and "/".join(module.path) in layers:
+            kwargs = {**kwargs, "use_running_average": True}
+        return next_fun(*args, **kwargs)
+
+    return nn.intercept_methods(interceptor)
 
 
 def keep_frozen(mask: Any, old: Any, new: Any) -> Any:
@@ -132,18 +160,21 @@ def _adapt(
 
 
 def resolve_source(config: ml_collections.ConfigDict, runs_root: Path) -> Path:
-    """The source run directory: a path, or an experiment `FILE.py[:preset]` resolved under `runs_root`
-    (the runs root of the run being trained: runs/<experiment>/<run id> -> runs)."""
+    """The source: a pretrained weights file (a path, or a file name found in the download caches), a run
+    directory (finished, or made by `cnn-jax import-weights`), or an experiment `FILE.py[:preset]` resolved
+    under `runs_root` (the runs root of the run being trained: runs/<experiment>/<run id> -> runs)."""
     from cnn_jax import config as config_lib
     from cnn_jax import rundir
 
     source = config.transfer.source
+    if weights_files.is_weights_file(source):
+        return weights_files.locate(source)[0]
     if source.split(":")[0].endswith(".py"):
         source_config = config_lib.load_experiment(source)
         run_dir = rundir.default_run_dir(source_config, runs_root)
         hint = f"train it first: cnn-jax train {source} --runs-root {runs_root}"
     else:
         run_dir, hint = Path(source), "give a finished run directory"
-    if not (run_dir / rundir.RESULT).exists():
+    if not (run_dir / rundir.RESULT).exists() and not rundir.is_imported(run_dir):
         raise UserError(f"transfer.source '{source}': the run {run_dir} is not finished; {hint}.")
     return run_dir

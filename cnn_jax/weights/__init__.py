@@ -1,0 +1,1 @@
+"""Pretrained weights from other frameworks' files: torchvision state dicts and Keras applications' .h5."""
