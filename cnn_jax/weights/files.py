@@ -6,7 +6,7 @@ Formats, by file extension:
 - `.safetensors`: a state dict in the safetensors format (no PyTorch needed).
 - `.h5` / `.hdf5`: Keras weights: the Keras 2 layout of the Keras applications' files (root or
   'model_weights' group with 'layer_names', each layer listing its 'weight_names') and the Keras 3
-  `.weights.h5` layout ('layers/<name>/vars/<i>').
+  `.weights.h5` layout ('layers/<class>_<n>/vars/<i>', layers named by class and order).
 
 The first two are torchvision's layout (keys 'features.0.weight', arrays NCHW / OIHW); Keras files give
 one key per layer weight, '<layer>/<i>' in the layer's own order (kernel 0, bias 1).

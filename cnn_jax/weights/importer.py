@@ -9,7 +9,7 @@ missing, a key left over, a shape that differs) is one UserError naming the firs
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
@@ -82,6 +82,8 @@ def import_weights(spec: str, model_section: Any) -> ImportedWeights:
     name = section["name"]
     probe = build_model(section, num_classes=model_entry(name).num_classes)
     table = tables.key_table(probe, weights.layout, list(_shapes(probe, name)), name)
+    if weights.layout == "keras":
+        weights = replace(weights, arrays=tables.rename_keras3(weights.arrays, probe))
     num_classes = _class_count(weights, table, name)
     model = build_model(section, num_classes=num_classes)
     expected = _shapes(model, name)

@@ -104,6 +104,27 @@ def _googlenet_torch(model: googlenet.GoogLeNet) -> Callable[[str], str | None]:
     return name
 
 
+def keras_layer_names(model: vgg.VGG) -> dict[str, list[str]]:
+    """The names of Keras' VGG layers with weights, by Keras layer class, in the model's order."""
+    convs = [f"block{s}_conv{k}" for s, n in enumerate(model.stage_convs, start=1) for k in range(1, n + 1)]
+    return {"conv2d": convs, "dense": ["fc1", "fc2", "predictions"]}
+
+
+def rename_keras3(arrays: dict[str, np.ndarray], model: nn.Module) -> dict[str, np.ndarray]:
+    """A Keras 3 `.weights.h5` names layers by class and creation order ('conv2d', 'conv2d_1', ..., 'dense');
+    these become the Keras applications' layer names, so one table serves both layouts."""
+    if not isinstance(model, vgg.VGG) or not any(k.startswith("conv2d/") for k in arrays):
+        return arrays
+    renamed = {}
+    for key, value in arrays.items():
+        layer, index = key.rsplit("/", 1)
+        stem, _, suffix = layer.rpartition("_")
+        kind, ordinal = (stem, int(suffix)) if suffix.isdigit() else (layer, 0)
+        names = keras_layer_names(model).get(kind, [])
+        renamed[f"{names[ordinal]}/{index}" if ordinal < len(names) else key] = value
+    return renamed
+
+
 def _vgg_keras(model: vgg.VGG) -> Callable[[str], str | None]:
     def name(module: str) -> str | None:
         m = re.fullmatch(r"stage(\d)/ConvUnit_(\d)/Conv_0", module)
