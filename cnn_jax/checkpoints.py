@@ -163,6 +163,8 @@ class Source:
                 f"directory to choose step '{which}'."
             )
         which = default if which is None else str(which)
+        if which == "best" and self.run_dir is not None and rundir.is_imported(self.run_dir):
+            which = "latest"  # imported pretrained weights: one checkpoint, no metrics to choose by
         if which == "best" and manager.all_steps() and best_step(manager) is None:
             raise UserError(f"{_no_best(manager)}; choose step 'latest' or one of {sorted(manager.all_steps())}.")
         return pick_step(manager, which)

@@ -124,10 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-layer table: output shape, parameters, FLOPs, receptive field, jump",
         epilog="Model switches: --config.model.downsample=stride --config.model.kernel_scheme=3x3x2 ...",
     )
-    summary.add_argument("model", help="a registered model name (see `cnn-jax models`)")
+    summary.add_argument(
+        "model", help="a registered model name (see `cnn-jax models`), or a run directory: the model it trained"
+    )
     summary.add_argument("--input", default=None, help="input shape HxWxC (default: the model's own, e.g. 227x227x3)")
     summary.add_argument("--num-classes", type=int, default=None, help="classes (default: the model's own)")
     summary.add_argument("--json", action="store_true", help="rows and totals as JSON")
+
+    weights = sub.add_parser(
+        "import-weights",
+        help="a pretrained weights file (torchvision .pth/.safetensors, Keras .h5) as a run-like directory",
+        description="The directory works with inspect, export, summary, plot-filters, load_model and as "
+        "transfer.source. Model fields: --config.model.FIELD=VALUE (e.g. aux_heads=true for googlenet).",
+    )
+    weights.add_argument("file", help="the weights file: a path, or a file name in the torch/keras download caches")
+    weights.add_argument("--model", required=True, help="the zoo model the weights are for, e.g. vgg16, resnet50")
+    weights.add_argument("--out", type=Path, default=None, help="directory to write (default: runs/pretrained/...)")
+    weights.add_argument("--runs-root", type=Path, default=Path("runs"), help="root of the default --out")
     _add_checkpoint_parsers(sub)
     return parser
 
@@ -737,8 +750,33 @@ def cmd_summary(args: argparse.Namespace, extra: list[str]) -> int:
         raise UserError("summary takes only model fields: --config.model.FIELD=VALUE")
     fields = {key.removeprefix("model."): value for key, value in overrides.items()}
     shape = _parse_shape(args.input) if args.input else None
-    result = api.summary(args.model, shape, args.num_classes, **fields)
+    model, classes = args.model, args.num_classes
+    if (Path(args.model) / "config.json").is_file():  # a run directory: the model it trained, at its input
+        from cnn_jax import rundir
+        from cnn_jax.loading import data_info
+
+        section, info = rundir.load_config(Path(args.model)).model.to_dict(), data_info(Path(args.model))
+        model, fields = section.pop("name"), {**section, **fields}
+        shape, classes = shape or info.model_input_shape, classes or len(info.classes)
+    result = api.summary(model, shape, classes, **fields)
     print(json.dumps(dataclasses.asdict(result), indent=1) if args.json else result.table())
+    return 0
+
+
+def cmd_import_weights(args: argparse.Namespace, extra: list[str]) -> int:
+    from cnn_jax.weights.convert import write_imported_run
+
+    overrides = _config_overrides(extra)
+    if any(not key.startswith("model.") for key in overrides):
+        raise UserError("import-weights takes only model fields: --config.model.FIELD=VALUE")
+    section = {"name": args.model, **{key.removeprefix("model."): value for key, value in overrides.items()}}
+    out = write_imported_run(args.file, section, args.out, args.runs_root)
+    manifest = json.loads((out / "manifest.json").read_text())
+    record = manifest["weights"]
+    print(
+        f"imported {record['arrays_used']} arrays of {record['file']} ({record['layout']}, found {record['found']}) "
+        f"into {out}; {record['num_classes']} classes; inputs: {record['preprocessing']['how']}"
+    )
     return 0
 
 
@@ -818,6 +856,7 @@ COMMANDS = {
     "data": cmd_data,
     "models": cmd_models,
     "summary": cmd_summary,
+    "import-weights": cmd_import_weights,
     "convolve": cmd_convolve,
     "inspect": cmd_inspect,
     "export": cmd_export,

@@ -37,6 +37,7 @@ LATER_FIELDS = {
     "dataset.resize": 0,
     "dataset.center_crop": 0,
     "dataset.grey_to_rgb": False,
+    "transfer.source_model": "",
     "transfer.normalization": "auto",
     "transfer.frozen_batch_norm": "inference",
 }
@@ -110,6 +111,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.transfer.trainable = ("*",)  # patterns of what the optimizer updates; the rest stays bitwise frozen
     c.transfer.backbone_lr_scale = 1.0  # learning-rate factor of trainable parameters copied from the source
     c.transfer.adapt_input = "none"  # none | grey_to_rgb | rgb_to_grey: first conv's input channels
+    # the zoo model a weights file is for, when it is not model.name (e.g. vgg16 weights into vgg16_cifar,
+    # with transfer.load = ('stage*',)); '' = model.name
+    c.transfer.source_model = ""
     # auto: the pretrained weights' own input normalization for a weights file (or a run imported from one),
     # the train split's statistics otherwise | dataset: always the train split's | source: the source's
     c.transfer.normalization = "auto"

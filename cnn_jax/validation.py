@@ -6,7 +6,8 @@ from __future__ import annotations
 import ml_collections
 
 from cnn_jax import config as config_lib
-from cnn_jax.models import check_model_config
+from cnn_jax.errors import unknown_choice
+from cnn_jax.models import available_models, check_model_config
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -15,3 +16,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.validate_fields(config)
     checked = check_model_config(config.model.to_dict())
     config.model = ml_collections.ConfigDict(checked)
+    source_model = config.transfer.source_model
+    if source_model and source_model not in available_models():
+        raise unknown_choice("config field 'transfer.source_model'", source_model, available_models())

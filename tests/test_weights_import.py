@@ -219,3 +219,39 @@ def test_keras_vgg16_logits_equal(tmp_path):
         assert imported.record["layout"] == "keras"
     with pytest.raises(UserError, match=r"model 'resnet50' cannot take keras weights"):
         import_weights(str(tmp_path / "vgg16.weights.h5"), "resnet50")
+
+
+# ----------------------------------------------------------------------------- the run-like directory
+
+
+def test_import_weights_writes_a_directory_the_tools_read(resnet18_file, tmp_path, capsys):
+    from cnn_jax import cli
+    from cnn_jax.loading import data_info, load_model
+
+    path, torch_model = resnet18_file
+    out = tmp_path / "resnet18-imported"
+    assert cli.main(["import-weights", str(path), "--model", "resnet18", "--out", str(out)]) == 0
+    assert "imported 102 arrays" in capsys.readouterr().out
+    model, variables = load_model(out)  # the default 'best' is the one checkpoint
+    info = data_info(out)
+    pixels = np.random.default_rng(0).integers(0, 256, size=(2, 224, 224, 3), dtype=np.uint8)
+    x = info.preprocess(pixels)
+    expected = (pixels / 255.0 - np.asarray(TORCHVISION.mean)) / np.asarray(TORCHVISION.std)
+    np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
+    ours = np.asarray(model.apply(variables, x, train=False))
+    with torch.no_grad():
+        theirs = torch_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    assert np.abs(ours - theirs).max() / np.abs(theirs).max() < RELATIVE
+    for command in (["inspect", str(out)], ["summary", str(out)], ["export", str(out), "--out", str(tmp_path / "e")]):
+        assert cli.main(command) == 0, command
+    assert "11,689,512" in capsys.readouterr().out  # summary: torchvision's ResNet-18 parameter count
+
+
+def test_a_failed_import_writes_nothing(resnet18_file, tmp_path, capsys):
+    from cnn_jax import cli
+
+    path, _ = resnet18_file
+    assert cli.main(["import-weights", str(path), "--model", "vgg16", "--out", str(tmp_path / "x" / "vgg")]) == 2
+    error = capsys.readouterr().err
+    assert "does not fit model 'vgg16'" in error and error.count("\n") == 1
+    assert not (tmp_path / "x").exists() or not list((tmp_path / "x").iterdir())

@@ -33,6 +33,7 @@ def run_locally(
 ) -> dict[str, list[Run]]:
     """Train missing transfer sources, record the sweep, then run `runs` `jobs` at a time."""
     if runs:
+        sources.check_weights_files(plan)
         sources.train_sources(sources.unfinished_sources(plan, runs_root), runs_root, _data_args(task_args), log)
     plan.write_record(runs_root, command_line)
     return local.run_local(plan, runs_root, runs, local.task_command(plan, runs_root, task_args, vmap_seeds), jobs, log)
@@ -100,6 +101,7 @@ def submit(
     vmap_seeds: int = 1,
 ) -> str:
     """Submit one job array over `runs`; returns the job id. Transfer sources must be trained already."""
+    sources.check_weights_files(plan)
     missing = sources.unfinished_sources(plan, runs_root)
     if missing:
         raise UserError(

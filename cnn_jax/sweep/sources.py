@@ -1,4 +1,5 @@
-"""Runs a sweep starts from (`transfer.source` given as an experiment file): found, or trained first."""
+"""What a sweep's runs start from: experiment-file sources (found, or trained first) and pretrained weights
+files (found before anything trains, or the launch stops saying where to get them)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ from cnn_jax import config as config_lib
 from cnn_jax import rundir
 from cnn_jax.errors import UserError
 from cnn_jax.sweep.plan import Plan
+from cnn_jax.weights import files as weights_files
+
+
+def check_weights_files(plan: Plan) -> None:
+    """A UserError (where to get it) for the first pretrained weights file of the plan that is not found."""
+    for spec in sorted({run.config.transfer.source for run in plan.runs}):
+        if weights_files.is_weights_file(spec):
+            weights_files.locate(spec)
 
 
 def unfinished_sources(plan: Plan, runs_root: Path) -> dict[str, Path]:

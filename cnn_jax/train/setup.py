@@ -178,7 +178,8 @@ def build(
     model = build_model(config.model, num_classes=data.dataset.num_classes)
     imported = None
     if transfer_source is not None and weights_files.is_weights_file(str(transfer_source)):
-        imported = import_weights(str(transfer_source), config.model.to_dict())
+        source_model = config.transfer.source_model or config.model.to_dict()
+        imported = import_weights(str(transfer_source), source_model)
         log(f"Pretrained weights: {transfer_source} ({imported.record['layout']} layout, {imported.record['found']}).")
     inputs = input_transform(config, train_split, data.dataset.image_shape, imported, transfer_source)
     input_shape = inputs.output_shape(data.dataset.image_shape)

@@ -26,6 +26,29 @@ from cnn_jax.errors import UserError
 TORCH, SAFETENSORS, KERAS = "torch", "safetensors", "keras"
 EXTENSIONS = {".pth": TORCH, ".pt": TORCH, ".safetensors": SAFETENSORS, ".h5": KERAS, ".hdf5": KERAS}
 LAYOUTS = {TORCH: "torchvision", SAFETENSORS: "torchvision", KERAS: "keras"}
+# Where the usual files come from (torchvision's model pages, keras.applications' sources): named in the
+# error when one is missing. torch.hub saves them in $TORCH_HOME/hub/checkpoints, Keras in ~/.keras/models.
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+KNOWN_FILES = {
+    "vgg11-bbd30ac9.pth": TORCHVISION_URL,
+    "vgg13-c768596a.pth": TORCHVISION_URL,
+    "vgg16-397923af.pth": TORCHVISION_URL,
+    "vgg19-dcbb9e9d.pth": TORCHVISION_URL,
+    "vgg11_bn-6002323d.pth": TORCHVISION_URL,
+    "vgg13_bn-abd245e5.pth": TORCHVISION_URL,
+    "vgg16_bn-6c64b313.pth": TORCHVISION_URL,
+    "vgg19_bn-c79401a0.pth": TORCHVISION_URL,
+    "resnet18-f37072fd.pth": TORCHVISION_URL,
+    "resnet34-b627a593.pth": TORCHVISION_URL,
+    "resnet50-0676ba61.pth": TORCHVISION_URL,
+    "resnet101-63fe2227.pth": TORCHVISION_URL,
+    "resnet152-394f9c45.pth": TORCHVISION_URL,
+    "alexnet-owt-7be5be79.pth": TORCHVISION_URL,
+    "googlenet-1378be20.pth": TORCHVISION_URL,
+    "vgg16_weights_tf_dim_ordering_tf_kernels.h5": KERAS_URL + "vgg16/",
+    "vgg19_weights_tf_dim_ordering_tf_kernels.h5": KERAS_URL + "vgg19/",
+}
 
 
 def is_weights_file(spec: str) -> bool:
@@ -51,10 +74,13 @@ def locate(spec: str) -> tuple[Path, str]:
         for folder in cache_dirs():
             if (folder / path.name).is_file():
                 return folder / path.name, f"in the cache {folder}"
-    looked = ", ".join(str(d) for d in cache_dirs())
+    looked = " and in " + ", ".join(str(d) for d in cache_dirs()) if len(path.parts) == 1 else ""
+    where = KNOWN_FILES.get(path.name)
+    get = f"download {where}{path.name}" if where else "download it"
     raise UserError(
-        f"weights file '{spec}' not found (looked at the path{' and in ' + looked if len(path.parts) == 1 else ''}). "
-        "Download it on a machine with internet access and give its path (see README, 'Pretrained weights')."
+        f"weights file '{spec}' not found (looked at the path{looked}); {get} on a machine with internet "
+        f"access and copy it to {cache_dirs()[1 if EXTENSIONS.get(path.suffix.lower()) == KERAS else 0]} or give "
+        "its path."
     )
 
 
