@@ -31,6 +31,7 @@ VALIDATION_METRICS = tuple(f"val_{m}" for m in SPLIT_METRICS)  # what may select
 COMPUTE_DTYPES = ("float32", "bfloat16")
 NORMALIZATIONS = ("auto", "dataset", "source")
 FROZEN_BATCH_NORMS = ("inference", "batch")
+FROZEN_ONLY = ("transfer.frozen_batch_norm", "transfer.feature_cache")  # see run_id
 # Fields added after run ids were last changed, with their defaults: at the default they are left out of the
 # run id, so adding them kept every existing run's id (each default computes what runs did before it existed).
 LATER_FIELDS = {
@@ -40,6 +41,7 @@ LATER_FIELDS = {
     "transfer.source_model": "",
     "transfer.normalization": "auto",
     "transfer.frozen_batch_norm": "inference",
+    "transfer.feature_cache": True,
 }
 
 
@@ -120,6 +122,9 @@ def default_config() -> ml_collections.ConfigDict:
     # a batch-norm layer whose scale and bias are frozen: 'inference' normalizes with its stored statistics
     # while the rest trains (Keras' behaviour); 'batch' with each batch's statistics, as in training mode
     c.transfer.frozen_batch_norm = "inference"
+    # with only the head training on a frozen backbone (and no augmentation or dropout before it), compute the
+    # backbone's features once, cached under <runs root>/.feature_cache, and train the head on them
+    c.transfer.feature_cache = True
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 500
@@ -429,13 +434,13 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 def run_id(config: ml_collections.ConfigDict) -> str:
     """Stable 12-hex-digit id of a fully resolved config (`LATER_FIELDS` at their defaults left out).
 
-    `transfer.frozen_batch_norm` changed what a run computes when it freezes a batch-norm layer, so it is
-    left out only where nothing is frozen (transfer.trainable = ('*',))."""
+    `transfer.frozen_batch_norm` and `transfer.feature_cache` change what a run that freezes parameters
+    computes, so they are left out only where nothing is frozen (transfer.trainable = ('*',))."""
     tree = config.to_dict()
     for field, default in LATER_FIELDS.items():
         section, key = field.split(".")
         frozen = tuple(config.transfer.trainable) != ("*",)
-        if tree[section].get(key) == default and not (field == "transfer.frozen_batch_norm" and frozen):
+        if tree[section].get(key) == default and not (field in FROZEN_ONLY and frozen):
             del tree[section][key]
     return hashlib.sha256(json.dumps(tree, sort_keys=True, indent=2).encode()).hexdigest()[:12]
 

@@ -135,7 +135,7 @@ def test_a_run_starts_from_a_torchvision_file_with_the_weights_preprocessing(tmp
     }
     config = config_lib.apply_overrides(config, overrides)
     run_dir = tmp_path / "run"
-    train(config, run_dir, fashion_paths, progress=False, log=lambda *a: None)
+    train(config, run_dir, fashion_paths, runs_root=tmp_path, progress=False, log=lambda *a: None)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     data = manifest["data"]
     assert data["normalization"] == {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
@@ -152,6 +152,19 @@ def test_a_run_starts_from_a_torchvision_file_with_the_weights_preprocessing(tmp
     assert not np.array_equal(np.asarray(after["params"]["fc"]["bias"]), np.zeros(10))
     info = data_info(run_dir)
     assert info.preprocess(pixels((2, 28, 28, 1))).shape == (2, 32, 32, 3)
+
+    # Only the head trains on a frozen backbone: its input features were computed once and stored; training
+    # through the backbone instead gives the same head, up to float rounding.
+    cache = data["feature_cache"]
+    assert cache["used"] and cache["head"] == "fc" and not cache["reused"]
+    through = config_lib.apply_overrides(config, {"transfer.feature_cache": False})
+    train(through, tmp_path / "through", fashion_paths, runs_root=tmp_path, progress=False, log=lambda *a: None)
+    _, direct = load_model(tmp_path / "through", "latest")
+    for leaf in ("kernel", "bias"):
+        np.testing.assert_allclose(after["params"]["fc"][leaf], direct["params"]["fc"][leaf], rtol=1e-4, atol=1e-5)
+    again = config_lib.apply_overrides(config, {"seed": 1})
+    train(again, tmp_path / "seed1", fashion_paths, runs_root=tmp_path, progress=False, log=lambda *a: None)
+    assert json.loads((tmp_path / "seed1" / "manifest.json").read_text())["data"]["feature_cache"]["reused"]
 
 
 def test_the_train_step_uses_stored_statistics_only_when_asked():

@@ -9,7 +9,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def open_checkpoints(run_dir: Path, config: ml_collections.ConfigDict, read_only
 def make_drive(setup: RunSetup):
     """drive(state, totals, split, order, index) -> (state, totals): gather a batch, step, add its metric sums
     to the epoch's and the log interval's."""
-    train_step = make_train_step(setup.model, setup.tx, setup.config, setup.inputs, setup.trainable)
+    train_step = make_train_step(setup.step_model, setup.tx, setup.config, setup.step_inputs, setup.trainable)
     batch_size = setup.config.train.batch_size
 
     def drive(state, totals, split, order, index):
@@ -104,6 +104,8 @@ def train(
     validation.validate(config)
     setup = build(config, paths, log=log, transfer_source=transfer_source(config, runs_root))
     member = open_member(setup, run_dir, log, force)
+    setup = setup.with_cached_features(member.payload["state"], runs_root, log)
+    member = replace(member, setup=setup)
     results = run_members(setup, [member], start_of([member]), log, progress, stop_at_step, batched=False)
     return results[0] if results else None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from cnn_jax.errors import UserError
 from cnn_jax.loading import data_info, load_model
 from cnn_jax.models import build_model
 from cnn_jax.models.summary import summarize
-from cnn_jax.train import transfer
+from cnn_jax.train import feature_cache, transfer
 from cnn_jax.train.devices import DataMesh, data_mesh
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.state import TrainState, create_train_state
@@ -56,6 +57,16 @@ class RunSetup:
     trainable: dict | None  # transfer learning: masks of what trains ({"params": ..., "batch_stats": ...})
     transfer_source: Path | None  # transfer learning: the run (or weights file) whose weights start this one
     imported: ImportedWeights | None  # transfer learning from a pretrained weights file: its arrays
+    # what the steps apply to a batch's images: the model and `inputs`, or (feature cache) the head alone
+    # to the backbone's stored features; see `with_cached_features`
+    step_model: Any = None
+    step_inputs: Any = None
+    feature_cache: dict | None = None  # manifest record: used or why not, the cache file
+
+    def __post_init__(self):
+        if self.step_model is None:
+            object.__setattr__(self, "step_model", self.model)
+            object.__setattr__(self, "step_inputs", self.inputs)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -89,6 +100,62 @@ class RunSetup:
         params = variables["params"]
         return state.replace(
             params=params, batch_stats=variables.get("batch_stats", {}), opt_state=self.tx.init(params)
+        )
+
+    def with_cached_features(self, state: TrainState, runs_root: Path, log=print) -> RunSetup:
+        """This setup with the head training on cached backbone features where `transfer.feature_cache` and
+        train/feature_cache.py allow it; else this setup, with the reason in `feature_cache`."""
+        if not self.config.transfer.feature_cache or self.transfer_source is None:
+            return self
+        reason = feature_cache.why_not(self.config, self.model, self.input_shape, self.trainable)
+        if reason:
+            log(f"Feature cache not used: {reason}.")
+            return replace(self, feature_cache={"used": False, "reason": reason})
+        head = feature_cache.head_of(self.trainable)
+        variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
+        key = feature_cache.cache_key(
+            {
+                "model": self.config.model.to_dict(),
+                "backbone": feature_cache.variables_digest(variables, head),
+                "data": self.data.fingerprints,
+                "dataset": self.config.dataset.to_dict(),
+                "input": self.inputs.record(),
+            }
+        )
+        path = Path(runs_root) / feature_cache.CACHE_DIR / f"{key}.npz"
+        splits = {"train": self.train, **self.eval_splits}
+        batch = self.config.train.eval_batch_size
+        found = path.exists()
+        t0 = time.perf_counter()
+        arrays = feature_cache.load_or_compute(
+            path,
+            lambda: {
+                name: feature_cache.extract(self.model, variables, self.inputs, split, head, batch)
+                for name, split in splits.items()
+            },
+        )
+        seconds = time.perf_counter() - t0
+        log(
+            f"Feature cache: only '{head}' trains, on the frozen backbone's features "
+            f"({'read from' if found else 'computed once and stored in'} {path}, {seconds:.1f} s)."
+        )
+        on = {
+            name: self.devices.replicate(feature_cache.as_split(split, arrays[name])) for name, split in splits.items()
+        }
+        return replace(
+            self,
+            train=on["train"],
+            validation=on.get("val"),
+            test=on["test"],
+            step_model=feature_cache.HeadOnly(feature_cache.head_factory(self.model, self.input_shape, head), head),
+            step_inputs=feature_cache.identity,
+            feature_cache={
+                "used": True,
+                "head": head,
+                "file": str(path),
+                "reused": found,
+                "seconds": round(seconds, 1),
+            },
         )
 
     def payload_structure(self) -> dict:
@@ -140,6 +207,7 @@ class RunSetup:
             "classes": list(dataset.class_names),
             "normalization": {"mean": list(self.inputs.mean), "std": list(self.inputs.std)},
             "input": {**self.inputs.record(), "model_input_shape": list(self.input_shape)},
+            **({"feature_cache": self.feature_cache} if self.feature_cache else {}),
         }
 
 
@@ -265,7 +333,7 @@ def input_transform(
 
 def make_evaluate(setup: RunSetup):
     """jitted evaluate(state, split) -> metric sums over every real example of the split, once."""
-    eval_step = make_eval_step(setup.model, setup.inputs, compute_dtype=setup.config.train.compute_dtype)
+    eval_step = make_eval_step(setup.step_model, setup.step_inputs, compute_dtype=setup.config.train.compute_dtype)
     batch_size = setup.config.train.eval_batch_size
 
     def evaluate(state: TrainState, split: DeviceSplit):
