@@ -123,7 +123,7 @@ def default_config() -> ml_collections.ConfigDict:
     # while the rest trains (Keras' behaviour); 'batch' with each batch's statistics, as in training mode
     c.transfer.frozen_batch_norm = "inference"
     # with only the head training on a frozen backbone (and no augmentation or dropout before it), compute the
-    # backbone's features once, cached under <runs root>/.feature_cache, and train the head on them
+    # backbone's features once, cached in runs/<experiment>/.feature_cache, and train the head on them
     c.transfer.feature_cache = True
 
     c.checkpoint = ml_collections.ConfigDict()

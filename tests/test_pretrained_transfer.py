@@ -123,8 +123,8 @@ def test_a_run_starts_from_a_torchvision_file_with_the_weights_preprocessing(tmp
     overrides = {
         "experiment": "pretrained_test",
         "model.name": "resnet18",
-        "dataset.train_subset": 640,
-        "dataset.eval_subset": 200,
+        "dataset.train_subset": 320,
+        "dataset.eval_subset": 100,
         "dataset.resize": 32,
         "dataset.grey_to_rgb": True,
         "train.batch_size": 64,
@@ -135,7 +135,7 @@ def test_a_run_starts_from_a_torchvision_file_with_the_weights_preprocessing(tmp
     }
     config = config_lib.apply_overrides(config, overrides)
     run_dir = tmp_path / "run"
-    train(config, run_dir, fashion_paths, runs_root=tmp_path, progress=False, log=lambda *a: None)
+    train(config, run_dir, fashion_paths, progress=False, log=lambda *a: None)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     data = manifest["data"]
     assert data["normalization"] == {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
@@ -158,12 +158,12 @@ def test_a_run_starts_from_a_torchvision_file_with_the_weights_preprocessing(tmp
     cache = data["feature_cache"]
     assert cache["used"] and cache["head"] == "fc" and not cache["reused"]
     through = config_lib.apply_overrides(config, {"transfer.feature_cache": False})
-    train(through, tmp_path / "through", fashion_paths, runs_root=tmp_path, progress=False, log=lambda *a: None)
+    train(through, tmp_path / "through", fashion_paths, progress=False, log=lambda *a: None)
     _, direct = load_model(tmp_path / "through", "latest")
     for leaf in ("kernel", "bias"):
         np.testing.assert_allclose(after["params"]["fc"][leaf], direct["params"]["fc"][leaf], rtol=1e-4, atol=1e-5)
     again = config_lib.apply_overrides(config, {"seed": 1})
-    train(again, tmp_path / "seed1", fashion_paths, runs_root=tmp_path, progress=False, log=lambda *a: None)
+    train(again, tmp_path / "seed1", fashion_paths, progress=False, log=lambda *a: None)
     assert json.loads((tmp_path / "seed1" / "manifest.json").read_text())["data"]["feature_cache"]["reused"]
 
 

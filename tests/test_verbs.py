@@ -506,3 +506,47 @@ def test_preset_trains_two_steps_and_reads_back(spec, data_paths, tmp_path, caps
         assert run_cli(capsys, "inspect", run, *extra)[0] == 0
     assert run_cli(capsys, "export", run, "--out", tmp_path / "model.npz")[0] == 0
     assert flatten(read_export(tmp_path / "model.npz")).keys() == flatten(load_model(run)[1]).keys()
+
+
+# ----------------------------------------------------------------------------- the ImageNet-weights experiment
+
+IMAGENET_TRANSFER = f"{ROOT / 'experiments' / 'transfer_imagenet_vgg16.py'}:cpu"
+
+
+def test_the_imagenet_transfer_experiment_stops_first_when_the_weights_file_is_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CNN_JAX_VGG16_WEIGHTS", "vgg16-397923af.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    code, _, err = run_cli(capsys, "sweep", IMAGENET_TRANSFER, "--runs-root", tmp_path / "runs")
+    assert code == 2 and err.count("\n") == 1
+    assert "https://download.pytorch.org/models/vgg16-397923af.pth" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@slow
+def test_the_imagenet_transfer_experiment_runs_from_a_weights_file(data_paths, tmp_path, capsys, monkeypatch):
+    """CI holds no ImageNet weights: a randomly initialized torchvision-layout VGG16 file takes their place,
+    and the features and last-block variants each train two steps from it."""
+    torch = pytest.importorskip("torch")
+    import torch_reference
+
+    need_data("cifar10")
+    torch.manual_seed(0)
+    weights = tmp_path / "vgg16-random.pth"
+    torch.save(torch_reference.randomized(torch_reference.build("vgg16")).state_dict(), weights)
+    monkeypatch.setenv("CNN_JAX_VGG16_WEIGHTS", str(weights))
+    overrides = cut_down(config_lib.load_experiment(IMAGENET_TRANSFER))
+    plan = load_plan(IMAGENET_TRANSFER, {key: str(value) for key, value in overrides.items()})
+    flags = [f"--config.{key}={value}" for key, value in overrides.items()]
+    file_kernel = torch.load(weights, weights_only=True)["features.28.weight"].numpy().transpose(2, 3, 1, 0)
+    for variant in ("init=features", "init=last_block"):
+        index, run = next((i, r) for i, r in enumerate(plan.runs) if r.variant == variant and r.seed == 0)
+        args = ["run-task", IMAGENET_TRANSFER, "--index", index, "--runs-root", tmp_path]
+        assert run_cli(capsys, *args, *flags, "--data-dir", data_paths.data_dir)[0] == 0
+        run_dir = plan.run_dir(tmp_path, run)
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        assert manifest["transfer"]["weights"]["file"] == str(weights)
+        assert manifest["data"]["normalization"]["mean"] == [0.485, 0.456, 0.406]
+        last_conv = load_model(run_dir, "latest")[1]["params"]["stage5"]["ConvUnit_2"]["Conv_0"]["kernel"]
+        frozen = variant == "init=features"
+        assert np.array_equal(np.asarray(last_conv), file_kernel) == frozen, variant
+        assert manifest["data"].get("feature_cache", {}).get("used", False) == frozen

@@ -5,10 +5,10 @@ before it (no augmentation, no active dropout in the backbone) and frozen batch 
 statistics, the head's input does not change during training: it is computed once per example, and the
 steps apply the head alone to those features. The head keeps its module path (`HeadOnly`), so its
 dropout draws the same masks as inside the whole model, and the state, checkpoints and results are those
-of a run that trained through the frozen backbone. Features are stored under
-`<runs root>/.feature_cache/<key>.npz`, the key hashing the model, the backbone's variables, the data
-fingerprints, the examples used and the input transform, so every seed and variant with the same
-backbone and data reads them back.
+of a run that trained through the frozen backbone. Features are stored beside the run directories of
+the experiment, `runs/<experiment>/.feature_cache/<key>.npz`, the key hashing the model, the backbone's
+variables, the data fingerprints, the examples used and the input transform, so every seed and variant
+with the same backbone and data reads them back.
 """
 
 from __future__ import annotations

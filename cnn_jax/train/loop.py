@@ -104,7 +104,7 @@ def train(
     validation.validate(config)
     setup = build(config, paths, log=log, transfer_source=transfer_source(config, runs_root))
     member = open_member(setup, run_dir, log, force)
-    setup = setup.with_cached_features(member.payload["state"], runs_root, log)
+    setup = setup.with_cached_features(member.payload["state"], Path(run_dir).parent, log)
     member = replace(member, setup=setup)
     results = run_members(setup, [member], start_of([member]), log, progress, stop_at_step, batched=False)
     return results[0] if results else None

@@ -102,9 +102,10 @@ class RunSetup:
             params=params, batch_stats=variables.get("batch_stats", {}), opt_state=self.tx.init(params)
         )
 
-    def with_cached_features(self, state: TrainState, runs_root: Path, log=print) -> RunSetup:
+    def with_cached_features(self, state: TrainState, folder: Path, log=print) -> RunSetup:
         """This setup with the head training on cached backbone features where `transfer.feature_cache` and
-        train/feature_cache.py allow it; else this setup, with the reason in `feature_cache`."""
+        train/feature_cache.py allow it (stored in `folder`/.feature_cache, `folder` being the one that holds
+        the run directory); else this setup, with the reason in `feature_cache`."""
         if not self.config.transfer.feature_cache or self.transfer_source is None:
             return self
         reason = feature_cache.why_not(self.config, self.model, self.input_shape, self.trainable)
@@ -122,7 +123,7 @@ class RunSetup:
                 "input": self.inputs.record(),
             }
         )
-        path = Path(runs_root) / feature_cache.CACHE_DIR / f"{key}.npz"
+        path = Path(folder) / feature_cache.CACHE_DIR / f"{key}.npz"
         splits = {"train": self.train, **self.eval_splits}
         batch = self.config.train.eval_batch_size
         found = path.exists()
@@ -223,7 +224,8 @@ def build(
 ) -> RunSetup:
     """Validate, load data to the device, build model and optimizer; no training compute.
 
-    `transfer_source` (a finished run directory) is where `initial_state` copies weights from."""
+    `transfer_source` (a finished run directory, or a pretrained weights file) is where `initial_state`
+    copies weights from."""
     validation.validate(config)
     devices = data_mesh(config)
     data = catalog.load(config.dataset.name, paths.data_dir, list(paths.search_roots), log=log)
