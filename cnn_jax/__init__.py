@@ -21,6 +21,7 @@ API = (
     "load_model",
     "data_info",
     "data_paths",
+    "import_weights",
     "UserError",
 )
 __all__ = list(API)

@@ -149,6 +149,19 @@ def build_model(name: str, num_classes: int | None = None, **fields: Any):
     return build(config.model.to_dict(), num_classes=num_classes or model_entry(name).num_classes)
 
 
+def import_weights(
+    file: str | Path, model: str | Mapping[str, Any], out: str | Path | None = None, runs_root: str | Path = "runs"
+) -> Path:
+    """Write a pretrained weights file (torchvision `.pth` / `.safetensors`, Keras `.h5`; a bare file name is
+    looked for in the torch and Keras download caches) for zoo model `model` (a name, or a model section such
+    as {"name": "googlenet", "aux_heads": True}) as a run-like directory (default
+    runs/pretrained/<model>-<sha256[:12]>), which `load_model`, `data_info` and `transfer.source` accept;
+    returns it. What `cnn-jax import-weights` does."""
+    from cnn_jax.weights.convert import write_imported_run
+
+    return write_imported_run(str(file), model, None if out is None else Path(out), Path(runs_root))
+
+
 def summary(name: str, input_shape: Sequence[int] | None = None, num_classes: int | None = None, **fields: Any):
     """The per-layer table of model `name` on one image of `input_shape` (H, W, C; default the published
     input): output shapes, parameters, FLOPs and receptive fields. It prints as the table and renders as one

@@ -245,6 +245,11 @@ def test_import_weights_writes_a_directory_the_tools_read(resnet18_file, tmp_pat
     for command in (["inspect", str(out)], ["summary", str(out)], ["export", str(out), "--out", str(tmp_path / "e")]):
         assert cli.main(command) == 0, command
     assert "11,689,512" in capsys.readouterr().out  # summary: torchvision's ResNet-18 parameter count
+    import cnn_jax
+
+    again = cnn_jax.import_weights(path, "resnet18", runs_root=tmp_path)  # the Python API, default location
+    assert again.parent == tmp_path / "pretrained" and again.name.startswith("resnet18-")
+    assert cnn_jax.data_info(again).pretrained
 
 
 def test_a_failed_import_writes_nothing(resnet18_file, tmp_path, capsys):
