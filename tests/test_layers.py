@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,8 @@ from cnn_jax.models.layers import (
     Pool,
     TransposedConv,
     Upsample,
+    flax_padding,
+    identity,
     strided_padding,
 )
 
@@ -290,3 +293,26 @@ def test_conv_stack_with_stride_has_the_parameters_of_the_stack_and_the_shape_of
     pooled, _ = shape_and_count(Downsample("max"), jax.ShapeDtypeStruct(plain, jnp.float32))
     assert strided_count == plain_count
     assert strided == pooled == (1, size // 2, size // 2, 8)
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "padding"), [(2, 1, "SAME"), (1, 1, "SAME"), (2, 2, "SAME"), (2, 1, 1), (2, 2, ((1, 0), (1, 0)))]
+)
+def test_a_conv_on_a_map_smaller_than_its_kernel_pads_explicitly_with_the_same_result(size, stride, padding):
+    """ConvUnit pads such maps itself (XLA's CPU conv is ~100x slower padding them); value and gradients are
+    those of flax's conv with the padding inside."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, size, size, 8))
+    unit = ConvUnit(16, kernel=3, stride=stride, padding=padding, act=identity)
+    reference = nn.Conv(16, (3, 3), strides=(stride, stride), padding=flax_padding(padding))
+    variables = {"params": {"Conv_0": reference.init(jax.random.PRNGKey(1), x)["params"]}}
+
+    def loss(v, x, apply):
+        return jnp.sum(apply(v, x) ** 2)
+
+    ours = lambda v, x: unit.apply(v, x)  # noqa: E731
+    theirs = lambda v, x: reference.apply({"params": v["params"]["Conv_0"]}, x)  # noqa: E731
+    np.testing.assert_allclose(ours(variables, x), theirs(variables, x), rtol=1e-5, atol=1e-5)
+    g_ours = jax.grad(loss, argnums=(0, 1))(variables, x, ours)
+    g_theirs = jax.grad(loss, argnums=(0, 1))(variables, x, theirs)
+    for a, b in zip(jax.tree_util.tree_leaves(g_ours), jax.tree_util.tree_leaves(g_theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

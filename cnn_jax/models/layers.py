@@ -128,6 +128,25 @@ def _tiled_max_pool_backward(window: int, x, grad):
 _tiled_max_pool.defvjp(_tiled_max_pool_forward, _tiled_max_pool_backward)
 
 
+def padded_if_smaller_than_kernel(x: jax.Array, kernel: int, stride: int, padding) -> tuple[jax.Array, Any]:
+    """(x, padding) for a conv; on a map smaller than the kernel (VGG's 2x2 stage 5 on 32x32 images) the
+    padding is applied to x here and the conv is VALID. XLA's CPU convolution with its own padding runs such
+    maps about 100x slower than the same VALID conv on the padded input (a 3x3 conv of 512 channels on 100
+    2x2 maps: 0.96 s against 9 ms, jaxlib 0.10.2); the barrier keeps XLA from folding the pad back in."""
+    height, width = x.shape[1:3]
+    if min(height, width) >= kernel or padding == "VALID":
+        return x, padding
+    pads = (
+        jax.lax.padtype_to_pads((height, width), (kernel, kernel), (stride, stride), padding)
+        if isinstance(padding, str)
+        else padding
+    )
+    if not any(low or high for low, high in pads):
+        return x, "VALID"
+    config = [(0, 0, 0), *((low, high, 0) for low, high in pads), (0, 0, 0)]
+    return jax.lax.optimization_barrier(jax.lax.pad(x, jnp.zeros((), x.dtype), config)), "VALID"
+
+
 class ConvUnit(nn.Module):
     """Conv (kernel, stride, padding) -> optional norm -> activation. No bias before a norm.
 
@@ -148,11 +167,12 @@ class ConvUnit(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         use_bias = (self.norm is None) if self.use_bias is None else self.use_bias
+        x, padding = padded_if_smaller_than_kernel(x, self.kernel, self.stride, flax_padding(self.padding))
         x = nn.Conv(
             self.features,
             (self.kernel, self.kernel),
             strides=(self.stride, self.stride),
-            padding=flax_padding(self.padding),
+            padding=padding,
             use_bias=use_bias,
             kernel_init=self.kernel_init,
         )(x)
