@@ -11,7 +11,6 @@ import optax
 from flax import linen as nn
 
 from cnn_jax.data.augment import augment
-from cnn_jax.data.preprocess import InputTransform
 from cnn_jax.train.losses import per_example_loss, topk_correct
 from cnn_jax.train.state import TrainState
 from cnn_jax.train.transfer import frozen_batch_norms, keep_frozen, stored_statistics
@@ -75,10 +74,11 @@ def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
     config: ml_collections.ConfigDict,
-    inputs: InputTransform,
+    inputs: Callable[[jax.Array], jax.Array],
     trainable: dict | None = None,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
     """train_step(state, batch, key) -> (state, metric sums); `key` drives augmentation and dropout.
+    `inputs` makes the model's input from the batch's images (a `data.preprocess.InputTransform`).
 
     `trainable` ({"params": mask, "batch_stats": mask} of Python bools, transfer learning) keeps the
     masked-out parameters and batch statistics bit for bit as they were; with
@@ -156,7 +156,7 @@ def all_finite(tree) -> jax.Array:
 
 def make_eval_step(
     model: nn.Module,
-    inputs: InputTransform,
+    inputs: Callable[[jax.Array], jax.Array],
     *,
     compute_dtype: str = "float32",
 ) -> Callable[[TrainState, Batch], Metrics]:

@@ -1,4 +1,5 @@
-"""Transfer learning: start from another run's weights, choose what trains (seeds 000 and 004).
+"""Transfer learning: start from another run's weights or a pretrained weights file (cnn_jax/weights/),
+choose what trains (seeds 000 and 004).
 
 Parameters and batch statistics are addressed by '/'-joined paths ('conv1/Conv_0/kernel') matched with
 shell-style patterns (`fnmatch`): `transfer.load` and `transfer.skip` pick what is copied from the source,
