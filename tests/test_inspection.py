@@ -26,6 +26,7 @@ from cnn_jax.analysis.features import filter_tiles, plot_features, plot_filters
 from cnn_jax.analysis.inspection import format_report, inspect_checkpoint, optimizer_summary
 from cnn_jax.checkpoints import flatten, locate
 from cnn_jax.data.arrays import balanced_subset
+from cnn_jax.data.augment import normalize
 from cnn_jax.errors import UserError
 from cnn_jax.loading import data_info, load_model, load_run
 from cnn_jax.models.summary import summarize
@@ -256,11 +257,13 @@ def test_preprocess_normalizes_uint8_images_as_training_did(runs, test_split):
     assert info.classes[0] == "T-shirt/top" and info.image_shape == (28, 28, 1)
     assert info.mean.tolist() == manifest["normalization"]["mean"]
     x = info.preprocess(test_split.images[:3])
-    expected = (test_split.images[:3].astype(np.float32) / np.float32(255) - info.mean) / info.std
-    assert x.dtype == np.float32 and np.array_equal(x, expected)
+    in_step = jax.jit(normalize)(test_split.images[:3], info.mean, info.std)  # what the eval step computes
+    assert x.dtype == np.float32 and np.array_equal(x, np.asarray(in_step))
+    by_hand = (test_split.images[:3].astype(np.float32) / np.float32(255) - info.mean) / info.std
+    np.testing.assert_allclose(x, by_hand, rtol=1e-6)
     with pytest.raises(UserError, match="must be uint8"):
         info.preprocess(test_split.images[:3].astype(np.float32))
-    with pytest.raises(UserError, match=r"\(32, 32, 3\) do not match the run's input \(28, 28, 1\)"):
+    with pytest.raises(UserError, match=r"\(32, 32, 3\) do not match the run's stored images \(28, 28, 1\)"):
         info.preprocess(np.zeros((2, 32, 32, 3), np.uint8))
 
 

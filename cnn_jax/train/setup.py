@@ -106,8 +106,10 @@ class RunSetup:
         """This setup with the head training on cached backbone features where `transfer.feature_cache` and
         train/feature_cache.py allow it (stored in `folder`/.feature_cache, `folder` being the one that holds
         the run directory); else this setup, with the reason in `feature_cache`."""
-        if not self.config.transfer.feature_cache or self.transfer_source is None:
+        if self.transfer_source is None:
             return self
+        if not self.config.transfer.feature_cache:
+            return replace(self, feature_cache={"used": False, "reason": "transfer.feature_cache is false"})
         reason = feature_cache.why_not(self.config, self.model, self.input_shape, self.trainable)
         if reason:
             log(f"Feature cache not used: {reason}.")
