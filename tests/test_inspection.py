@@ -260,7 +260,7 @@ def test_preprocess_normalizes_uint8_images_as_training_did(runs, test_split):
     in_step = jax.jit(normalize)(test_split.images[:3], info.mean, info.std)  # what the eval step computes
     assert x.dtype == np.float32 and np.array_equal(x, np.asarray(in_step))
     by_hand = (test_split.images[:3].astype(np.float32) / np.float32(255) - info.mean) / info.std
-    np.testing.assert_allclose(x, by_hand, rtol=1e-6)
+    np.testing.assert_allclose(x, by_hand, rtol=1e-6, atol=1e-6)
     with pytest.raises(UserError, match="must be uint8"):
         info.preprocess(test_split.images[:3].astype(np.float32))
     with pytest.raises(UserError, match=r"\(32, 32, 3\) do not match the run's stored images \(28, 28, 1\)"):
