@@ -45,8 +45,8 @@ def head_of(trainable: dict) -> str | None:
     (top,) = tops
     inside = [on for path, on in flat.items() if path.split("/", 1)[0] == top]
     stats = traverse_util.flatten_dict(trainable["batch_stats"], sep="/") if trainable["batch_stats"] else {}
-    frozen_stats_only_outside = all(not on or path.startswith(f"{top}/") for path, on in stats.items())
-    return top if all(inside) and frozen_stats_only_outside else None
+    statistics_update_only_in_head = all(not on or path.startswith(f"{top}/") for path, on in stats.items())
+    return top if all(inside) and statistics_update_only_in_head else None
 
 
 def why_not(config, model: nn.Module, input_shape: tuple[int, ...], trainable: dict | None) -> str | None:
