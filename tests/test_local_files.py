@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import pickle
 import tarfile
 
@@ -100,6 +101,29 @@ def test_cifar10_python_batches_are_read_in_order_as_nhwc(tmp_path):
     assert train.images[0, 1, 0, 2] == first[2048 + 32]
     assert np.array_equal(train.labels[4:8], rows["data_batch_2"][1])
     assert dataset.class_names[0] == "airplane"
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_cifar_pickle_that_would_run_code_is_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    data, labels = _cifar_rows(4, 0)
+    for k, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels.tolist()}, f, protocol=2 if k % 2 else None)
+    assert len(read_local("cifar10", folder).splits["train"]) == 20  # protocols 2 and the default both read
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": data, b"labels": _RunsCode(tmp_path / "ran")}, f)
+    with pytest.raises(UserError, match=r"data_batch_3' is not a CIFAR python batch \(it names '(posix|os)\.system'"):
+        read_local("cifar10", folder)
+    assert not (tmp_path / "ran").exists()
 
 
 def test_cifar100_binary_uses_fine_labels(tmp_path):

@@ -98,9 +98,39 @@ def read_idx_dir(name: str, directory: Path, class_names: tuple[str, ...] = ()) 
 # ----------------------------------------------------------------------------- CIFAR
 
 
+# What CIFAR's python batches hold besides dicts, lists, bytes and numbers: numpy arrays (rebuilt by these,
+# under numpy 1 and 2 names, for the original protocol-2 files and for newer pickles), and the bytes of a
+# protocol-2 pickle written by Python 3 (`_codecs.encode`, also on PyTorch's weights_only allow-list).
+CIFAR_PICKLE_GLOBALS = {
+    ("_codecs", "encode"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only plain data and numpy arrays: a pickle naming any other global (a
+    function to call, a class to build) is refused, so a crafted dataset file cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it names '{module}.{name}'")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    try:
+        with open(path, "rb") as f:
+            return _CifarUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as exc:
+        raise UserError(
+            f"'{path}' is not a CIFAR python batch ({exc}; such files hold only dicts, lists, bytes and numpy "
+            "arrays); refusing to unpickle it, since a pickle can run code. Use the original dataset files."
+        ) from None
 
 
 def _chw_rows_to_nhwc(rows: np.ndarray) -> np.ndarray:
