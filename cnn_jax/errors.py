@@ -60,3 +60,14 @@ def unknown_choice(what: str, value: str, choices: Iterable[str]) -> UserError:
     """Error for a name that is not one of the allowed choices."""
     choices = sorted(str(c) for c in choices)
     return UserError(f"{what}: unknown value '{value}'.{did_you_mean(value, choices)} Allowed: {', '.join(choices)}.")
+
+
+def problem_list(groups: Iterable[tuple[str, list[str]]], shown: int = 4) -> list[str]:
+    """'label (n): a, b, c, d, ... and k more' for each (label, items) group that has items: the parts of a
+    one-line error naming what differs (missing keys, unexpected keys, shapes)."""
+    return [
+        f"{label} ({len(items)}): {', '.join(items[:shown])}"
+        + (f", ... and {len(items) - shown} more" if len(items) > shown else "")
+        for label, items in groups
+        if items
+    ]

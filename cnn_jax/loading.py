@@ -6,6 +6,7 @@ shape, class names and normalization that training used).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,8 @@ from flax import linen as nn
 
 from cnn_jax import checkpoints, rundir
 from cnn_jax.data.preprocess import InputTransform
-from cnn_jax.errors import UserError
+from cnn_jax.errors import UserError, problem_list
 from cnn_jax.models import build_model
-
-SHOWN = 4  # differences named per kind in a mismatch error
 
 
 @dataclass(frozen=True)
@@ -55,8 +54,14 @@ class DataInfo:
                 f"{self.image_shape} (H, W, C)."
             )
         batch = images.reshape(-1, *self.image_shape)
-        out = np.asarray(jax.jit(self.input)(batch))  # compiled, as in the eval step: the same float rounding
+        out = np.asarray(_compiled(self.input)(batch))  # compiled, as in the eval step: the same float rounding
         return out.reshape(*images.shape[:-3], *out.shape[1:])
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(transform: InputTransform):
+    """The jitted transform, made once per transform (a new jit wrapper per call would compile again)."""
+    return jax.jit(transform)
 
 
 def data_info(run_dir: Path) -> DataInfo:
@@ -161,21 +166,14 @@ def check_fits(saved: dict[str, Any], expected: dict[str, Any], what: str) -> No
         for k in want
         if k in have and tuple(have[k].shape) != tuple(want[k].shape)
     ]
-    problems = [
-        f"{label} ({len(items)}): {_some(items)}"
-        for label, items in (
+    problems = problem_list(
+        (
             ("missing in the checkpoint", missing),
             ("unexpected in the checkpoint", unexpected),
             ("shapes differ", shapes),
         )
-        if items
-    ]
+    )
     if problems:
         raise UserError(
             f"{what}: {'; '.join(problems)}. Was {rundir.CONFIG} edited, or is this another run's checkpoint?"
         )
-
-
-def _some(items: list[str]) -> str:
-    more = f", ... and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
-    return ", ".join(items[:SHOWN]) + more

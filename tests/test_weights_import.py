@@ -95,7 +95,7 @@ def test_googlenet_with_and_without_aux_heads(tmp_path):
     assert plain.preprocessing == TORCHVISION_GOOGLENET
     (tmp_path / "noaux").mkdir()
     without_aux, _ = torch_file(tmp_path / "noaux", "googlenet", aux_logits=False)
-    with pytest.raises(UserError, match=r"missing in the file \(18\): aux1\.conv\.bn\.running_mean"):
+    with pytest.raises(UserError, match=r"missing in the file \(18\): aux1\."):
         import_weights(str(without_aux), {"name": "googlenet", "aux_heads": True})
 
 

@@ -49,10 +49,8 @@ def head_of(trainable: dict) -> str | None:
     return top if all(inside) and statistics_update_only_in_head else None
 
 
-def why_not(config, model: nn.Module, input_shape: tuple[int, ...], trainable: dict | None) -> str | None:
-    """None when the run can train its head on cached features; else the reason it cannot."""
-    if trainable is None or not config.transfer.source:
-        return "no frozen pretrained backbone (transfer.source and transfer.trainable)"
+def why_not(config, model: nn.Module, input_shape: tuple[int, ...], trainable: dict) -> str | None:
+    """None when a transfer run (masks `trainable`) can train its head on cached features; else the reason."""
     head = head_of(trainable)
     if head is None:
         return "what trains is not one top-level module (the head) as a whole"
@@ -141,11 +139,14 @@ def head_factory(model: nn.Module, input_shape: tuple[int, ...], name: str) -> C
     return captured[0]
 
 
-def extract(model: nn.Module, variables: dict, inputs, split: DeviceSplit, name: str, batch: int) -> np.ndarray:
-    """The head's input for every stored example of `split` (padding included), in batches of `batch`."""
+def extract(
+    model: nn.Module, variables: dict, inputs, splits: dict[str, DeviceSplit], name: str, batch: int
+) -> dict[str, np.ndarray]:
+    """The head's input for every stored example of each split (padding included), in batches of `batch`:
+    one compiled program for all splits, the variables passed to it (not baked in as constants)."""
 
     @jax.jit
-    def features(images):
+    def features(variables, images):
         captured = []
 
         def interceptor(next_fun, args, kwargs, context):
@@ -157,8 +158,13 @@ def extract(model: nn.Module, variables: dict, inputs, split: DeviceSplit, name:
             model.apply(variables, inputs(images), train=False)
         return captured[0]
 
-    n = len(split.labels)
-    return np.concatenate([np.asarray(features(split.images[i : i + batch])) for i in range(0, n, batch)])
+    def all_of(split: DeviceSplit) -> np.ndarray:
+        n = len(split.labels)
+        return np.concatenate(
+            [np.asarray(features(variables, split.images[i : i + batch])) for i in range(0, n, batch)]
+        )
+
+    return {key: all_of(split) for key, split in splits.items()}
 
 
 def identity(x: jax.Array) -> jax.Array:

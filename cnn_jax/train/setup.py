@@ -131,11 +131,7 @@ class RunSetup:
         found = path.exists()
         t0 = time.perf_counter()
         arrays = feature_cache.load_or_compute(
-            path,
-            lambda: {
-                name: feature_cache.extract(self.model, variables, self.inputs, split, head, batch)
-                for name, split in splits.items()
-            },
+            path, lambda: feature_cache.extract(self.model, variables, self.inputs, splits, head, batch)
         )
         seconds = time.perf_counter() - t0
         log(

@@ -12,18 +12,16 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 from flax import traverse_util
 
-from cnn_jax.errors import UserError
+from cnn_jax.errors import UserError, problem_list
+from cnn_jax.loading import expected_variables
 from cnn_jax.models import build_model, googlenet
 from cnn_jax.models.registry import check_model_config, model_entry
 from cnn_jax.weights import files, tables
 
-SHOWN = 4  # keys named per kind of problem
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision.transforms.Normalize values of every torchvision model page
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)  # keras.applications.imagenet_utils, mode 'caffe' (there in BGR order)
@@ -102,13 +100,9 @@ def import_weights(spec: str, model_section: Any) -> ImportedWeights:
 
 
 def _shapes(model: nn.Module, name: str) -> dict[str, tuple[int, ...]]:
-    """'/'-joined variable paths -> shapes, from an abstract init at the model's published input size."""
-    shape = model_entry(name).input_shape
-    abstract = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape), jnp.float32), train=False)
-    )
-    flat = traverse_util.flatten_dict({k: v for k, v in abstract.items() if k in ("params", "batch_stats")}, sep="/")
-    return {path: tuple(leaf.shape) for path, leaf in flat.items()}
+    """'/'-joined variable paths -> shapes, at the model's published input size (no compute)."""
+    expected = expected_variables(model, model_entry(name).input_shape)
+    return {path: tuple(leaf.shape) for path, leaf in traverse_util.flatten_dict(expected, sep="/").items()}
 
 
 def _class_count(weights: files.WeightsFile, table: tables.Table, name: str) -> int:
@@ -133,15 +127,9 @@ def _fill(
         if value.shape != expected[entry.target]:
             shapes.append(f"{entry.source} {arrays[entry.source].shape} for {entry.target} {expected[entry.target]}")
         flat[entry.target] = np.ascontiguousarray(value, dtype=np.float32)
-    problems = [
-        f"{label} ({len(items)}): {_some(items)}"
-        for label, items in (
-            ("missing in the file", missing),
-            ("in the file but not in the model", unexpected),
-            ("shapes differ", shapes),
-        )
-        if items
-    ]
+    problems = problem_list(
+        (("missing in the file", missing), ("in the file but not in the model", unexpected), ("shapes differ", shapes))
+    )
     if problems:
         raise _mismatch(weights, name, problems)
     return traverse_util.unflatten_dict(flat, sep="/")
@@ -153,10 +141,6 @@ def _mismatch(weights: files.WeightsFile, name: str, problems: list[str]) -> Use
         f"Is it a file of another architecture, or does model.* differ from the original (e.g. "
         f"{'model.aux_heads' if name == 'googlenet' else 'model.batch_norm'})?"
     )
-
-
-def _some(items: list[str]) -> str:
-    return ", ".join(items[:SHOWN]) + (f", ... and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
 
 
 def _preprocessing(layout: str, model: nn.Module) -> Preprocessing:
