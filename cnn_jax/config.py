@@ -32,6 +32,11 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 NORMALIZATIONS = ("auto", "dataset", "source")
 FROZEN_BATCH_NORMS = ("inference", "batch")
 FROZEN_ONLY = ("transfer.frozen_batch_norm", "transfer.feature_cache")  # see run_id
+DATA_SOURCES = ("auto", "device", "stream")
+BAD_IMAGE_POLICIES = ("stop", "skip")
+# How the data reaches the step, never what it is: left out of the run id (device and streamed runs of one
+# config compute the same numbers; tests/test_streaming.py), and a run may resume under other values.
+EXECUTION_FIELDS = ("dataset.source", "dataset.device_budget_mb", "dataset.workers")
 # Fields added after run ids were last changed, with their defaults: at the default they are left out of the
 # run id, so adding them kept every existing run's id (each default computes what runs did before it existed).
 LATER_FIELDS = {
@@ -42,6 +47,11 @@ LATER_FIELDS = {
     "transfer.normalization": "auto",
     "transfer.frozen_batch_norm": "inference",
     "transfer.feature_cache": True,
+    "dataset.image_size": 0,
+    "dataset.bad_images": "stop",
+    "dataset.augment.random_resized_crop": False,
+    "dataset.augment.rotation": 0.0,
+    "dataset.augment.greyscale": 0.0,
 }
 
 
@@ -66,10 +76,23 @@ def default_config() -> ml_collections.ConfigDict:
     c.dataset.resize = 0
     c.dataset.center_crop = 0
     c.dataset.grey_to_rgb = False
+    # device: the uint8 splits live on the accelerator (fast; they must fit) | stream: read and decoded on the
+    # host, batch by batch (data/loader.py) | auto: device when the images have one size and the arrays fit in
+    # device_budget_mb, else stream. The same numbers either way.
+    c.dataset.source = "auto"
+    c.dataset.device_budget_mb = 4096.0
+    c.dataset.workers = 0  # streamed data: grain worker processes decoding images (0: threads of the run's process)
+    # streamed data, ImageNet's recipe on the host (data/loader.py HostTransform): > 0 makes every image
+    # S x S (evaluation: shorter side to S / 0.875, central crop); needed when image sizes vary
+    c.dataset.image_size = 0
+    c.dataset.bad_images = "stop"  # streamed data, an undecodable image: stop | skip (replaced and counted)
     c.dataset.augment = ml_collections.ConfigDict()
     c.dataset.augment.random_crop_padding = 0  # zero-pad P pixels, crop back (He et al. 2015)
     c.dataset.augment.translate = 0  # shift up to T pixels, reflect-filled (Keras RandomTranslation)
     c.dataset.augment.horizontal_flip = False
+    c.dataset.augment.random_resized_crop = False  # with dataset.image_size: the crop of Szegedy et al. 2015
+    c.dataset.augment.rotation = 0.0  # rotate by up to R degrees, reflect-filled (Keras RandomRotation)
+    c.dataset.augment.greyscale = 0.0  # convert to grey with this probability (torchvision RandomGrayscale)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "seed_cnn"  # every other model.* key is a field of that model: `cnn-jax models NAME`
@@ -319,6 +342,9 @@ def validate_fields(config: ml_collections.ConfigDict) -> None:
     _choice("checkpoint.best_metric", config.checkpoint.best_metric, VALIDATION_METRICS)
     _choice("checkpoint.best_mode", config.checkpoint.best_mode, BEST_MODES)
     _choice("train.compute_dtype", config.train.compute_dtype, COMPUTE_DTYPES)
+    _choice("dataset.source", config.dataset.source, DATA_SOURCES)
+    _choice("dataset.bad_images", config.dataset.bad_images, BAD_IMAGE_POLICIES)
+    _positive("dataset.device_budget_mb", config.dataset.device_budget_mb)
     _positive("optimizer.lr", config.optimizer.lr)
     for field in (
         "train.epochs",
@@ -329,6 +355,14 @@ def validate_fields(config: ml_collections.ConfigDict) -> None:
         "checkpoint.keep",
     ):
         _positive(field, _get(config, field))
+    if not 0.0 <= config.dataset.augment.greyscale <= 1.0:
+        raise UserError(
+            f"config field 'dataset.augment.greyscale' = {config.dataset.augment.greyscale}: a probability."
+        )
+    if config.dataset.augment.random_resized_crop and not config.dataset.image_size:
+        raise UserError(
+            "config field 'dataset.augment.random_resized_crop' needs dataset.image_size (the crop's output side)."
+        )
     for field in ("optimizer.momentum", "loss.label_smoothing", "dataset.validation_fraction"):
         value = _get(config, field)
         if not 0.0 <= value < 1.0:
@@ -344,6 +378,9 @@ def validate_fields(config: ml_collections.ConfigDict) -> None:
         "loss.aux_weight",
         "dataset.augment.random_crop_padding",
         "dataset.augment.translate",
+        "dataset.augment.rotation",
+        "dataset.workers",
+        "dataset.image_size",
     ):
         value = _get(config, field)
         if not (math.isfinite(value) and value >= 0):
@@ -432,17 +469,28 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def run_id(config: ml_collections.ConfigDict) -> str:
-    """Stable 12-hex-digit id of a fully resolved config (`LATER_FIELDS` at their defaults left out).
+    """Stable 12-hex-digit id of a fully resolved config (`EXECUTION_FIELDS`, and `LATER_FIELDS` at their
+    defaults, left out).
 
     `transfer.frozen_batch_norm` and `transfer.feature_cache` change what a run that freezes parameters
     computes, so they are left out only where nothing is frozen (transfer.trainable = ('*',))."""
-    tree = config.to_dict()
-    for field, default in LATER_FIELDS.items():
-        section, key = field.split(".")
-        frozen = tuple(config.transfer.trainable) != ("*",)
-        if tree[section].get(key) == default and not (field in FROZEN_ONLY and frozen):
-            del tree[section][key]
+    tree = _without(config.to_dict(), EXECUTION_FIELDS)
+    frozen = tuple(config.transfer.trainable) != ("*",)
+    at_default = [f for f, default in LATER_FIELDS.items() if _get(config, f) == default]
+    tree = _without(tree, [f for f in at_default if not (f in FROZEN_ONLY and frozen)])
     return hashlib.sha256(json.dumps(tree, sort_keys=True, indent=2).encode()).hexdigest()[:12]
+
+
+def _without(tree: dict, fields) -> dict:
+    """A copy of the nested dict `tree` without the dotted `fields`."""
+    tree = json.loads(json.dumps(tree))
+    for field in fields:
+        *sections, key = field.split(".")
+        node = tree
+        for section in sections:
+            node = node[section]
+        node.pop(key, None)
+    return tree
 
 
 def diff(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:

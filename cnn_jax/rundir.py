@@ -26,7 +26,10 @@ def open_run_dir(run_dir: Path, config: ml_collections.ConfigDict, force: bool =
     existing = run_dir / CONFIG
     if existing.exists():
         saved = config_lib.from_json(existing.read_text())
-        differences = config_lib.diff(saved, config)
+        changed = config_lib.diff(saved, config)
+        differences = [d for d in changed if d.split(":")[0] not in config_lib.EXECUTION_FIELDS]
+        if changed and not differences:  # a resume that reads the data another way: same run
+            write_text_atomic(existing, config_lib.to_json(config))
         if differences and not force:
             raise UserError(
                 f"run directory '{run_dir}' was created by a different config ({'; '.join(differences)}). "

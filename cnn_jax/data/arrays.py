@@ -1,4 +1,7 @@
-"""In-memory dataset: uint8 NHWC images and integer labels per split, with a content fingerprint."""
+"""In-memory dataset: uint8 NHWC images and integer labels per split, with a content fingerprint.
+
+`balanced_subset` and `hold_out` read only labels and call `take`, so they also divide a streamed split
+(data/streamed.py) exactly as they divide one held in memory."""
 
 from __future__ import annotations
 
@@ -17,6 +20,10 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def take(self, indices: np.ndarray) -> Split:
+        """The examples at `indices` (a sorted index array or a boolean mask), in that order."""
+        return Split(self.images[indices], self.labels[indices])
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ def balanced_subset(split: Split, n: int, field: str = "dataset.train_subset") -
             f"config field '{field}' = {n}: cannot draw that many class-balanced examples "
             f"from class counts {np.bincount(split.labels).tolist()}; use fewer, or 0 for the whole split."
         )
-    return Split(split.images[chosen], split.labels[chosen])
+    return split.take(chosen)
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,4 @@ def hold_out(split: Split, fraction: float, seed: int, num_classes: int) -> Held
         "class_counts": [int(q) for q in quota],
         "indices_sha256": hashlib.sha256(chosen.astype(np.int64).tobytes()).hexdigest(),
     }
-    return HeldOut(
-        Split(split.images[keep], split.labels[keep]), Split(split.images[chosen], split.labels[chosen]), record
-    )
+    return HeldOut(split.take(keep), split.take(chosen), record)

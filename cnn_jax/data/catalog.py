@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from cnn_jax.data import streamed as streamed_lib
 from cnn_jax.data import tfds_store
 from cnn_jax.data.arrays import ArrayDataset, class_counts
 from cnn_jax.data.local_files import read_local
@@ -205,3 +209,127 @@ def _not_found(name: str, data_dir: Path, roots: list[Path]) -> UserError:
         f"one of those), or run: cnn-jax data import {name} --from DIR, or install tensorflow-cpu (extra "
         "'tfds-download') to let TFDS download it."
     )
+
+
+# ----------------------------------------------------------------------------- streamed data
+
+SOURCES = ("auto", "device", "stream")
+STREAM_CACHE_SUBDIR = "cnn_jax_streams"  # labels and fingerprints of streamed datasets, computed once
+
+
+@dataclass(frozen=True)
+class StreamChoice:
+    streamed: bool
+    reason: str  # for the manifest and the log
+
+
+def choose_source(name: str, data_dir: Path, roots: list[Path], mode: str, budget_mb: float) -> StreamChoice:
+    """Device-resident or streamed: `mode` decides, or (auto) whether the dataset has one image size and its
+    uint8 arrays fit in `budget_mb` (judged from what is known without decoding it)."""
+    if mode != "auto":
+        return StreamChoice(mode == "stream", f"dataset.source = {mode}")
+    shape, examples = _known_size(name, data_dir, roots)
+    if shape is None:
+        return StreamChoice(True, "auto: image sizes vary")
+    megabytes = examples * int(np.prod(shape)) / 2**20
+    streamed = megabytes > budget_mb
+    relation = "exceed" if streamed else "fit in"
+    return StreamChoice(
+        streamed, f"auto: {examples} images of {shape} ({megabytes:.0f} MB) {relation} dataset.device_budget_mb"
+    )
+
+
+def _known_size(name: str, data_dir: Path, roots: list[Path]) -> tuple[tuple | None, int]:
+    stock = tfds_store.stock_dir(data_dir, name)
+    if stock is not None:
+        return tfds_store.stored_size(stock)
+    imported = tfds_store.imported_dir(data_dir, name)
+    if imported.exists():
+        provenance = tfds_store.read_provenance(imported)
+        counts = provenance.get("class_counts", {})
+        return tuple(provenance["image_shape"]), sum(sum(c) for c in counts.values())
+    local = find_local(name, roots)
+    if local is not None and _is_image_folder(local):
+        classes = streamed_lib.folder_classes(local)
+        split, labels = _folder_split(local, "train", classes)
+        shape = streamed_lib.probe_shape(split)
+        files = sum(1 for _ in local.glob("*/*/*"))
+        return shape, files
+    if name in KNOWN:
+        known = KNOWN[name]
+        return known.image_shape, sum(sum(c) for c in known.class_counts.values())
+    return (0, 0, 0), 0  # an unknown source: read it on the device as before (the import says what it is)
+
+
+def _is_image_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "train").is_dir()
+
+
+def _folder_split(root: Path, split: str, classes: tuple[str, ...]) -> tuple[streamed_lib.StreamedSplit, np.ndarray]:
+    source, labels = streamed_lib.list_folder(root, split, classes)
+    return streamed_lib.StreamedSplit(source, np.arange(len(labels)), labels), labels
+
+
+def load_streamed(name: str, data_dir: Path, roots: list[Path], log=print) -> LoadedDataset:
+    """The dataset `name` as streamed splits: a prepared TFDS dataset, an image folder read in place, or
+    (any other local layout) the import of it, read record by record."""
+    cache = Path(data_dir) / STREAM_CACHE_SUBDIR
+    stock = tfds_store.stock_dir(data_dir, name)
+    if stock is not None:
+        splits, fingerprints = _record_splits(stock, cache / name / stock.name)
+        classes = tfds_store.class_names(stock)
+        return _streamed(name, splits, classes, f"tfds:{name}/{stock.name} in {data_dir} (streamed)", fingerprints)
+    imported = tfds_store.imported_dir(data_dir, name)
+    if not imported.exists():
+        local = find_local(name, roots)
+        if local is not None and _is_image_folder(local):
+            classes = streamed_lib.folder_classes(local)
+            folders = sorted(p.name for p in local.iterdir() if p.is_dir())
+            test_name = streamed_lib.test_split_name(folders)
+            splits, fingerprints = {}, {}
+            for folder in folders:
+                role = "test" if folder == test_name else folder
+                splits[role], labels = _folder_split(local, folder, classes)
+                fingerprints[role] = splits[role].source.fingerprint(labels, cache / "fingerprints")
+            return _streamed(name, splits, classes, f"image folder {local} (streamed)", fingerprints)
+        load(name, data_dir, roots, log)  # imports it (the way a device-resident run would)
+    provenance = tfds_store.read_provenance(imported)
+    splits, _ = _record_splits(imported, None)
+    classes = tfds_store.class_names(imported)
+    source = f"imported from {provenance.get('source', '?')} into {imported} (streamed)"
+    return _streamed(name, splits, classes, source, provenance.get("fingerprints", {}))
+
+
+def _record_splits(builder_dir: Path, cache: Path | None) -> tuple[dict, dict]:
+    """Every split of a prepared TFDS dataset as streamed splits (labels read once, cached in `cache`), and
+    fingerprints of their labels and the dataset's description (the records are not hashed)."""
+    splits, fingerprints = {}, {}
+    info = (builder_dir / "dataset_info.json").read_bytes()
+    for split in tfds_store.split_names(builder_dir):
+        source = streamed_lib.RecordSource(str(builder_dir), split)
+        labels_file = cache / f"{split}.labels.npz" if cache else None
+        if labels_file is not None and labels_file.exists():
+            with np.load(labels_file) as stored:
+                labels, rows = stored["labels"], stored["rows"]
+        else:
+            labels, rows = source.labels_and_order()
+            labels = labels[rows]
+            if labels_file is not None:
+                labels_file.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(labels_file, labels=labels, rows=rows)
+        role = "test" if split == streamed_lib.test_split_name(tfds_store.split_names(builder_dir)) else split
+        splits[role] = streamed_lib.StreamedSplit(source, rows.astype(np.int64), labels.astype(np.int32))
+        fingerprints[role] = hashlib.sha256(info + labels.astype(np.int64).tobytes()).hexdigest()
+    return splits, fingerprints
+
+
+def _streamed(name: str, splits: dict, classes: tuple[str, ...], source: str, fingerprints: dict) -> LoadedDataset:
+    for needed in ("train", "test"):
+        if needed not in splits:
+            raise UserError(
+                f"dataset '{name}' ({source}) has no '{needed}' split (found {sorted(splits)}); a test split may "
+                f"be named {' or '.join(streamed_lib.TEST_SPLIT_NAMES)}."
+            )
+    shape = streamed_lib.probe_shape(splits["train"])
+    dataset = streamed_lib.StreamedDataset(name, splits, classes, shape)
+    return LoadedDataset(dataset, source, fingerprints)

@@ -217,7 +217,7 @@ def read_image_folder(name: str, root: Path) -> ArrayDataset:
         for s, c, f, load in files:
             if s != split:
                 continue
-            image = _decode(load(), f"{s}/{c}/{f}", root)
+            image = decode_image(load(), f"{s}/{c}/{f}", root)
             if shape is None:
                 shape = image.shape
             elif image.shape != shape:
@@ -231,7 +231,7 @@ def read_image_folder(name: str, root: Path) -> ArrayDataset:
     return ArrayDataset(name, splits, class_names)
 
 
-def _decode(data: bytes, relative: str, root: Path) -> np.ndarray:
+def decode_image(data: bytes, relative: str, root: Path) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             array = np.asarray(img.convert("L") if img.mode in ("L", "1", "I;16", "I") else img.convert("RGB"))

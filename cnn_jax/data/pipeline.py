@@ -33,18 +33,32 @@ def to_device(split: Split, pad_to_multiple: int = 1) -> DeviceSplit:
     return DeviceSplit(jnp.asarray(images), jnp.asarray(labels), jnp.asarray(mask), n)
 
 
+class PixelMoments:
+    """Exact per-channel sums of uint8 pixel values and of their squares (integers: the result does not
+    depend on how the images are chunked, so a streamed split gets the statistics a resident one gets)."""
+
+    def __init__(self, channels: int):
+        self.count, self.sum, self.sum_sq = 0, np.zeros(channels, np.int64), np.zeros(channels, np.int64)
+
+    def add(self, images: np.ndarray) -> None:
+        pixels = images.reshape(-1, images.shape[-1]).astype(np.int64)
+        self.count += len(pixels)
+        self.sum += pixels.sum(0)
+        self.sum_sq += (pixels**2).sum(0)
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std of the pixel values scaled to [0, 1]."""
+        mean = self.sum / self.count / 255.0
+        std = np.sqrt(self.sum_sq / self.count / 255.0**2 - mean**2)
+        return mean.astype(np.float32), std.astype(np.float32)
+
+
 def channel_stats(split: Split) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of pixel values scaled to [0, 1] (computed once, on the train split)."""
-    pixels = split.images.reshape(-1, split.images.shape[-1])
-    mean = np.zeros(pixels.shape[1])
-    sq = np.zeros(pixels.shape[1])
-    for start in range(0, len(pixels), 1 << 22):  # chunks keep float64 memory small
-        chunk = pixels[start : start + (1 << 22)].astype(np.float64) / 255.0
-        mean += chunk.sum(0)
-        sq += (chunk**2).sum(0)
-    mean /= len(pixels)
-    std = np.sqrt(sq / len(pixels) - mean**2)
-    return mean.astype(np.float32), std.astype(np.float32)
+    moments = PixelMoments(split.images.shape[-1])
+    for start in range(0, len(split), 10_000):  # chunks keep int64 memory small
+        moments.add(split.images[start : start + 10_000])
+    return moments.mean_std()
 
 
 def epoch_permutation(data_key: jax.Array, epoch: int | jax.Array, n: int) -> jax.Array:

@@ -153,3 +153,19 @@ def _builder_class(dataset: ArrayDataset):
 
 def split_fingerprints(dataset: ArrayDataset) -> dict[str, str]:
     return {split: fingerprint(data) for split, data in dataset.splits.items()}
+
+
+def split_names(builder_dir: Path) -> list[str]:
+    return list(tfds.builder_from_directory(str(builder_dir)).info.splits)
+
+
+def class_names(builder_dir: Path) -> tuple[str, ...]:
+    return tuple(tfds.builder_from_directory(str(builder_dir)).info.features["label"].names)
+
+
+def stored_size(builder_dir: Path) -> tuple[tuple[int, int, int] | None, int]:
+    """The image shape (None when it varies) and the example count of a prepared dataset, from its info."""
+    info = tfds.builder_from_directory(str(builder_dir)).info
+    shape = tuple(info.features["image"].shape)
+    examples = sum(split.num_examples for split in info.splits.values())
+    return (None if None in shape else shape), examples

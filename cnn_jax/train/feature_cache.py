@@ -55,7 +55,7 @@ def why_not(config, model: nn.Module, input_shape: tuple[int, ...], trainable: d
     if head is None:
         return "what trains is not one top-level module (the head) as a whole"
     augment = config.dataset.augment
-    if augment.random_crop_padding or augment.translate or augment.horizontal_flip:
+    if any(augment[f] for f in augment):
         return "augmentation changes the backbone's input every epoch"
     if config.transfer.frozen_batch_norm != "inference" and trainable["batch_stats"]:
         return "frozen batch norms normalize with each batch's statistics (transfer.frozen_batch_norm)"

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jax.sharding import NamedSharding, PartitionSpec
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
@@ -23,7 +24,7 @@ from cnn_jax import checkpoints, provenance, rundir, validation
 from cnn_jax import config as config_lib
 from cnn_jax.data.pipeline import epoch_permutation, take_batch
 from cnn_jax.errors import Diverged, Interrupted, UserError
-from cnn_jax.train import hosts, transfer
+from cnn_jax.train import hosts, streaming, transfer
 from cnn_jax.train.setup import DataPaths, RunSetup, build, split_metrics
 from cnn_jax.train.state import run_keys
 from cnn_jax.train.steps import add_to_totals, all_finite, empty_metrics, empty_totals, make_train_step, metric_means
@@ -79,6 +80,77 @@ def make_drive(setup: RunSetup):
 def make_train_driver(setup: RunSetup):
     """`make_drive`, jitted, with the state and the metric sums donated."""
     return jax.jit(make_drive(setup), donate_argnums=(0, 1))
+
+
+def make_batch_driver(setup: RunSetup):
+    """The streamed counterpart of `make_train_driver`: drive(state, totals, batch), the batch from the host."""
+    train_step = make_train_step(setup.step_model, setup.tx, setup.config, setup.step_inputs, setup.trainable)
+
+    def drive(state, totals, batch):
+        batch = setup.devices.split_batch(batch)
+        state, sums = train_step(state, batch, jax.random.fold_in(state.rng, state.step))
+        return state, add_to_totals(totals, sums)
+
+    return jax.jit(drive, donate_argnums=(0, 1))
+
+
+class DeviceFeed:
+    """Training batches gathered on the device: the step takes the split, the epoch's order and an index."""
+
+    wait_seconds = 0.0  # the gather is part of the step: no host time is spent waiting for data
+
+    def __init__(self, setup: RunSetup, program: _Program, data_key, start: int):
+        self.setup, self.program, self.data_key, self.start = setup, program, data_key, start
+        self.order = self._order(start // setup.steps_per_epoch)
+
+    def _order(self, epoch: int):
+        return self.setup.devices.replicate(self.program.order_fn(self.data_key, epoch, self.setup.train.size))
+
+    def compile(self, state, totals):
+        return self.program.drive.lower(state, totals, self.setup.train, self.order, 0).compile()
+
+    def step(self, step_fn, state, totals, step: int):
+        epoch, index = divmod(step, self.setup.steps_per_epoch)
+        if index == 0 and step != self.start:
+            self.order = self._order(epoch)
+        return step_fn(state, totals, self.setup.train, self.order, index)
+
+    def close(self) -> None:
+        pass
+
+
+class StreamFeed:
+    """Training batches read on the host (train/streaming.py) and passed to the step."""
+
+    def __init__(self, setup: RunSetup, program: _Program, data_key, start: int, total_steps: int):
+        config = setup.config
+        self.setup, self.program = setup, program
+        self.feed = streaming.TrainFeed(
+            setup.train, setup.streamed, setup.devices, data_key, setup.steps_per_epoch, config.train.batch_size,
+            config.seed, start, total_steps,
+        )  # fmt: skip
+
+    @property
+    def wait_seconds(self) -> float:
+        return self.feed.wait_seconds
+
+    def compile(self, state, totals):
+        size, shape = self.setup.config.train.batch_size, self.setup.batch_image_shape
+        sharding = (
+            None if self.setup.devices.size == 1 else NamedSharding(self.setup.devices.mesh, PartitionSpec("data"))
+        )
+        batch = {
+            "image": jax.ShapeDtypeStruct((size, *shape), jnp.uint8, sharding=sharding),
+            "label": jax.ShapeDtypeStruct((size,), jnp.int32, sharding=sharding),
+            "mask": jax.ShapeDtypeStruct((size,), jnp.bool_, sharding=sharding),
+        }
+        return self.program.drive.lower(state, totals, batch).compile()
+
+    def step(self, step_fn, state, totals, step: int):
+        return step_fn(state, totals, self.feed.next(step))
+
+    def close(self) -> None:
+        self.feed.close()
 
 
 def train(
@@ -182,6 +254,13 @@ class _Program:
 
 
 def _program(setup: RunSetup, batched: bool) -> _Program:
+    if setup.streamed is not None:
+        if batched:
+            raise UserError(
+                "streamed data (dataset.source) cannot train seeds as one vmapped program: each seed reads its own "
+                "batches; run the seeds one at a time (without --vmap-seeds), or keep the data on the device."
+            )
+        return _Program(None, make_batch_driver(setup), None, lambda tree, i: tree, lambda trees: trees[0])
     if not batched:
         return _Program(
             jax.jit(epoch_permutation, static_argnums=2),
@@ -240,8 +319,11 @@ def _run(
     data_key = program.stack([run_keys(m.setup.config.seed)["data"] for m in members])
 
     t0 = time.perf_counter()
-    order = setup.devices.replicate(program.order_fn(data_key, start // spe, setup.train.size))
-    step_fn = program.drive.lower(state, totals, setup.train, order, 0).compile()
+    if setup.streamed is None:
+        feed = DeviceFeed(setup, program, data_key, start)
+    else:
+        feed = StreamFeed(setup, program, data_key, start, total_steps)
+    step_fn = feed.compile(state, totals)
     compile_seconds = time.perf_counter() - t0
     seeds = f" of {len(members)} seeds" if len(members) > 1 else ""
     log(f"Compiled the train step{seeds} in {compile_seconds:.1f} s.")
@@ -261,10 +343,7 @@ def _run(
     try:
         with signals_to_flag() as received:
             for step in range(start, total_steps):
-                epoch, index = divmod(step, spe)
-                if index == 0 and step != start:
-                    order = setup.devices.replicate(program.order_fn(data_key, epoch, setup.train.size))
-                state, totals = step_fn(state, totals, setup.train, order, index)
+                state, totals = feed.step(step_fn, state, totals, step)
                 done = step + 1
                 end_of_epoch = done % spe == 0
                 if done % config.train.log_every_steps == 0 or end_of_epoch:
@@ -304,6 +383,7 @@ def _run(
                 if done == stop_at_step:
                     return None
     finally:
+        feed.close()
         bar.close()
         for writer in writers:
             writer.close()
@@ -311,6 +391,14 @@ def _run(
     timing = {
         "compile_seconds": compile_seconds,
         "loop_seconds": loop_seconds,
+        # host time spent waiting for training batches (0 when they are gathered on the device)
+        "data_wait_seconds": feed.wait_seconds,
+        "data_wait_fraction": feed.wait_seconds / loop_seconds if loop_seconds else 0.0,
+        **(
+            {"bad_images_skipped": setup.streamed.skipped, "bad_images": setup.streamed.bad_examples}
+            if setup.streamed is not None and setup.streamed.skip_bad
+            else {}
+        ),
         "images_per_sec_median": statistics.median(rates) if rates else None,
         "first_step": start,
         **({"seeds_in_program": len(members)} if len(members) > 1 else {}),
@@ -330,6 +418,8 @@ def _restart_sums(setup: RunSetup, program: _Program, totals, count: int, epoch_
 
 def _eval_metrics(setup: RunSetup, program: _Program, state, count: int) -> list[dict[str, float]]:
     """Loss, top-1 and top-5 accuracy of each member on the validation and test splits, each example once."""
+    if setup.streamed is not None:
+        return [setup.eval_metrics(state)]
     state = setup.on_devices(state)
     metrics = [{} for _ in range(count)]
     for name, split in setup.eval_splits.items():

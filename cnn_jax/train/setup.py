@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import linen as nn
 
@@ -18,13 +20,15 @@ from cnn_jax import config as config_lib
 from cnn_jax import rundir, validation
 from cnn_jax.data import catalog
 from cnn_jax.data.arrays import balanced_subset, hold_out
+from cnn_jax.data.loader import HostTransform
 from cnn_jax.data.pipeline import DeviceSplit, channel_stats, slice_batch, to_device
 from cnn_jax.data.preprocess import InputTransform
+from cnn_jax.data.streamed import StreamedSplit, test_split_name
 from cnn_jax.errors import UserError
 from cnn_jax.loading import data_info, load_model
 from cnn_jax.models import build_model
 from cnn_jax.models.summary import summarize
-from cnn_jax.train import feature_cache, transfer
+from cnn_jax.train import feature_cache, streaming, transfer
 from cnn_jax.train.devices import DataMesh, data_mesh
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.state import TrainState, create_train_state
@@ -48,9 +52,10 @@ class RunSetup:
     schedule: optax.Schedule
     steps_per_epoch: int
     inputs: InputTransform  # stored uint8 images -> the model's input (normalization, resize, ...)
-    train: DeviceSplit
-    validation: DeviceSplit | None  # held out of the train split; None when dataset.validation_fraction = 0
-    test: DeviceSplit
+    # on the device, or (streamed: read batch by batch on the host, see train/streaming.py) on disk
+    train: DeviceSplit | StreamedSplit
+    validation: DeviceSplit | StreamedSplit | None  # held out of the train split; None when validation_fraction = 0
+    test: DeviceSplit | StreamedSplit
     validation_record: dict | None  # how the validation split was drawn (see data/arrays.py hold_out)
     model_summary: dict  # params, trainable_params, flops (per image)
     devices: DataMesh  # the batch is split over these; state and data are replicated
@@ -62,6 +67,8 @@ class RunSetup:
     step_model: Any = None
     step_inputs: Any = None
     feature_cache: dict | None = None  # manifest record: used or why not, the cache file
+    streamed: streaming.StreamedData | None = None  # None: the splits are on the device
+    pipeline_reason: str = ""  # why the data is on the device or streamed
 
     def __post_init__(self):
         if self.step_model is None:
@@ -71,7 +78,12 @@ class RunSetup:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """The model's input (H, W, C): the stored images after `inputs` (resize, crop, grey to RGB)."""
-        return self.inputs.output_shape(self.data.dataset.image_shape)
+        return self.inputs.output_shape(self.batch_image_shape)
+
+    @property
+    def batch_image_shape(self) -> tuple[int, int, int]:
+        """The (H, W, C) of a batch's uint8 images: as stored, or as the host transform makes them."""
+        return self.streamed.transform.output_shape if self.streamed else self.data.dataset.image_shape
 
     def fresh_state(self) -> TrainState:
         return create_train_state(self.model, self.tx, self.input_shape, self.config.seed)
@@ -108,6 +120,8 @@ class RunSetup:
         the run directory); else this setup, with the reason in `feature_cache`."""
         if self.transfer_source is None:
             return self
+        if self.streamed is not None:
+            return replace(self, feature_cache={"used": False, "reason": "the data is streamed"})
         if not self.config.transfer.feature_cache:
             return replace(self, feature_cache={"used": False, "reason": "transfer.feature_cache is false"})
         reason = feature_cache.why_not(self.config, self.model, self.input_shape, self.trainable)
@@ -186,11 +200,21 @@ class RunSetup:
     def eval_metrics(self, state: TrainState) -> dict[str, float]:
         """Loss, top-1 and top-5 accuracy on every evaluated split, each example counted once."""
         state = self.on_devices(state)
-        return {
-            k: v
-            for name, split in self.eval_splits.items()
-            for k, v in split_metrics(jax.device_get(self.evaluate(state, split)), split.size, name).items()
-        }
+        metrics = {}
+        for name, split in self.eval_splits.items():
+            if self.streamed is None:
+                sums, size = self.evaluate(state, split), split.size
+            else:
+                batch = self.config.train.eval_batch_size
+                sums, size = streaming.evaluate(self.eval_batch, state, split, self.streamed, self.devices, batch)
+            metrics.update(split_metrics(jax.device_get(sums), size, name))
+        return metrics
+
+    @functools.cached_property
+    def eval_batch(self):
+        """jitted eval_batch(state, batch) -> metric sums of one batch (streamed data)."""
+        eval_step = make_eval_step(self.step_model, self.step_inputs, compute_dtype=self.config.train.compute_dtype)
+        return jax.jit(lambda state, batch: eval_step(state, self.devices.split_batch(batch)))
 
     def data_manifest(self) -> dict:
         dataset = self.data.dataset
@@ -202,7 +226,10 @@ class RunSetup:
             "train_examples_used": self.train.size,
             "eval_subset": self.config.dataset.eval_subset,
             "validation": self.validation_record,
-            "image_shape": list(dataset.image_shape),
+            "image_shape": list(self.batch_image_shape),
+            "stored_image_shape": list(dataset.image_shape) if dataset.image_shape else "varies",
+            "pipeline": self.streamed.record() if self.streamed else {"pipeline": "device"},
+            "pipeline_reason": self.pipeline_reason,
             "classes": list(dataset.class_names),
             "normalization": {"mean": list(self.inputs.mean), "std": list(self.inputs.std)},
             "input": {**self.inputs.record(), "model_input_shape": list(self.input_shape)},
@@ -226,8 +253,16 @@ def build(
     copies weights from."""
     validation.validate(config)
     devices = data_mesh(config)
-    data = catalog.load(config.dataset.name, paths.data_dir, list(paths.search_roots), log=log)
-    train_split, test_split = data.dataset.splits["train"], data.dataset.splits["test"]
+    d, roots = config.dataset, list(paths.search_roots)
+    choice = catalog.choose_source(d.name, paths.data_dir, roots, d.source, d.device_budget_mb)
+    if choice.streamed:
+        data = catalog.load_streamed(d.name, paths.data_dir, roots, log=log)
+    else:
+        data = catalog.load(d.name, paths.data_dir, roots, log=log)
+    splits = data.dataset.splits
+    if "test" not in splits and test_split_name(splits) is None:
+        raise UserError(f"dataset '{d.name}' ({data.source}) has no test split (found {sorted(splits)}).")
+    train_split, test_split = splits["train"], splits[test_split_name(splits)]
     held = None
     if config.dataset.validation_fraction:
         held = hold_out(
@@ -249,8 +284,24 @@ def build(
         source_model = config.transfer.source_model or config.model.to_dict()
         imported = import_weights(str(transfer_source), source_model)
         log(f"Pretrained weights: {transfer_source} ({imported.record['layout']} layout, {imported.record['found']}).")
-    inputs = input_transform(config, train_split, data.dataset.image_shape, imported, transfer_source)
-    input_shape = inputs.output_shape(data.dataset.image_shape)
+    stream = streamed_data(config, data, devices, choice.reason) if choice.streamed else None
+    if stream is None and d.image_size:
+        raise UserError(
+            f"config field 'dataset.image_size' = {d.image_size} applies to streamed data, and '{d.name}' is on the "
+            "device; set dataset.source=stream, or dataset.resize to resize resident images in jit."
+        )
+    image_shape = stream.transform.output_shape if stream else data.dataset.image_shape
+
+    def train_stats():
+        if stream is None:
+            return channel_stats(train_split)
+        transform = stream.record()["host_transform"]
+        key = {"data": data.fingerprints, "rows": _rows_digest(train_split), "transform": transform}
+        log(f"Channel statistics of the {len(train_split)} train images (read once, then cached) ...")
+        return streaming.channel_stats(train_split, stream, Path(paths.data_dir) / catalog.STREAM_CACHE_SUBDIR, key)
+
+    inputs = input_transform(config, train_stats, image_shape, imported, transfer_source)
+    input_shape = inputs.output_shape(image_shape)
     summary = summarize(model, input_shape)  # fails by layer name if the geometry cannot work
     steps_per_epoch = len(train_split) // config.train.batch_size
     schedule = make_schedule(config, steps_per_epoch)
@@ -276,10 +327,10 @@ def build(
         schedule=schedule,
         steps_per_epoch=steps_per_epoch,
         inputs=inputs,
-        train=devices.replicate(to_device(train_split)),
-        validation=None if held is None else devices.replicate(to_device(held.validation, pad_to_multiple=eval_batch)),
+        train=train_split if stream else devices.replicate(to_device(train_split)),
+        validation=None if held is None else _resident(held.validation, stream, devices, eval_batch),
         validation_record=None if held is None else held.record,
-        test=devices.replicate(to_device(test_split, pad_to_multiple=eval_batch)),
+        test=_resident(test_split, stream, devices, eval_batch),
         devices=devices,
         model_summary={
             "params": summary.total_params,
@@ -289,18 +340,47 @@ def build(
         trainable=trainable,
         transfer_source=transfer_source,
         imported=imported,
+        streamed=stream,
+        pipeline_reason=choice.reason,
     )
+
+
+def _resident(split, stream, devices: DataMesh, eval_batch: int):
+    """An evaluation split as the run reads it: streamed as it is, else on the device, padded."""
+    return split if stream else devices.replicate(to_device(split, pad_to_multiple=eval_batch))
+
+
+def _rows_digest(split: StreamedSplit) -> str:
+    return hashlib.sha256(split.rows.astype(np.int64).tobytes()).hexdigest()
+
+
+def streamed_data(config: ml_collections.ConfigDict, data, devices: DataMesh, reason: str) -> streaming.StreamedData:
+    """How a streamed run reads its images: the host transform (dataset.image_size), workers, bad images."""
+    d = config.dataset
+    shape = data.dataset.image_shape
+    if shape is None and not d.image_size:
+        raise UserError(
+            f"the images of '{d.name}' vary in size; set dataset.image_size (e.g. 224) to resize and crop them on "
+            "the host (training: dataset.augment.random_resized_crop)."
+        )
+    transform = HostTransform(
+        size=d.image_size,
+        channels=shape[-1] if shape else 3,
+        shape=shape,
+        random_resized_crop=d.augment.random_resized_crop,
+    )
+    return streaming.StreamedData(transform, d.workers, d.bad_images == "skip", reason)
 
 
 def input_transform(
     config: ml_collections.ConfigDict,
-    train_split,
+    train_stats,
     image_shape: tuple[int, int, int],
     imported: ImportedWeights | None,
     transfer_source: Path | None,
 ) -> InputTransform:
     """The run's `InputTransform`: `dataset.resize`, `center_crop`, `grey_to_rgb`, and the normalization
-    `transfer.normalization` chooses (the train split's statistics, or the transfer source's own)."""
+    `transfer.normalization` chooses (the train split's statistics, `train_stats()`, or the source's own)."""
     d, choice = config.dataset, config.transfer.normalization
     if d.center_crop and not d.resize and d.center_crop > min(image_shape[:2]):
         raise UserError(
@@ -317,7 +397,7 @@ def input_transform(
         if choice == "source" or info.pretrained:
             source_norm = (tuple(info.mean.tolist()), tuple(info.std.tolist()))
     if source_norm is None:
-        mean, std = channel_stats(train_split)
+        mean, std = train_stats()
         source_norm = (tuple(mean.tolist()), tuple(std.tolist()))
     mean, std = source_norm
     channels = 3 if d.grey_to_rgb else image_shape[2]

@@ -110,6 +110,8 @@ def make_train_step(
             crop_padding=aug.random_crop_padding,
             translate=aug.translate,
             horizontal_flip=aug.horizontal_flip,
+            rotation=aug.rotation,
+            greyscale=aug.greyscale,
         )
         images = to_compute(inputs(images))
 
