@@ -24,6 +24,7 @@ from pathlib import Path
 import jax, numpy as np
 from flax import traverse_util
 from cnn_jax import config as config_lib
+from cnn_jax.data import loader
 from cnn_jax.loading import load_model
 from cnn_jax.train import hosts
 from cnn_jax.train.loop import train
@@ -33,10 +34,14 @@ out = Path(sys.argv[2])
 config = config_lib.apply_overrides(config_lib.default_config(), json.loads(sys.argv[3]))
 if len(sys.argv) > 4:  # coordinator, number of processes, this process
     hosts.initialize(sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
+read = []  # training examples this process decoded (streamed data, read in this process: workers 0)
+decode = loader.read_examples
+loader.read_examples = lambda split, positions, *rest: read.append(len(positions)) or decode(split, positions, *rest)
 train(config, out / "run", DataPaths(Path(sys.argv[1]), ()), progress=False)
 _, variables = load_model(out / "run", "latest")
 flat = traverse_util.flatten_dict(jax.device_get(variables), sep="/")
 np.savez(out / f"variables{jax.process_index()}.npz", **{k: np.asarray(v) for k, v in flat.items()})
+print("read", sum(read))
 print(jax.device_count())
 """
 
@@ -55,10 +60,10 @@ CONFIG = {
 }
 
 
-def _start(out, data_dir, devices: int, *process_args) -> subprocess.Popen:
+def _start(out, data_dir, devices: int, *process_args, config=CONFIG) -> subprocess.Popen:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     return subprocess.Popen(
-        [sys.executable, "-c", TRAIN, str(data_dir), str(out), json.dumps(CONFIG), *process_args],
+        [sys.executable, "-c", TRAIN, str(data_dir), str(out), json.dumps(config), *process_args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -120,6 +125,24 @@ def test_two_processes_train_one_run_together_like_one_device(one_device, tmp_pa
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert (manifest["processes"], manifest["devices"]) == (2, 4)
     assert json.loads((tmp_path / "run" / "result.json").read_text())["steps"] == 20
+
+
+@pytest.mark.slow
+def test_two_processes_streaming_each_read_only_their_rows_and_train_like_one_device(
+    one_device, tmp_path, fashion_data_dir
+):
+    """The run above with the data streamed: each process decodes only the half of every batch its two devices
+    take, and JAX joins the halves into one batch; the result is the device-resident run's on one device."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = {**CONFIG, "dataset.source": "stream"}
+    processes = [_start(tmp_path, fashion_data_dir, 2, f"127.0.0.1:{port}", "2", str(i), config=config) for i in (0, 1)]
+    outputs = [_finished(p) for p in processes]
+    assert all("read 320\n" in o for o in outputs)  # 20 steps x 16 of each 32-image batch
+    assert_same_training(one_device, _results(tmp_path, 0))
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["data"]["pipeline"]["pipeline"] == "stream" and manifest["processes"] == 2
 
 
 def test_a_batch_that_does_not_divide_across_devices_is_refused():
