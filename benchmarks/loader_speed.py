@@ -101,7 +101,7 @@ def machine_info(packages: tuple[str, ...] = VERSION_PACKAGES) -> dict:
         "versions": versions,
         "libjpeg_turbo": bool(features.check_feature("libjpeg_turbo")),
         "git_commit": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -24,6 +24,7 @@ from cnn_jax.errors import UserError
 from cnn_jax.loading import load_model
 from cnn_jax.train.loop import train
 from cnn_jax.train.setup import DataPaths
+
 from conftest import shared
 
 QUIET = {"progress": False, "log": lambda *_: None}
