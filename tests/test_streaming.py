@@ -327,3 +327,23 @@ def test_auto_keeps_fixed_size_data_that_fits_on_the_device_and_streams_the_rest
     assert over.streamed and "exceed dataset.device_budget_mb" in over.reason
     assert catalog.choose_source("cifar_jpeg", tmp_path, roots, "stream", 4096).streamed
     assert not catalog.choose_source("cifar_jpeg", tmp_path, roots, "device", 1.0).streamed
+
+
+@pytest.mark.slow
+def test_the_imagenet_classics_cpu_preset_streams_the_shared_cifar10_jpegs_through_each_model(tmp_path):
+    """The preset's code path on the real JPEG copy in ../shared/data (unpacked once, read file by file): its first
+    model (ResNet-50) two steps of random-resized 64x64 crops; the GPU presets differ only in data and scale (the
+    other models' geometry is checked by test_verbs' preset tests)."""
+    from cnn_jax.sweep.plan import load_plan
+
+    shared("cifar10-jpeg")
+    cut = {"dataset.train_subset": 100, "dataset.eval_subset": 100, "train.epochs": 1, "train.log_every_steps": 1}
+    plan = load_plan(f"{Path(__file__).parents[1] / 'experiments' / 'imagenet_classics.py'}:cpu", cut)
+    paths = DataPaths(tmp_path / "tfds", (shared("cifar10-jpeg").parent,))
+    assert [run.config.model.name for run in plan.runs] == ["resnet50", "googlenet", "vgg16_bn"]
+    for run in plan.runs[:1]:
+        result = train(run.config, tmp_path / run.config.model.name, paths, **QUIET)
+        assert result["steps"] == 2 and np.isfinite(result["final"]["val_loss"])
+        data = json.loads((tmp_path / run.config.model.name / "manifest.json").read_text())["data"]
+        assert data["source"].startswith(f"image folder {tmp_path / 'tfds' / 'cnn_jax_extracted' / 'cifar10'}")
+        assert data["image_shape"] == [64, 64, 3] and data["sizes"] == {"train": 50_000, "test": 10_000}

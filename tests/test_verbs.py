@@ -451,7 +451,14 @@ def preset_configs(spec: str) -> list:
 
 def input_of(config) -> tuple[str, int]:
     """The input shape HxWxC and number of classes of the config's dataset (a known one)."""
+    if config.dataset.name in catalog.KNOWN_FOLDERS:  # images of varied sizes, made image_size square
+        size = config.dataset.image_size
+        return f"{size}x{size}x3", catalog.KNOWN_FOLDERS[config.dataset.name][0]
     known = catalog.KNOWN[config.dataset.name]
+    if config.dataset.image_size:
+        return f"{config.dataset.image_size}x{config.dataset.image_size}x{known.image_shape[2]}", len(
+            known.class_counts["train"]
+        )
     return "x".join(map(str, known.image_shape)), len(known.class_counts["train"])
 
 

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,14 @@ KNOWN = {
 }
 
 
+# Datasets of varied image sizes, always streamed: an ImageNet-layout folder (train/<class>/*.JPEG,
+# val/<class>/*.JPEG) under one of these names, or the TFDS-prepared dataset of the same name
+KNOWN_FOLDERS = {
+    "imagenette": (10, ("imagenette", "imagenette2", "imagenette2-320", "imagenette2-160")),
+    "imagenet2012": (1000, ("imagenet2012", "imagenet", "ILSVRC2012")),
+}
+
+
 @dataclass(frozen=True)
 class LoadedDataset:
     dataset: ArrayDataset
@@ -82,7 +91,10 @@ def default_search_roots() -> list[Path]:
 
 def find_local(name: str, roots: list[Path]) -> Path | None:
     """The first folder under `roots` named like dataset `name` (or `roots` entries that are it)."""
-    dirnames = KNOWN[name].local_dirnames if name in KNOWN else (name,)
+    if name in KNOWN:
+        dirnames = KNOWN[name].local_dirnames
+    else:
+        dirnames = KNOWN_FOLDERS[name][1] if name in KNOWN_FOLDERS else (name,)
     for root in roots:
         if Path(root).name in dirnames and Path(root).exists():
             return Path(root)
@@ -196,6 +208,14 @@ def _download_stock(name: str, data_dir: Path) -> LoadedDataset:
 
 
 def _not_found(name: str, data_dir: Path, roots: list[Path]) -> UserError:
+    if name in KNOWN_FOLDERS:
+        looked = ", ".join(str(r) for r in roots)
+        return UserError(
+            f"dataset '{name}' is neither prepared by TFDS in '{data_dir}' nor an ImageNet-layout folder "
+            f"(train/<class>/*.JPEG, val/<class>/*.JPEG) named {' or '.join(KNOWN_FOLDERS[name][1])} under [{looked}]. "
+            f"Prepare it with TFDS where it can download (tfds build {name} --file_format=array_record) and copy "
+            f"the data dir here, or set {LOCAL_DATA_ENV}=DIR (the folder holding it)."
+        )
     if name not in KNOWN:
         return UserError(
             f"dataset '{name}' is neither a known dataset nor imported in '{data_dir}'."
@@ -215,6 +235,7 @@ def _not_found(name: str, data_dir: Path, roots: list[Path]) -> UserError:
 
 SOURCES = ("auto", "device", "stream")
 STREAM_CACHE_SUBDIR = "cnn_jax_streams"  # labels and fingerprints of streamed datasets, computed once
+EXTRACTED_SUBDIR = "cnn_jax_extracted"  # image folders unpacked from archives, for streaming
 
 
 @dataclass(frozen=True)
@@ -261,6 +282,37 @@ def _known_size(name: str, data_dir: Path, roots: list[Path]) -> tuple[tuple | N
     return (0, 0, 0), 0  # an unknown source: read it on the device as before (the import says what it is)
 
 
+def _image_folder_archive(local: Path | None) -> Path | None:
+    """The tar archive of an image folder that `local` is (or holds alone), if any."""
+    if local is None:
+        return None
+    if local.is_dir():
+        if (local / "train").exists():
+            return None
+        tars = sorted(p for p in local.iterdir() if p.is_file() and tarfile.is_tarfile(p))
+        local = tars[0] if len(tars) == 1 else None
+    return local if local is not None and local.is_file() and tarfile.is_tarfile(local) else None
+
+
+def _extracted(name: str, archive: Path, data_dir: Path, log) -> Path:
+    """The image folder in `archive`, unpacked once into the data dir (streamed images stay encoded)."""
+    target = Path(data_dir) / EXTRACTED_SUBDIR / name
+    with locked(target.parent / f".{name}.lock"):
+        if not target.exists():
+            log(f"Unpacking {archive} into {target} (once; streamed runs read the images from there).")
+            partial = target.with_name(f".{name}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            with tarfile.open(archive) as tar:
+                tar.extractall(partial, filter="data")
+            roots = [p.parent.parent for p in partial.glob("**/train/*") if p.is_dir()]
+            if not roots:
+                shutil.rmtree(partial)
+                raise UserError(f"'{archive}' holds no image folder <split>/<class>/<image>; it cannot be streamed.")
+            shutil.move(str(roots[0]), str(target))
+            shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
 def _is_image_folder(path: Path) -> bool:
     return path.is_dir() and (path / "train").is_dir()
 
@@ -271,27 +323,31 @@ def _folder_split(root: Path, split: str, classes: tuple[str, ...]) -> tuple[str
 
 
 def load_streamed(name: str, data_dir: Path, roots: list[Path], log=print) -> LoadedDataset:
-    """The dataset `name` as streamed splits: a prepared TFDS dataset, an image folder read in place, or
-    (any other local layout) the import of it, read record by record."""
+    """The dataset `name` as streamed splits, from the first place that has it: a prepared TFDS dataset, a
+    local image folder (read in place; an archive of one is unpacked once), else the import of the local
+    files (made now if needed), read record by record."""
     cache = Path(data_dir) / STREAM_CACHE_SUBDIR
     stock = tfds_store.stock_dir(data_dir, name)
     if stock is not None:
         splits, fingerprints = _record_splits(stock, cache / name / stock.name)
         classes = tfds_store.class_names(stock)
         return _streamed(name, splits, classes, f"tfds:{name}/{stock.name} in {data_dir} (streamed)", fingerprints)
+    local = find_local(name, roots)
+    archive = _image_folder_archive(local)
+    if archive is not None:
+        local = _extracted(name, archive, data_dir, log)
+    if local is not None and _is_image_folder(local):
+        classes = streamed_lib.folder_classes(local)
+        folders = sorted(p.name for p in local.iterdir() if p.is_dir())
+        test_name = streamed_lib.test_split_name(folders)
+        splits, fingerprints = {}, {}
+        for folder in folders:
+            role = "test" if folder == test_name else folder
+            splits[role], labels = _folder_split(local, folder, classes)
+            fingerprints[role] = splits[role].source.fingerprint(labels, cache / "fingerprints")
+        return _streamed(name, splits, classes, f"image folder {local} (streamed; encoded files hashed)", fingerprints)
     imported = tfds_store.imported_dir(data_dir, name)
     if not imported.exists():
-        local = find_local(name, roots)
-        if local is not None and _is_image_folder(local):
-            classes = streamed_lib.folder_classes(local)
-            folders = sorted(p.name for p in local.iterdir() if p.is_dir())
-            test_name = streamed_lib.test_split_name(folders)
-            splits, fingerprints = {}, {}
-            for folder in folders:
-                role = "test" if folder == test_name else folder
-                splits[role], labels = _folder_split(local, folder, classes)
-                fingerprints[role] = splits[role].source.fingerprint(labels, cache / "fingerprints")
-            return _streamed(name, splits, classes, f"image folder {local} (streamed)", fingerprints)
         load(name, data_dir, roots, log)  # imports it (the way a device-resident run would)
     provenance = tfds_store.read_provenance(imported)
     splits, _ = _record_splits(imported, None)
@@ -331,5 +387,13 @@ def _streamed(name: str, splits: dict, classes: tuple[str, ...], source: str, fi
                 f"be named {' or '.join(streamed_lib.TEST_SPLIT_NAMES)}."
             )
     shape = streamed_lib.probe_shape(splits["train"])
+    known = KNOWN.get(name)
+    if known is not None:  # what `verify` checks of a resident copy
+        counts = {s: tuple(np.bincount(d.labels, minlength=len(classes)).tolist()) for s, d in splits.items()}
+        if shape != known.image_shape or any(counts.get(s) != c for s, c in known.class_counts.items()):
+            raise UserError(
+                f"dataset '{name}' ({source}): images {shape} and class counts {counts} differ from the published "
+                f"{known.image_shape} and {dict(known.class_counts)}. The files are incomplete or not this dataset."
+            )
     dataset = streamed_lib.StreamedDataset(name, splits, classes, shape)
     return LoadedDataset(dataset, source, fingerprints)
