@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from cnn_jax.data import catalog, streamed
 from cnn_jax.data.loader import HostTransform, TrainReader, batches, example_rng
 from cnn_jax.errors import UserError
 from cnn_jax.loading import load_model
+from cnn_jax.train import streaming
 from cnn_jax.train.loop import train
 from cnn_jax.train.setup import DataPaths
 
@@ -347,3 +349,19 @@ def test_the_imagenet_classics_cpu_preset_streams_the_shared_cifar10_jpegs_throu
         data = json.loads((tmp_path / run.config.model.name / "manifest.json").read_text())["data"]
         assert data["source"].startswith(f"image folder {tmp_path / 'tfds' / 'cnn_jax_extracted' / 'cifar10'}")
         assert data["image_shape"] == [64, 64, 3] and data["sizes"] == {"train": 50_000, "test": 10_000}
+
+
+class DyingReader:
+    """A reader whose worker process dies at element 5, as an out-of-memory kill would end it."""
+
+    def __call__(self, index: int) -> dict:
+        if index == 5:
+            os._exit(3)
+        return {"image": np.zeros((2, 2, 2, 1), np.uint8)}
+
+
+def test_a_worker_process_that_dies_stops_the_run_with_one_line():
+    with pytest.raises(UserError, match=r"^the data pipeline failed \(RuntimeError: Worker process was terminated"):
+        with streaming.reading(), batches(DyingReader(), 0, 20, 2) as iterator:
+            for _ in iterator:
+                pass

@@ -100,7 +100,7 @@ def _failure(exc: Exception) -> UserError:
 
 
 @contextlib.contextmanager
-def reading(stream: StreamedData) -> Iterator[None]:
+def reading() -> Iterator[None]:
     """Turn a failure while reading data (a bad image, a worker that died) into one clear line."""
     try:
         yield
@@ -144,7 +144,7 @@ class TrainFeed:
         if step != self.next_step:
             raise RuntimeError(f"batches are read in order: asked for step {step}, expected {self.next_step}")
         t0 = time.perf_counter()
-        with reading(self.stream):
+        with reading():
             if self._iterator is None or step >= self._segment_end:
                 self._open_segment(step)
             local = next(self._iterator)
@@ -163,7 +163,7 @@ def evaluate(eval_batch, state, split: StreamedSplit, stream: StreamedData, devi
     examples were counted (fewer than its size only with skipped bad images)."""
     reader = EvalReader(split, batch_size, process_rows(devices, batch_size), stream.transform, stream.skip_bad)
     totals, skipped = None, 0
-    with reading(stream), batches(reader, 0, -(-len(split) // batch_size), stream.workers) as iterator:
+    with reading(), batches(reader, 0, -(-len(split) // batch_size), stream.workers) as iterator:
         for local in iterator:
             skipped += int(local["skipped"])
             stream.count(local)
@@ -183,7 +183,7 @@ def channel_stats(split: StreamedSplit, stream: StreamedData, cache: Path | None
     batch_size = 256
     reader = EvalReader(split, batch_size, (0, batch_size), stream.transform, stream.skip_bad)
     moments = PixelMoments(stream.transform.output_shape[-1])
-    with reading(stream), batches(reader, 0, -(-len(split) // batch_size), stream.workers) as iterator:
+    with reading(), batches(reader, 0, -(-len(split) // batch_size), stream.workers) as iterator:
         for local in iterator:
             moments.add(local["image"][local["mask"]])
     mean, std = moments.mean_std()
