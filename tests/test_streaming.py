@@ -121,6 +121,7 @@ def test_streamed_runs_equal_the_device_run_bitwise_with_0_or_2_workers(three_ru
     assert len(rundir.read_metrics(device_dir)) > 4 and device_result["final"]["test_accuracy"] > 0.1
 
 
+@pytest.mark.slow
 def test_a_streamed_run_killed_mid_epoch_resumes_bitwise_even_with_other_workers(three_runs, tmp_path):
     runs, paths = three_runs
     unbroken, _, config = runs[("stream", 0)]
@@ -197,6 +198,7 @@ def test_a_bad_jpeg_stops_the_run_naming_it_or_is_skipped_and_counted(jpeg_root,
     assert config_lib.run_id(skipping) != config_lib.run_id(stopping)  # skipping changes what trains
 
 
+@pytest.mark.slow
 def test_a_reader_failing_mid_run_is_one_line_and_the_last_checkpoint_stays(jpeg_root, tmp_path, monkeypatch):
     paths = DataPaths(tmp_path / "tfds", (jpeg_root,))
     config = config_for("cifar_jpeg", **{"dataset.source": "stream", "dataset.validation_fraction": 0.0})
@@ -303,6 +305,7 @@ def write_tfds_imagenette(data_dir: Path, source: Path) -> dict[str, list[np.nda
     return images
 
 
+@pytest.mark.slow
 def test_a_tfds_prepared_imagenette_is_found_and_streamed_without_tensorflow(jpeg_root, tmp_path):
     images = write_tfds_imagenette(tmp_path / "tfds", jpeg_root / "cifar_jpeg")
     choice = catalog.choose_source("imagenette", tmp_path / "tfds", [], "auto", 4096)
@@ -360,6 +363,7 @@ class DyingReader:
         return {"image": np.zeros((2, 2, 2, 1), np.uint8)}
 
 
+@pytest.mark.slow
 def test_a_worker_process_that_dies_stops_the_run_with_one_line():
     with pytest.raises(UserError, match=r"^the data pipeline failed \(RuntimeError: Worker process was terminated"):
         with streaming.reading(), batches(DyingReader(), 0, 20, 2) as iterator:
