@@ -2,24 +2,27 @@
 
     python benchmarks/loader_speed.py [--folder DIR] [--workers 0,1,2] [--loaders cnn_jax,torch]
         [--settings train32,train224,eval224] [--batch-size 128] [--batches-32 150] [--batches-224 40]
-        [--repeats 3] [--seed 0] [--out benchmarks/results/loader_speed.json]
+        [--repeats 3] [--seed 0] [--quiet-wait 600] [--out benchmarks/results/loader_speed.json]
 
 Data: the CIFAR-10 JPEG image folder (train/<class>/*.jpg, 50,000 files of 32x32), extracted from
 /work/shared/data/cifar10-jpeg/cifar10-jpeg.tgz into a temporary folder unless --folder names an
-extracted copy. Every file is read once before timing, so both loaders read from the page cache.
+extracted copy. Each run first reads the files it will decode, so both loaders read from the page cache
+(a machine may drop a file's cached pages a minute after its last read: this one's kernel runs DAMON
+pageout, and a first read of a CIFAR file costs ~30 us more than a cached one, ~20% of a 32x32 decode).
 
 Both loaders read the same JPEG files of the train split in the same random order (one permutation,
 `--seed`), in batches of --batch-size, with the same number of workers:
 
   cnn_jax  `cnn_jax.data.loader.batches(reader, 0, 1 + N, workers)` over a `TrainReader` (an `EvalReader`
            over the split taken in that order for eval224): grain, `workers` spawned worker processes
-           that hand batches over in shared memory, or for 0, two threads of the calling process;
+           that hand batches over in shared memory, or for 0, one background thread of the calling process;
   torch    `torch.utils.data.DataLoader(dataset, batch_size, sampler=<the permutation>, num_workers=workers)`,
            default collate (forked workers; 0 = in the calling process). Its Dataset's `__getitem__` opens
            the file with PIL (`Image.open(path).convert("RGB")`) and applies the same `HostTransform`
            method with the same per-example random numbers (`example_rng(seed, 0, position)`), so the
-           per-image work is identical and the comparison is of the loader machinery alone; the first
-           batch of both is checked to be the same bytes.
+           per-image work is the same (cnn_jax's `FolderSource.read` reads the file's bytes and decodes
+           them from memory, also with PIL) and the comparison is of the loader machinery; the first batch
+           of both is checked to be the same bytes.
 
 Settings: train32, 32x32 as stored (`HostTransform(shape=(32, 32, 3))`: decode only); train224,
 `HostTransform(size=224, random_resized_crop=True)` (torchvision's RandomResizedCrop to 224, bilinear,
@@ -27,8 +30,15 @@ with PIL); eval224, the evaluation transform (shorter side resized to 256, centr
 For each (setting, loader, workers) and each of --repeats runs, a fresh process times the start-up
 (from building the loader to holding the first batch) and then the images/s over the following N
 batches (--batches-32 for train32, --batches-224 for the 224 settings); the median of the repeats is
-reported. The 'serial' row calls each side's per-batch function (`reader(step)`; default_collate of
-`dataset[i]` for torch) in a plain loop in one thread: the per-image work without any loader.
+reported (on the machine this was written on, fresh processes running the same loop differ by up to
+~15%, one process to the next). The 'serial' row calls each side's per-batch function (`reader(step)`;
+default_collate of `dataset[i]` for torch) in a plain loop in one thread: the per-image work without
+any loader.
+
+Also recorded per run: the CPU cores the loader's processes (the process and its workers) used during
+the window, and those used by any other process; a run starts only once other processes are idle
+(--quiet-wait) and is run again (at most twice) when another process kept more than 0.3 cores busy
+during its window: on a small machine a concurrent test run would otherwise be measured too.
 
 The loader is judged "at least as fast as PyTorch's DataLoader with equal workers", per setting and
 worker count, on steady-state images/s (the `ratio` column: cnn_jax / torch). Prints a table and
@@ -105,6 +115,54 @@ def machine_info(packages: tuple[str, ...] = VERSION_PACKAGES) -> dict:
     }
 
 
+def cpu_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have spent busy since boot (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of process `pid` (default: this one) and its live descendants."""
+    pid = os.getpid() if pid is None else pid
+    parent, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        rest = text.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        parent[int(entry)] = int(rest[1])
+        cpu[int(entry)] = (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+    total, frontier = 0.0, [pid]
+    while frontier:
+        p = frontier.pop()
+        total += cpu.get(p, 0.0)
+        frontier += [c for c, pp in parent.items() if pp == p]
+    return total
+
+
+def other_load(seconds: float = 1.0) -> float:
+    """Cores kept busy by other processes over the next `seconds`."""
+    busy0, t0 = cpu_busy_seconds(), time.perf_counter()
+    time.sleep(seconds)
+    return (cpu_busy_seconds() - busy0) / (time.perf_counter() - t0)
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.3) -> float:
+    """Wait (at most `max_wait` s) until other processes keep fewer than `threshold` cores busy; the last
+    load seen (a benchmark on a 2-core machine shared with a test run would measure the test run)."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        load = other_load()
+        if load < threshold or time.monotonic() >= deadline:
+            return load
+        print(f"  (other processes keep {load:.1f} cores busy: waiting)", flush=True)
+        time.sleep(4.0)
+
+
 def image_folder(folder: Path | None) -> tuple[Path, Path | None]:
     """(root of the image folder, temporary directory to remove or None): --folder, else the archive
     extracted into a fresh temporary directory."""
@@ -147,6 +205,19 @@ def run_worker(script: Path, args: dict, timeout: float = 900) -> dict:
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX) :])
     raise RuntimeError(f"worker {args} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def quiet_run(script: Path, args: dict, quiet_wait: float, attempts: int = 3, threshold: float = 0.3) -> dict:
+    """run_worker once other processes are idle; again (up to `attempts` times) when another process was
+    busy during the timed window. The result says how many runs were discarded."""
+    discarded = 0
+    while True:
+        wait_for_quiet(quiet_wait, threshold)
+        result = run_worker(script, args)
+        if result["other_cores"] <= threshold or discarded + 1 >= attempts:
+            return {**result, "discarded_runs": discarded}
+        print(f"  (another process used {result['other_cores']:.1f} cores during the window: run again)", flush=True)
+        discarded += 1
 
 
 # ----------------------------------------------------------------------------- one measurement (worker process)
@@ -206,19 +277,43 @@ def batch_digest(images) -> str:
     return hashlib.sha256(np.ascontiguousarray(np.asarray(images)).tobytes()).hexdigest()[:16]
 
 
+def timed_window(iterator, n: int, batch_size: int, t0: float, image_of) -> dict:
+    """Take the first batch (start-up: from `t0`) and then `n` more from `iterator`, timing them, and the
+    CPU our process tree and other processes used meanwhile."""
+    first = next(iterator)
+    t_first = time.perf_counter()
+    cpu0, busy0, t1 = tree_cpu_seconds(), cpu_busy_seconds(), time.perf_counter()
+    for _ in range(n):
+        next(iterator)
+    t2 = time.perf_counter()
+    cpu1, busy1 = tree_cpu_seconds(), cpu_busy_seconds()
+    if next(iterator, None) is not None:
+        raise RuntimeError(f"more than {n + 1} batches")
+    window = t2 - t1
+    return {
+        "first_batch_s": t_first - t0,
+        "images_per_s": n * batch_size / window,
+        "window_s": window,
+        "our_cores": (cpu1 - cpu0) / window,
+        "other_cores": max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / window,
+        "first_batch_sha256": batch_digest(image_of(first)),
+    }
+
+
 def measure(args: dict) -> dict:
-    """One timed run: {'first_batch_s', 'images_per_s', 'shutdown_s', 'first_batch_sha256'}."""
+    """One timed run of one loader: start-up, images/s over the window, CPU use, first batch's digest."""
     setting, loader, workers = args["setting"], args["loader"], args["workers"]
     batch_size, n = args["batch_size"], args["batches"]
     split = train_split(Path(args["folder"]))
-    order = np.random.default_rng(args["seed"]).permutation(len(split))[: (n + 1) * batch_size]
     if (n + 1) * batch_size > len(split):
         raise ValueError(f"{n + 1} batches of {batch_size} exceed the split's {len(split)} images")
+    order = np.random.default_rng(args["seed"]).permutation(len(split))[: (n + 1) * batch_size]
+    for p in order:  # the page cache may have dropped them since the last run (see the module's docstring)
+        (Path(split.source.root) / split.name(int(p))).read_bytes()
 
-    if workers == "serial":  # the per-batch function in a loop, no loader
+    if workers == "serial":  # the per-batch function in a loop in this thread, no loader
         if loader == "cnn_jax":
-            reader = cnn_jax_reader(split, order, setting, args["seed"], batch_size)
-            one = reader
+            one = cnn_jax_reader(split, order, setting, args["seed"], batch_size)
         else:
             from torch.utils.data import default_collate
 
@@ -228,56 +323,18 @@ def measure(args: dict) -> dict:
                 batch = default_collate([dataset[int(p)] for p in order[i * batch_size : (i + 1) * batch_size]])
                 return {"image": batch[0]}
 
-        t0 = time.perf_counter()
-        first = one(0)
-        t1 = time.perf_counter()
-        for i in range(1, n + 1):
-            one(i)
-        t2 = time.perf_counter()
-        return {
-            "first_batch_s": t1 - t0,
-            "images_per_s": n * batch_size / (t2 - t1),
-            "shutdown_s": 0.0,
-            "first_batch_sha256": batch_digest(first["image"]),
-        }
+        return timed_window(map(one, range(n + 1)), n, batch_size, time.perf_counter(), lambda b: b["image"])
 
     if loader == "cnn_jax":
         from cnn_jax.data.loader import batches
 
         reader = cnn_jax_reader(split, order, setting, args["seed"], batch_size)
         t0 = time.perf_counter()
-        context = batches(reader, 0, n + 1, workers)
-        iterator = context.__enter__()
-        first = next(iterator)
-        t1 = time.perf_counter()
-        digest = batch_digest(first["image"])
-        count = 0
-        for _ in iterator:
-            count += 1
-        t2 = time.perf_counter()
-        context.__exit__(None, None, None)
-        t3 = time.perf_counter()
-    else:
-        _, data = torch_loader(split, order, setting, args["seed"], batch_size, workers)
-        t0 = time.perf_counter()
-        iterator = iter(data)
-        first = next(iterator)
-        t1 = time.perf_counter()
-        digest = batch_digest(first[0])
-        count = 0
-        for _ in iterator:
-            count += 1
-        t2 = time.perf_counter()
-        del iterator  # shuts its workers down
-        t3 = time.perf_counter()
-    if count != n:
-        raise RuntimeError(f"{loader} gave {count} batches after the first, expected {n}")
-    return {
-        "first_batch_s": t1 - t0,
-        "images_per_s": n * batch_size / (t2 - t1),
-        "shutdown_s": t3 - t2,
-        "first_batch_sha256": digest,
-    }
+        with batches(reader, 0, n + 1, workers) as iterator:
+            return timed_window(iterator, n, batch_size, t0, lambda b: b["image"])
+    _, data = torch_loader(split, order, setting, args["seed"], batch_size, workers)
+    t0 = time.perf_counter()
+    return timed_window(iter(data), n, batch_size, t0, lambda b: b[0])
 
 
 # ----------------------------------------------------------------------------- driver
@@ -295,6 +352,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batches-224", type=int, default=40, help="timed batches after the first, 224 settings")
     parser.add_argument("--repeats", type=int, default=3, help="fresh-process runs; the median is reported")
     parser.add_argument("--seed", type=int, default=0, help="the permutation and the crops' random numbers")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=600, help="seconds to wait, before each run, for other processes to idle"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "loader_speed.json")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -304,7 +364,9 @@ def summarize(runs: list[dict]) -> dict:
     return {
         "first_batch_s": round(statistics.median(r["first_batch_s"] for r in runs), 3),
         "images_per_s": round(statistics.median(r["images_per_s"] for r in runs), 1),
-        "shutdown_s": round(statistics.median(r["shutdown_s"] for r in runs), 3),
+        "our_cores": round(statistics.median(r["our_cores"] for r in runs), 2),
+        "other_cores_max": round(max(r["other_cores"] for r in runs), 2),
+        "discarded_runs": sum(r["discarded_runs"] for r in runs),
         "repeats_images_per_s": [round(r["images_per_s"], 1) for r in runs],
         "repeats_first_batch_s": [round(r["first_batch_s"], 3) for r in runs],
         "first_batch_sha256": runs[0]["first_batch_sha256"],
@@ -312,21 +374,25 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def table(rows: list[dict]) -> str:
+    """One line per (setting, workers): each loader's median img/s, start-up and CPU cores used in the window;
+    '*' marks a row where another process kept more than 0.3 cores busy during some window."""
     lines = [
-        f"{'setting':9s} {'workers':>7s} | {'cnn_jax img/s':>13s} {'first s':>7s} | {'torch img/s':>11s} "
-        f"{'first s':>7s} | {'ratio':>5s}  same first batch"
+        f"{'setting':9s} {'workers':>7s} | {'cnn_jax img/s':>13s} {'first s':>7s} {'cores':>5s} | "
+        f"{'torch img/s':>11s} {'first s':>7s} {'cores':>5s} | {'ratio':>5s}  same batch"
     ]
+
+    def cells(r: dict | None, width: int) -> str:
+        if r is None:
+            return f"{'-':>{width}s} {'-':>7s} {'-':>5s}"
+        return f"{r['images_per_s']:{width},.0f} {r['first_batch_s']:7.2f} {r['our_cores']:5.2f}"
+
     for row in rows:
         c, t = row.get("cnn_jax"), row.get("torch")
-        ratio = f"{c['images_per_s'] / t['images_per_s']:5.2f}" if c and t else "    -"
-        same = (
-            ("yes" if c["first_batch_sha256"] == t["first_batch_sha256"] else "NO") if c and t else "-"
-        )  # fmt: skip
+        ratio = f"{row['ratio']:5.2f}" if "ratio" in row else "    -"
+        same = ("yes" if row["same_first_batch"] else "NO") if "same_first_batch" in row else "-"
+        busy = " *" if max(r["other_cores_max"] for r in (c, t) if r) > 0.3 else ""
         lines.append(
-            f"{row['setting']:9s} {row['workers']!s:>7s} | "
-            f"{(c['images_per_s'] if c else float('nan')):13,.0f} {(c['first_batch_s'] if c else float('nan')):7.2f} | "
-            f"{(t['images_per_s'] if t else float('nan')):11,.0f} {(t['first_batch_s'] if t else float('nan')):7.2f} | "
-            f"{ratio}  {same}"
+            f"{row['setting']:9s} {row['workers']!s:>7s} | {cells(c, 13)} | {cells(t, 11)} | {ratio}  {same}{busy}"
         )
     return "\n".join(lines)
 
@@ -361,7 +427,7 @@ def main() -> None:
                             "batches": n,
                             "seed": opts.seed,
                         }
-                        runs[name].append(run_worker(Path(__file__).resolve(), args))
+                        runs[name].append(quiet_run(Path(__file__).resolve(), args, opts.quiet_wait))
                 for name in loaders:
                     row[name] = summarize(runs[name])
                 if "cnn_jax" in row and "torch" in row:
@@ -376,7 +442,8 @@ def main() -> None:
     print(
         f"\n{os.cpu_count()} CPU cores ({cpu_model()}), batch {opts.batch_size}, median of {opts.repeats} "
         f"fresh-process runs; img/s over {opts.batches_32} (32x32) / {opts.batches_224} (224) batches after the "
-        "first; 'first s': start-up to the first batch; ratio = cnn_jax / torch img/s\n"
+        "first; 'first s': start-up to the first batch; 'cores': CPU cores the loader's processes used in the "
+        "window; ratio = cnn_jax / torch img/s; * = another process was busy (> 0.3 cores) in some window\n"
     )
     print(table(rows))
     record = {

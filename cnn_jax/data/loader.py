@@ -202,11 +202,12 @@ def _absl_flags_parsed() -> None:
 @contextlib.contextmanager
 def batches(reader, start: int, stop: int, workers: int, prefetch: int = 4) -> Iterator[Iterator[dict]]:
     """Yield an iterator over reader(start), ..., reader(stop - 1), in that order: decoded by `workers`
-    grain worker processes, or (0) by threads of this process; closed on exit."""
+    grain worker processes, or (0) by one background thread of this process; closed on exit. (One thread:
+    a second one competes for the interpreter lock on small images, and for the cores the step uses;
+    benchmarks/results/loader_speed.json.)"""
     _absl_flags_parsed()
     dataset = grain.MapDataset.range(start, stop).map(reader)
-    threads = 1 if workers else 2
-    stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
+    stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch))
     if workers:
         stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch))
     iterator = iter(stream)

@@ -30,6 +30,13 @@ from cnn_jax.files import write_json_atomic
 from cnn_jax.train.devices import DataMesh
 
 SEGMENT_ENTRIES = 1 << 24  # order entries per segment: 64 MB of int32, pickled to each worker
+# worker processes take over a second to start (grain spawns them afresh, and they import JAX): a split read
+# whole (evaluation, statistics) uses them only when it is large enough to repay that
+WORKERS_MIN_IMAGES = 20_000
+
+
+def _workers_for(split: StreamedSplit, stream: StreamedData) -> int:
+    return stream.workers if len(split) >= WORKERS_MIN_IMAGES else 0
 
 
 @dataclass
@@ -163,7 +170,8 @@ def evaluate(eval_batch, state, split: StreamedSplit, stream: StreamedData, devi
     examples were counted (fewer than its size only with skipped bad images)."""
     reader = EvalReader(split, batch_size, process_rows(devices, batch_size), stream.transform, stream.skip_bad)
     totals, skipped = None, 0
-    with reading(), batches(reader, 0, -(-len(split) // batch_size), stream.workers) as iterator:
+    batch_count = -(-len(split) // batch_size)
+    with reading(), batches(reader, 0, batch_count, _workers_for(split, stream)) as iterator:
         for local in iterator:
             skipped += int(local["skipped"])
             stream.count(local)
@@ -183,7 +191,7 @@ def channel_stats(split: StreamedSplit, stream: StreamedData, cache: Path | None
     batch_size = 256
     reader = EvalReader(split, batch_size, (0, batch_size), stream.transform, stream.skip_bad)
     moments = PixelMoments(stream.transform.output_shape[-1])
-    with reading(), batches(reader, 0, -(-len(split) // batch_size), stream.workers) as iterator:
+    with reading(), batches(reader, 0, -(-len(split) // batch_size), _workers_for(split, stream)) as iterator:
         for local in iterator:
             moments.add(local["image"][local["mask"]])
     mean, std = moments.mean_std()
