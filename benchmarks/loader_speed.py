@@ -19,10 +19,10 @@ Both loaders read the same JPEG files of the train split in the same random orde
   torch    `torch.utils.data.DataLoader(dataset, batch_size, sampler=<the permutation>, num_workers=workers)`,
            default collate (forked workers; 0 = in the calling process). Its Dataset's `__getitem__` opens
            the file with PIL (`Image.open(path).convert("RGB")`) and applies the same `HostTransform`
-           method with the same per-example random numbers (`example_rng(seed, 0, position)`), so the
-           per-image work is the same (cnn_jax's `FolderSource.read` reads the file's bytes and decodes
-           them from memory, also with PIL) and the comparison is of the loader machinery; the first batch
-           of both is checked to be the same bytes.
+           method with the same per-example random numbers (`example_rng(seed, 0, position)`, drawn only
+           where the transform is random, as cnn_jax's reader does), so the per-image work is the same
+           (cnn_jax's `FolderSource.read` also opens the file with PIL) and the comparison is of the loader
+           machinery; the first batch of both is checked to be the same bytes.
 
 Settings: train32, 32x32 as stored (`HostTransform(shape=(32, 32, 3))`: decode only); train224,
 `HostTransform(size=224, random_resized_crop=True)` (torchvision's RandomResizedCrop to 224, bilinear,
@@ -252,7 +252,10 @@ def torch_loader(split, order: np.ndarray, setting: str, seed: int, batch_size: 
         def __getitem__(self, p: int):
             with Image.open(self.paths[p]) as img:
                 image = np.asarray(img.convert("RGB"))
-            image = transform.train(image, example_rng(seed, 0, p)) if train else transform.eval(image)
+            if train and transform.random:  # as TrainReader: random numbers only where the transform draws any
+                image = transform.train(image, example_rng(seed, 0, p))
+            else:
+                image = transform.eval(image)
             return image, int(self.labels[p])
 
     dataset = FolderImages()

@@ -42,11 +42,17 @@ class HostTransform:
     crop_fraction: float = 0.875
 
     @property
+    def random(self) -> bool:
+        """Whether training draws random numbers on the host (else it is the evaluation transform)."""
+        return bool(self.size and self.random_resized_crop)
+
+    @property
     def output_shape(self) -> tuple[int, int, int]:
         return (self.size, self.size, self.channels) if self.size else tuple(self.shape)
 
-    def train(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if self.size and self.random_resized_crop:
+    def train(self, image: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """The training transform; `rng` (None when not `random`) draws the crop."""
+        if self.random:
             return self._resized(image, self._crop_box(image.shape[0], image.shape[1], rng), (self.size, self.size))
         return self.eval(image)
 
@@ -146,6 +152,8 @@ class TrainReader:
         epoch, index = divmod(int(step), self.steps_per_epoch)
         start = index * self.batch_size
         positions = self.orders[epoch - self.first_epoch][start + self.rows[0] : start + self.rows[1]]
+        if not self.transform.random:  # drawing a generator per image costs as much as decoding a small one
+            return read_examples(self.split, positions, lambda image, p: self.transform.eval(image), self.skip_bad)
         return read_examples(
             self.split,
             positions,

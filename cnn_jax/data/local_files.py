@@ -231,13 +231,19 @@ def read_image_folder(name: str, root: Path) -> ArrayDataset:
     return ArrayDataset(name, splits, class_names)
 
 
+def image_array(source) -> np.ndarray:
+    """uint8 (H, W, 1) for grey images, (H, W, 3) for the rest, from a path or a file object; raises
+    PIL's UnidentifiedImageError or OSError for what is not a readable image."""
+    with Image.open(source) as img:
+        array = np.asarray(img.convert("L") if img.mode in ("L", "1", "I;16", "I") else img.convert("RGB"))
+    return array[..., None] if array.ndim == 2 else array
+
+
 def decode_image(data: bytes, relative: str, root: Path) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            array = np.asarray(img.convert("L") if img.mode in ("L", "1", "I;16", "I") else img.convert("RGB"))
+        return image_array(io.BytesIO(data))
     except (UnidentifiedImageError, OSError) as exc:
         raise UserError(f"image folder '{root}': '{relative}' is not a readable image ({exc}).") from None
-    return array[..., None] if array.ndim == 2 else array
 
 
 def _list_image_folder(root: Path) -> Iterator[tuple[str, str, str, callable]]:
