@@ -272,7 +272,7 @@ def _known_size(name: str, data_dir: Path, roots: list[Path]) -> tuple[tuple | N
     local = find_local(name, roots)
     if local is not None and _is_image_folder(local):
         classes = streamed_lib.folder_classes(local)
-        split, labels = _folder_split(local, "train", classes)
+        split, _ = _folder_split(local, "train", classes)
         shape = streamed_lib.probe_shape(split)
         files = sum(1 for _ in local.glob("*/*/*"))
         return shape, files
