@@ -65,6 +65,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from train_step_speed import cpu_model  # a sibling script: benchmarks/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = Path("/work/shared/data/cifar10-jpeg/cifar10-jpeg.tgz")
@@ -75,16 +76,6 @@ RESULT_PREFIX = "RESULT "
 
 
 # ----------------------------------------------------------------------------- shared helpers (stream_memory.py)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info(packages: tuple[str, ...] = VERSION_PACKAGES) -> dict:

@@ -249,7 +249,10 @@ def choose_source(name: str, data_dir: Path, roots: list[Path], mode: str, budge
     uint8 arrays fit in `budget_mb` (judged from what is known without decoding it)."""
     if mode != "auto":
         return StreamChoice(mode == "stream", f"dataset.source = {mode}")
-    shape, examples = _known_size(name, data_dir, roots)
+    known = _known_size(name, data_dir, roots)
+    if known is None:
+        return StreamChoice(False, "auto: a local layout other than an image folder is imported and held on the device")
+    shape, examples = known
     if shape is None:
         return StreamChoice(True, "auto: image sizes vary")
     megabytes = examples * int(np.prod(shape)) / 2**20
@@ -260,7 +263,9 @@ def choose_source(name: str, data_dir: Path, roots: list[Path], mode: str, budge
     )
 
 
-def _known_size(name: str, data_dir: Path, roots: list[Path]) -> tuple[tuple | None, int]:
+def _known_size(name: str, data_dir: Path, roots: list[Path]) -> tuple[tuple | None, int] | None:
+    """(image shape or None when sizes vary, example count) from what says so without decoding; None when
+    nothing does (an unknown local layout)."""
     stock = tfds_store.stock_dir(data_dir, name)
     if stock is not None:
         return tfds_store.stored_size(stock)
@@ -279,7 +284,7 @@ def _known_size(name: str, data_dir: Path, roots: list[Path]) -> tuple[tuple | N
     if name in KNOWN:
         known = KNOWN[name]
         return known.image_shape, sum(sum(c) for c in known.class_counts.values())
-    return (0, 0, 0), 0  # an unknown source: read it on the device as before (the import says what it is)
+    return None
 
 
 def _image_folder_archive(local: Path | None) -> Path | None:

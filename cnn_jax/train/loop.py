@@ -16,7 +16,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-from jax.sharding import NamedSharding, PartitionSpec
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
@@ -95,7 +94,8 @@ def make_batch_driver(setup: RunSetup):
 
 
 class DeviceFeed:
-    """Training batches gathered on the device: the step takes the split, the epoch's order and an index."""
+    """Training batches gathered on the device: the step takes the split, the epoch's order and an index.
+    (Streamed data: train/streaming.py TrainFeed, with the same compile / step / close / wait_seconds.)"""
 
     wait_seconds = 0.0  # the gather is part of the step: no host time is spent waiting for data
 
@@ -106,8 +106,8 @@ class DeviceFeed:
     def _order(self, epoch: int):
         return self.setup.devices.replicate(self.program.order_fn(self.data_key, epoch, self.setup.train.size))
 
-    def compile(self, state, totals):
-        return self.program.drive.lower(state, totals, self.setup.train, self.order, 0).compile()
+    def compile(self, drive, state, totals):
+        return drive.lower(state, totals, self.setup.train, self.order, 0).compile()
 
     def step(self, step_fn, state, totals, step: int):
         epoch, index = divmod(step, self.setup.steps_per_epoch)
@@ -117,40 +117,6 @@ class DeviceFeed:
 
     def close(self) -> None:
         pass
-
-
-class StreamFeed:
-    """Training batches read on the host (train/streaming.py) and passed to the step."""
-
-    def __init__(self, setup: RunSetup, program: _Program, data_key, start: int, total_steps: int):
-        config = setup.config
-        self.setup, self.program = setup, program
-        self.feed = streaming.TrainFeed(
-            setup.train, setup.streamed, setup.devices, data_key, setup.steps_per_epoch, config.train.batch_size,
-            config.seed, start, total_steps,
-        )  # fmt: skip
-
-    @property
-    def wait_seconds(self) -> float:
-        return self.feed.wait_seconds
-
-    def compile(self, state, totals):
-        size, shape = self.setup.config.train.batch_size, self.setup.batch_image_shape
-        sharding = (
-            None if self.setup.devices.size == 1 else NamedSharding(self.setup.devices.mesh, PartitionSpec("data"))
-        )
-        batch = {
-            "image": jax.ShapeDtypeStruct((size, *shape), jnp.uint8, sharding=sharding),
-            "label": jax.ShapeDtypeStruct((size,), jnp.int32, sharding=sharding),
-            "mask": jax.ShapeDtypeStruct((size,), jnp.bool_, sharding=sharding),
-        }
-        return self.program.drive.lower(state, totals, batch).compile()
-
-    def step(self, step_fn, state, totals, step: int):
-        return step_fn(state, totals, self.feed.next(step))
-
-    def close(self) -> None:
-        self.feed.close()
 
 
 def train(
@@ -322,8 +288,10 @@ def _run(
     if setup.streamed is None:
         feed = DeviceFeed(setup, program, data_key, start)
     else:
-        feed = StreamFeed(setup, program, data_key, start, total_steps)
-    step_fn = feed.compile(state, totals)
+        feed = streaming.TrainFeed(
+            setup.train, setup.streamed, setup.devices, data_key, spe, batch_size, config.seed, start, total_steps
+        )
+    step_fn = feed.compile(program.drive, state, totals)
     compile_seconds = time.perf_counter() - t0
     seeds = f" of {len(members)} seeds" if len(members) > 1 else ""
     log(f"Compiled the train step{seeds} in {compile_seconds:.1f} s.")

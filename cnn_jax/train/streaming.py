@@ -111,9 +111,7 @@ def reading() -> Iterator[None]:
     """Turn a failure while reading data (a bad image, a worker that died) into one clear line."""
     try:
         yield
-    except (UserError, KeyboardInterrupt):
-        raise
-    except Exception as exc:
+    except (BadImage, OSError, RuntimeError) as exc:  # a file, the disk, or a worker process (grain's error)
         raise _failure(exc) from None
 
 
@@ -145,6 +143,23 @@ class TrainFeed:
         )  # fmt: skip
         self._segment_end = min(last_epoch * self.spe, self.stop)
         self._iterator = self._stack.enter_context(batches(reader, step, self._segment_end, self.stream.workers))
+
+    def compile(self, drive, state, totals):
+        """`drive` (state, totals, batch) compiled for this feed's batches, before any is read."""
+        sharding = None if self.devices.size == 1 else NamedSharding(self.devices.mesh, PartitionSpec("data"))
+
+        def spec(shape, dtype):
+            return jax.ShapeDtypeStruct((self.batch_size, *shape), dtype, sharding=sharding)
+
+        batch = {
+            "image": spec(self.stream.transform.output_shape, jnp.uint8),
+            "label": spec((), jnp.int32),
+            "mask": spec((), jnp.bool_),
+        }
+        return drive.lower(state, totals, batch).compile()
+
+    def step(self, step_fn, state, totals, step: int):
+        return step_fn(state, totals, self.next(step))
 
     def next(self, step: int) -> dict:
         """The global batch of `step` (steps are taken in order)."""
