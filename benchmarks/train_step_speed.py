@@ -117,7 +117,8 @@ class ProjectProgram:
 
 def project_config(model_name: str, batch_size: int):
     """default_config() with the model, SGD momentum 0.9 at a constant lr 0.05, no augmentation."""
-    from cnn_jax.config import default_config, validate
+    from cnn_jax.config import default_config
+    from cnn_jax.validation import validate
 
     config = default_config()
     config.model.name = model_name
@@ -143,7 +144,16 @@ def library_variant(config, input_shape, mean, std) -> ProjectProgram:
     tx = make_optimizer(config, make_schedule(config, steps_per_epoch=1))
     inputs = InputTransform(tuple(mean.tolist()), tuple(std.tolist()))
     # make_drive reads only these fields of a RunSetup (which would also load a real dataset).
-    setup = SimpleNamespace(config=config, model=model, tx=tx, inputs=inputs, trainable=None, devices=data_mesh(config))
+    setup = SimpleNamespace(
+        config=config,
+        model=model,
+        step_model=model,
+        tx=tx,
+        inputs=inputs,
+        step_inputs=inputs,
+        trainable=None,
+        devices=data_mesh(config),
+    )
     return ProjectProgram(
         train_step=make_train_step(model, tx, config, inputs),
         eval_step=make_eval_step(model, inputs),
@@ -253,12 +263,12 @@ def epoch_overhead(program: ProjectProgram, model_name: str, opts, step_rate: fl
 
     from cnn_jax.data.arrays import Split
     from cnn_jax.data.pipeline import epoch_permutation, to_device
-    from cnn_jax.train.steps import empty_metrics
+    from cnn_jax.train.steps import empty_totals
 
     images, labels = random_data(opts.epoch_images, INPUT_SHAPES[model_name], seed=1)
     split = to_device(Split(images, labels))
     steps = split.num_batches(opts.batch_size)
-    state, totals = program.init_state(), empty_metrics()
+    state, totals = program.init_state(), empty_totals()
     order_fn = jax.jit(epoch_permutation, static_argnums=2)
     data_key = jax.random.PRNGKey(0)
     order = order_fn(data_key, 0, split.size)
