@@ -23,8 +23,10 @@ import sys
 import warnings
 
 PLAIN_ENV = "CNN_JAX_PLAIN"
-XLA_CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "-individual_convolution"}
-MIN_JAXLIB = (0, 10)  # the first jaxlib checked to know the flag; an unknown XLA flag aborts the process
+# name -> (value, jaxlib versions [from, to) known to have the flag); an unknown XLA flag aborts the process, so
+# a jaxlib outside the range gets no flag. The range: jaxlib 0.10.2 runs it here; 0.11.2 and 0.12.0.1 carry the
+# flag and its LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION value in their compiler (the wheels' strings, unrun).
+XLA_CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": ("-individual_convolution", (0, 10), (0, 13))}
 _late: list[str] = []  # flags added after JAX had started a backend: not in effect in this process
 
 
@@ -42,10 +44,12 @@ def _jaxlib_version() -> tuple[int, ...]:
 
 
 def xla_flags_to_add(current: str, jaxlib_version: tuple[int, ...]) -> list[str]:
-    """The tuned flags missing from the XLA_FLAGS string `current` (none for an older jaxlib)."""
-    if jaxlib_version < MIN_JAXLIB:
-        return []
-    return [f"--{name}={value}" for name, value in XLA_CPU_FLAGS.items() if f"--{name}=" not in current]
+    """The tuned flags missing from the XLA_FLAGS string `current` that this jaxlib version is known to have."""
+    return [
+        f"--{name}={value}"
+        for name, (value, first, end) in XLA_CPU_FLAGS.items()
+        if first <= jaxlib_version[:2] < end and f"--{name}=" not in current
+    ]
 
 
 def _backend_started() -> bool:

@@ -18,11 +18,13 @@ from conftest import shared
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 
 
-def test_flag_is_added_unless_the_user_set_one_of_that_name_or_jaxlib_is_older():
+def test_flag_is_added_unless_the_user_set_one_of_that_name_or_jaxlib_is_outside_the_checked_versions():
     assert tuning.xla_flags_to_add("", (0, 10, 2)) == [FLAG]
     assert tuning.xla_flags_to_add("--xla_force_host_platform_device_count=4", (0, 10, 2)) == [FLAG]
     assert tuning.xla_flags_to_add("--xla_cpu_experimental_ynn_fusion_type=", (0, 10, 2)) == []
     assert tuning.xla_flags_to_add("", (0, 9, 9)) == []
+    assert tuning.xla_flags_to_add("", (0, 12, 0)) == [FLAG]  # the flag is in jaxlib 0.12.0.1's compiler
+    assert tuning.xla_flags_to_add("", (0, 13, 0)) == []  # not checked: an unknown flag would abort
 
 
 def test_apply_appends_to_the_environment_and_plain_leaves_it_alone(monkeypatch):
