@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# cnn_jax launcher: sets up .venv on first use, then runs.
+# cnn_jax launcher: sets up .venv on first use (the exact versions of locks/, see ensure_env), then runs.
 #   ./launch.sh [opts]                        the main job: the pool_vs_stride ablation (cpu preset), then its report
 #   ./launch.sh EXPERIMENT [PRESET] [opts]    run an experiment file: its sweep (skips finished runs, resumes
 #                                             interrupted ones), or its single config if it declares no sweep;
@@ -21,18 +21,42 @@ if [ -d "$ROOT/../shared/data" ]; then
   export CNN_JAX_LOCAL_DATA="${CNN_JAX_LOCAL_DATA:+$CNN_JAX_LOCAL_DATA:}$(cd "$ROOT/../shared/data" && pwd)"
 fi
 
+# Which lock fits the venv's interpreter: pyX.Y-PLATFORM-MACHINE, the name of a file in locks/.
+lock_key() {
+  "$VENV/bin/python" -c 'import platform, sys; print(f"py{sys.version_info[0]}.{sys.version_info[1]}-{sys.platform}-{platform.machine()}")'
+}
+
+# Installs the lock's exact versions (hash-checked), then cnn_jax itself without dependencies; where no lock fits
+# the interpreter, pyproject.toml's ranges, with a warning. Installs again when pyproject.toml or the lock changes.
 ensure_env() {
   if [ ! -x "$VENV/bin/python" ]; then
     echo "Creating the virtual environment $VENV" >&2
     python3 -m venv "$VENV"
   fi
-  local stamp="$VENV/.cnn_jax_installed" want
-  want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "Installing cnn_jax and its dependencies into $VENV (once)" >&2
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "$ROOT[test]"
-    echo "$want" > "$stamp"
+  local stamp="$VENV/.cnn_jax_installed" key lock="" source=ranges want
+  local pip=("$VENV/bin/pip" install --quiet --disable-pip-version-check)
+  key="$(lock_key)"
+  if [ -f "$ROOT/locks/$key.txt" ]; then lock="$ROOT/locks/$key.txt" source="locks/$key.txt"; fi
+  want="$(cat "$ROOT/pyproject.toml" ${lock:+"$lock"} | sha256sum | cut -d' ' -f1) $source"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return
   fi
+  if [ -n "$lock" ]; then
+    echo "Installing cnn_jax and the locked dependencies ($source) into $VENV (once)" >&2
+    "${pip[@]}" --require-hashes -r "$lock" || {
+      echo "error: could not install $source; if pip found no torch 2.13.0+cpu (PyTorch's CPU build), point" \
+        "it at PyTorch's CPU wheels: PIP_FIND_LINKS=https://download.pytorch.org/whl/cpu/torch/ $0 ..." >&2
+      exit 1
+    }
+    "${pip[@]}" --no-deps -e "$ROOT"
+  else
+    local covered
+    covered="$(cd "$ROOT/locks" 2>/dev/null && ls -- *.txt 2>/dev/null | sed 's/\.txt$//' | paste -sd' ' || true)"
+    echo "warning: no lock fits this interpreter ($key; locks/ has: ${covered:-none}); installing pyproject.toml's" \
+      "version ranges, so package versions may differ from those the README's numbers were measured with" >&2
+    "${pip[@]}" -e "$ROOT[test]"
+  fi
+  echo "$want" > "$stamp"
 }
 
 # Offline machines: if Fashion-MNIST is nowhere to be found, install Debian's copy when we may.

@@ -4,6 +4,8 @@ An entry names a published number (a paper's table, a README row), the experimen
 variant that reproduce it, the metric, a tolerance and the hardware it needs. Running an entry runs
 its seeds through the sweep machinery (local backend: finished runs are skipped, interrupted ones
 resume), then reads the numbers the report reads, and says whether they are within the tolerance.
+It warns (without failing) when the package versions or the lock recorded in a run's manifest differ from
+this environment's: numbers made with other versions need not agree to the last digit.
 A single-config experiment (no `get_sweep`) is run as a sweep over seeds 0..N-1 of its config.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cnn_jax import config as config_lib
-from cnn_jax import validation
+from cnn_jax import provenance, validation
 from cnn_jax.analysis import report, stats
 from cnn_jax.errors import UserError, did_you_mean, unknown_choice
 from cnn_jax.files import write_json_atomic, write_text_atomic
@@ -126,6 +128,7 @@ class Outcome:
     resumed: bool = False  # some run resumed: its train time is its last segment only
     run_dirs: tuple[str, ...] = ()
     device: str | None = None
+    version_warnings: tuple[str, ...] = ()  # versions in the runs' manifests that differ from this environment's
 
     @property
     def verdict(self) -> str:
@@ -374,8 +377,13 @@ def run_task(entry: Entry, index: int, runs_root: Path, paths) -> str:
     return task.run_task(expand(entry).plan, index, runs_root, paths)
 
 
-def run_entry(entry: Entry, options: Options, log=print) -> Outcome:
-    """Train the entry's unfinished runs (local backend), then compare what its runs obtained."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def run_entry(entry: Entry, options: Options, log=print, warn=_stderr) -> Outcome:
+    """Train the entry's unfinished runs (local backend), then compare what its runs obtained; `warn` gets a line
+    when the versions its runs were made with differ from this environment's."""
     reason = skip_reason(entry, options.hardware, options.max_minutes)
     if reason:
         return Outcome(entry, reason)
@@ -387,7 +395,10 @@ def run_entry(entry: Entry, options: Options, log=print) -> Outcome:
     if todo:
         plan.write_record(runs_root, options.command)
         local.run_local(plan, runs_root, todo, options.task_command(entry), options.jobs, log)
-    return measure(expanded, runs_root)
+    outcome = measure(expanded, runs_root)
+    for line in outcome.version_warnings:
+        warn(f"warning: {entry.name}: {line}")
+    return outcome
 
 
 def measure(expanded: EntryRuns, runs_root: Path) -> Outcome:
@@ -409,7 +420,64 @@ def measure(expanded: EntryRuns, runs_root: Path) -> Outcome:
         resumed=any(r.get("first_step") for r in results),
         run_dirs=tuple(str(plan.run_dir(runs_root, run)) for run in expanded.runs),
         device="; ".join(data["provenance"]["device"]) or None,
+        version_warnings=version_warnings(loaded),
     )
+
+
+def manifest_segments(runs: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, record) of every process that wrote one of the runs: its first start and each resume."""
+    return [
+        (r["name"] if i == 0 else f"{r['name']} resume {i}", info)
+        for r in runs
+        if r.get("manifest")
+        for i, info in enumerate([r["manifest"], *r["manifest"].get("resumes", [])])
+    ]
+
+
+def lock_label(lock: dict[str, Any] | None) -> str:
+    """A manifest's lock record in a few words: its file and the start of its sha256, or 'no lock'."""
+    if not lock or not lock.get("file"):
+        return "no lock"
+    return f"{lock['file']} sha256 {lock['sha256'][:12]}"
+
+
+def version_differences(
+    segments: Sequence[tuple[str, dict[str, Any]]], packages: dict[str, str], lock: dict[str, Any]
+) -> list[str]:
+    """'NAME RECORDED (runs) vs CURRENT here' for each package, and the lock, whose version in some run's manifest
+    is not this environment's (`packages`: name -> version here; `lock`: provenance.lock_record())."""
+    here = {**packages, "lock": lock_label(lock)}
+    found: dict[str, dict[str, list[str]]] = {}
+    for label, info in segments:
+        recorded = dict(info.get("packages") or {})
+        if "lock" in info:  # manifests written before the lock have no record of it
+            recorded["lock"] = lock_label(info["lock"])
+        for name, version in recorded.items():
+            if name in here and version != here[name]:
+                found.setdefault(name, {}).setdefault(version, []).append(label)
+    return [
+        f"{name} "
+        + ", ".join(f"{version} ({_runs(labels)})" for version, labels in versions.items())
+        + f" vs {here[name]} here"
+        for name, versions in found.items()
+    ]
+
+
+def _runs(labels: Sequence[str]) -> str:
+    return ", ".join(labels) if len(labels) <= 3 else f"{len(labels)} runs"
+
+
+def version_warnings(runs: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """A warning line when the runs (as report.load_runs gives them) were made with other versions than this
+    environment's; empty when they agree or no run has a manifest."""
+    segments = manifest_segments(runs)
+    if not segments:
+        return ()
+    names = tuple(sorted({name for _, info in segments for name in info.get("packages") or {}}))
+    differences = version_differences(segments, provenance.package_versions(names), provenance.lock_record())
+    if not differences:
+        return ()
+    return ("runs made with other versions than this environment's: " + "; ".join(differences) + ".",)
 
 
 def metric_values(variant_row: dict[str, Any], metric: str) -> list[float]:
@@ -436,8 +504,8 @@ def compare(values: Sequence[float], published: float | None, tolerance: Toleran
     return Comparison(tuple(float(v) for v in values), d.mean, d.std, d.ci, confidence, within)
 
 
-def run_entries(entries: Sequence[Entry], options: Options, log=print) -> list[Outcome]:
-    return [run_entry(entry, options, log) for entry in entries]
+def run_entries(entries: Sequence[Entry], options: Options, log=print, warn=_stderr) -> list[Outcome]:
+    return [run_entry(entry, options, log, warn) for entry in entries]
 
 
 def failures(outcomes: Sequence[Outcome]) -> list[str]:
@@ -522,6 +590,7 @@ def _details(o: Outcome) -> str:
             + (f"; device: {o.device}" if o.device else "")
             + "."
         )
+    lines += [f"  Warning: {line}" for line in o.version_warnings]
     lines.append(f"  {_verified_text(e).capitalize()}." + (f" Note: {e.note}" if e.note else ""))
     return "\n".join(lines)
 
@@ -546,6 +615,7 @@ def to_json(outcomes: Sequence[Outcome], registry: Path, hardware: str) -> dict[
                 "resumed": o.resumed,
                 "run_dirs": list(o.run_dirs),
                 "device": o.device,
+                "version_warnings": list(o.version_warnings),
             }
             for o in outcomes
         ],

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from cnn_jax import cli, rundir
+from cnn_jax import cli, provenance, rundir
 from cnn_jax import config as config_lib
 from cnn_jax.errors import UserError
 from cnn_jax.reproduce import (
@@ -25,6 +25,7 @@ from cnn_jax.reproduce import (
     metric_values,
     run_entry,
     skip_reason,
+    version_differences,
 )
 
 from sweep_helpers import ROOT, TINY, cnn_jax, experiment
@@ -305,6 +306,50 @@ def test_cli_lists_the_registry_and_dry_run_shows_each_entrys_runs_and_command(t
     assert not (tmp_path / "reproduce.md").exists()
     assert cli.main(["reproduce", "--only", "lenet5"]) == 2
     assert "Did you mean 'lenet5_mnist'?" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- package versions of the runs
+
+
+def write_manifest(run_dir, packages: dict, lock: dict | None = None, resumes: tuple = ()) -> None:
+    manifest = {"packages": packages, **({"lock": lock} if lock is not None else {}), "resumes": list(resumes)}
+    (run_dir / rundir.MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_reproduce_warns_naming_each_package_whose_version_differs_from_the_one_a_run_was_made_with(tmp_path):
+    e = load_registry(write_registry(tmp_path / "r.toml", entry(experiment=str(single_config(tmp_path)))))[0]
+    runs_root, expanded = tmp_path / "runs", expand(e)
+    here, lock = provenance.package_versions(), provenance.lock_record()
+    run_dirs = [expanded.plan.run_dir(runs_root, run) for run in expanded.runs]
+    for run_dir in run_dirs:
+        finish(run_dir, 0.9)
+        write_manifest(run_dir, here, lock)
+    options = Options(runs_root, lambda e: pytest.fail("nothing should be trained"))
+    warnings = []
+    assert run_entry(e, options, log=lambda _: None, warn=warnings.append).version_warnings == () and warnings == []
+
+    old_lock = {"file": "locks/py3.11-linux-x86_64.txt", "sha256": "ab" * 32, "matches": True, "differences": {}}
+    write_manifest(run_dirs[0], {**here, "flax": "0.11.0"}, lock)
+    write_manifest(run_dirs[1], here, lock, resumes=({"packages": {**here, "jax": "0.4.35"}, "lock": old_lock},))
+    outcome = run_entry(e, options, log=lambda _: None, warn=warnings.append)
+    here_lock = f"{lock['file']} sha256 {lock['sha256'][:12]}" if lock.get("file") else "no lock"
+    assert warnings == [
+        "warning: tiny: runs made with other versions than this environment's: "
+        f"flax 0.11.0 (seed=0) vs {here['flax']} here; jax 0.4.35 (seed=1 resume 1) vs {here['jax']} here; "
+        f"lock locks/py3.11-linux-x86_64.txt sha256 abababababab (seed=1 resume 1) vs {here_lock} here."
+    ]
+    assert outcome.passed  # a warning, not a failure
+    assert f"  Warning: {warnings[0].removeprefix('warning: tiny: ')}" in markdown(
+        [outcome], tmp_path / "r.toml", "cpu"
+    )
+
+
+def test_version_differences_group_the_runs_by_recorded_version_and_ignore_what_is_not_recorded_here():
+    here = {"jax": "0.10.2", "flax": "0.12.8"}
+    lock = {"file": None, "why": "no lock for py3.12-linux-x86_64"}
+    segments = [(f"seed={i}", {"packages": {"jax": "0.10.1" if i < 4 else "0.10.0", "numpy": "1.0"}}) for i in range(5)]
+    segments.append(("seed=5", {"packages": here, "lock": lock}))  # equal, and both without a lock
+    assert version_differences(segments, here, lock) == ["jax 0.10.1 (4 runs), 0.10.0 (seed=4) vs 0.10.2 here"]
 
 
 # ----------------------------------------------------------------------------- end to end
