@@ -112,7 +112,31 @@ def allcnn_all_c(x, num_classes: int):
     return layers.GlobalAveragePooling2D()(x)
 
 
-BUILDERS = {"seed_cnn": seed_cnn, "resnet20": cifar_resnet, "allcnn_all_c": allcnn_all_c}
+def bottleneck(x, width: int, stride: int):
+    """ResNet v1.5 bottleneck: 1x1 > 3x3 (stride) > 1x1 (4 x width), BN after each, ReLU after the first two and
+    after the sum; a 1x1 projection (stride) + BN shortcut where the shape changes."""
+    he, out = HE_NORMAL_FAN_OUT, 4 * width
+    y = layers.ReLU()(batch_norm(conv(x, width, 1, activation=None, use_bias=False, kernel_init=he)))
+    y = layers.ReLU()(batch_norm(conv(y, width, 3, stride, 1, activation=None, use_bias=False, kernel_init=he)))
+    y = batch_norm(conv(y, out, 1, activation=None, use_bias=False, kernel_init=he))
+    if stride > 1 or x.shape[-1] != out:
+        x = batch_norm(conv(x, out, 1, stride, activation=None, use_bias=False, kernel_init=he))
+    return layers.ReLU()(layers.Add()([y, x]))
+
+
+def resnet50(x, num_classes: int, stage_sizes=(3, 4, 6, 3)):
+    """Conv 7x7/2 64 + BN + ReLU, max-pool 3x3/2 (zero padding 1: the inputs are >= 0 after the ReLU, so
+    it equals padding with -inf), bottleneck stages of 64, 128, 256, 512, GAP, fc."""
+    x = conv(x, 64, 7, 2, 3, activation=None, use_bias=False, kernel_init=HE_NORMAL_FAN_OUT)
+    x = layers.MaxPooling2D(3, 2)(layers.ZeroPadding2D(1)(layers.ReLU()(batch_norm(x))))
+    for i, (size, width) in enumerate(zip(stage_sizes, (64, 128, 256, 512))):
+        for b in range(size):
+            x = bottleneck(x, width, 2 if (i > 0 and b == 0) else 1)
+    x = layers.GlobalAveragePooling2D()(x)
+    return layers.Dense(num_classes, kernel_initializer="lecun_normal")(x)
+
+
+BUILDERS = {"seed_cnn": seed_cnn, "resnet20": cifar_resnet, "allcnn_all_c": allcnn_all_c, "resnet50": resnet50}
 
 
 def build(name: str, input_shape, num_classes: int, mean, std) -> keras.Model:

@@ -3,7 +3,8 @@
 Same layers, padding, strides, batch norm (eps 1e-5; torch momentum 0.1 = flax momentum 0.9),
 dropout rates and parameter counts as `cnn_jax.models`; the same initialization schemes:
 flax's default `lecun_normal` (truncated normal, fan-in, std corrected for the truncation at 2 std)
-for convs and dense layers, zero biases, and He normal with fan-out for the ResNet's convs.
+for convs and dense layers, zero biases, and He normal with fan-out for the ResNets' convs.
+ResNet-50 is written here too (torchvision's layout, "v1.5"), so that torchvision is not needed.
 """
 
 from __future__ import annotations
@@ -124,10 +125,56 @@ def allcnn_all_c(in_channels: int, num_classes: int) -> nn.Module:
     )
 
 
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.1)
+
+
+class Bottleneck(nn.Module):
+    """ResNet v1.5 bottleneck: 1x1 > 3x3 (stride) > 1x1 (4 x width), BN after each, ReLU after the first two
+    and after the sum; a 1x1 projection (stride) + BN shortcut where the shape changes."""
+
+    def __init__(self, cin: int, width: int, stride: int):
+        super().__init__()
+        cout = 4 * width
+        self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), batch_norm(width)
+        self.conv2, self.bn2 = nn.Conv2d(width, width, 3, stride, 1, bias=False), batch_norm(width)
+        self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), batch_norm(cout)
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), batch_norm(cout))
+            if stride > 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + self.shortcut(x))
+
+
+def imagenet_resnet(stage_sizes: tuple[int, ...], in_channels: int, num_classes: int) -> nn.Module:
+    """Conv 7x7/2 64 + BN + ReLU, max-pool 3x3/2 (padding 1), bottleneck stages of 64, 128, 256, 512 (stride 2
+    from the second on), GAP, fc."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False),
+        batch_norm(64),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, 1),
+    ]
+    cin = 64
+    for i, (size, width) in enumerate(zip(stage_sizes, (64, 128, 256, 512))):
+        for b in range(size):
+            layers.append(Bottleneck(cin, width, 2 if (i > 0 and b == 0) else 1))
+            cin = 4 * width
+    layers += [GlobalAvgPool(), nn.Linear(cin, num_classes)]
+    return init_weights(nn.Sequential(*layers), conv_init=he_normal_fan_out_)
+
+
 BUILDERS = {
     "seed_cnn": seed_cnn,
     "resnet20": lambda in_channels, num_classes: cifar_resnet(3, in_channels, num_classes),
     "allcnn_all_c": allcnn_all_c,
+    "resnet50": lambda in_channels, num_classes: imagenet_resnet((3, 4, 6, 3), in_channels, num_classes),
 }
 
 

@@ -1,18 +1,26 @@
-"""Train-step speed on this CPU: cnn_jax's float32 step vs PyTorch eager and Keras 3 (JAX backend).
+"""Train-step speed: cnn_jax's step vs PyTorch (eager, torch.compile) and Keras 3 (JAX backend), on a CPU or a GPU.
 
     python benchmarks/train_step_speed.py [--models seed_cnn,resnet20,allcnn_all_c] [--impls project,torch,keras]
         [--steps 10] [--repeats 5] [--warmup 2] [--batch-size 128] [--epoch-images 12800] [--variant default,plain]
+        [--dtype float32] [--torch-device auto] [--order model] [--budget 0] [--worker-timeout 0]
         [--out benchmarks/results/train_step_speed.json]
 
+    # on a GPU (what benchmarks/gpu_check.py runs):
+    python benchmarks/train_step_speed.py --models seed_cnn,resnet20,resnet50 --impls project,torch,torch_compile \
+        --variant default --dtype float32,bfloat16 --batch-size 256,resnet50=128 --epoch-images 0 --order impl
+
 Needs the `bench` extra (pip install -e '.[bench]'); a missing framework is reported and skipped.
-For each model (seed_cnn on 28x28x1, CIFAR ResNet-20 and All-CNN-C on 32x32x3, 10 classes) and each
-implementation, built with the same layers, padding, initialization and parameter count:
+For each model (seed_cnn on 28x28x1, CIFAR ResNet-20 and All-CNN-C on 32x32x3, 10 classes; `resnet50`,
+ImageNet's ResNet-50 on 224x224x3 with 1000 classes, only when asked for) and each implementation,
+built with the same layers, padding, initialization and parameter count:
 
   project  cnn_jax's own train step (`make_train_step`, SGD momentum 0.9 via `make_optimizer`, no
            augmentation), jitted with the state donated, on one fixed device-resident batch; the
            variant 'plain' runs it with CNN_JAX_PLAIN=1 (XLA's CPU defaults, `nn.max_pool`: the
            formulation before cnn_jax/tuning.py), the others are levers of conv_formulations.py;
   torch    PyTorch eager, NCHW, model.train(), SGD momentum 0.9, cross-entropy, all CPU threads;
+  torch_compile  the same with the model wrapped in `torch.compile` (default mode; compiling is in the
+           first step, and again for eval in the first eval pass);
   keras    Keras 3 on the JAX backend, compiled with SGD momentum 0.9, timed inside `model.fit` on
            in-memory numpy arrays (its own batching and host-to-device copies included) by a
            callback that waits for the batch and timestamps it; `keras_train_on_batch` (optional)
@@ -27,6 +35,19 @@ forward FLOPs of `cnn_jax.models.summary` (which counts a multiply-add as 2 FLOP
 only). For the project it also times one epoch of `make_drive` (the gather from a device-resident
 split plus the step) against the steady step, as the input-pipeline overhead. Each measurement runs
 in its own process (`--worker`), so peaks are separate. Data are random: speed only, no learning.
+
+Devices and precision. JAX runs on its default backend. PyTorch runs on `--torch-device`: `auto` (the
+default) is cuda when the JAX backend is a GPU, else the CPU (so CPU results stay comparable); on cuda
+it uses cudnn.benchmark (autotuning, as XLA does) and TF32 for float32 matmuls and convolutions (JAX's
+GPU default), synchronizes at the end of every timed window, and the table adds the GPU memory peak.
+`--dtype float32,bfloat16` adds a row per implementation and dtype (`project@bfloat16`): cnn_jax's
+`train.compute_dtype` (bfloat16 forward and backward, float32 parameters, optimizer and loss), PyTorch
+under `torch.autocast(dtype=torch.bfloat16)`, Keras with the `mixed_bfloat16` policy; the ratio column
+compares with PyTorch eager at the same dtype, and the matmul peak is measured in each dtype.
+`--batch-size 256,resnet50=128` gives a default and per-model sizes. `--order impl` runs every
+model's rows of the first implementation before the next (the costly `torch_compile` rows last), and
+`--budget S` skips the rows not started within S seconds (a started row is stopped at the budget),
+recording them as skipped, so a time-boxed run still writes its table and JSON.
 """
 
 from __future__ import annotations
@@ -34,9 +55,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,27 +71,51 @@ from types import SimpleNamespace
 
 import numpy as np
 
-INPUT_SHAPES = {"seed_cnn": (28, 28, 1), "resnet20": (32, 32, 3), "allcnn_all_c": (32, 32, 3)}
+INPUT_SHAPES = {
+    "seed_cnn": (28, 28, 1),
+    "resnet20": (32, 32, 3),
+    "allcnn_all_c": (32, 32, 3),
+    "resnet50": (224, 224, 3),
+}
+DEFAULT_MODELS = ("seed_cnn", "resnet20", "allcnn_all_c")  # resnet50 only when asked for (--models)
 NUM_CLASSES = 10
+MODEL_CLASSES = {"resnet50": 1000}  # the others: NUM_CLASSES
+DTYPES = ("float32", "bfloat16")
 LEARNING_RATE, MOMENTUM = 0.05, 0.9
 TRAIN_FLOPS_FACTOR = 3  # a training step ~ forward + backward (2 x forward) FLOPs
-IMPL_PACKAGES = {"project": "jax", "torch": "torch", "keras": "keras", "keras_train_on_batch": "keras"}
+IMPL_PACKAGES = {
+    "project": "jax",
+    "torch": "torch",
+    "torch_compile": "torch",
+    "keras": "keras",
+    "keras_train_on_batch": "keras",
+}
 NOT_INSTALLED = "not installed (pip install -e '.[bench]')"
 RESULT_PREFIX = "RESULT "
 VERSION_PACKAGES = ("cnn_jax", "jax", "jaxlib", "flax", "optax", "numpy", "torch", "keras")
 # Every worker starts from the XLA_FLAGS the benchmark was started with (importing cnn_jax here adds its
 # own flag to os.environ, which must not reach the Keras workers); a variant may add environment.
 USER_XLA_FLAGS = os.environ.get("XLA_FLAGS")
+# The driver process (model summaries, provenance) must not take 75% of a GPU's memory while the workers
+# measure; the workers get the allocator setting the benchmark was started with.
+PREALLOCATE = "XLA_PYTHON_CLIENT_PREALLOCATE"
+USER_PREALLOCATE = os.environ.get(PREALLOCATE)
 VARIANT_ENV = {"plain": {"CNN_JAX_PLAIN": "1"}}  # XLA's own CPU defaults and nn.max_pool (cnn_jax/tuning.py)
 
 
 # ----------------------------------------------------------------------------- shared helpers
 
 
-def random_data(n: int, input_shape: tuple[int, int, int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def num_classes(model_name: str) -> int:
+    return MODEL_CLASSES.get(model_name, NUM_CLASSES)
+
+
+def random_data(
+    n: int, input_shape: tuple[int, int, int], seed: int = 0, classes: int = NUM_CLASSES
+) -> tuple[np.ndarray, np.ndarray]:
     """n random uint8 NHWC images and int32 labels (speed only)."""
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, *input_shape), dtype=np.uint8), rng.integers(0, NUM_CLASSES, n, dtype=np.int32)
+    return rng.integers(0, 256, (n, *input_shape), dtype=np.uint8), rng.integers(0, classes, n, dtype=np.int32)
 
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +162,9 @@ class ProjectProgram:
     init_state: Callable[[], object]  # () -> TrainState
 
 
-def project_config(model_name: str, batch_size: int):
-    """default_config() with the model, SGD momentum 0.9 at a constant lr 0.05, no augmentation."""
+def project_config(model_name: str, batch_size: int, dtype: str = "float32"):
+    """default_config() with the model, SGD momentum 0.9 at a constant lr 0.05, no augmentation, computing in
+    `dtype` (train.compute_dtype)."""
     from cnn_jax.config import default_config
     from cnn_jax.validation import validate
 
@@ -126,6 +174,7 @@ def project_config(model_name: str, batch_size: int):
     config.schedule.name = "constant"
     config.train.batch_size = batch_size
     config.train.eval_batch_size = batch_size
+    config.train.compute_dtype = dtype
     validate(config)
     return config
 
@@ -140,7 +189,7 @@ def library_variant(config, input_shape, mean, std) -> ProjectProgram:
     from cnn_jax.train.state import create_train_state
     from cnn_jax.train.steps import make_eval_step, make_train_step
 
-    model = build_model(config.model, num_classes=NUM_CLASSES)
+    model = build_model(config.model, num_classes=num_classes(config.model.name))
     tx = make_optimizer(config, make_schedule(config, steps_per_epoch=1))
     inputs = InputTransform(tuple(mean.tolist()), tuple(std.tolist()))
     # make_drive reads only these fields of a RunSetup (which would also load a real dataset).
@@ -156,7 +205,7 @@ def library_variant(config, input_shape, mean, std) -> ProjectProgram:
     )
     return ProjectProgram(
         train_step=make_train_step(model, tx, config, inputs),
-        eval_step=make_eval_step(model, inputs),
+        eval_step=make_eval_step(model, inputs, compute_dtype=config.train.compute_dtype),
         drive=make_drive(setup),
         init_state=lambda: create_train_state(model, tx, input_shape, config.seed),
     )
@@ -195,6 +244,14 @@ PROJECT_VARIANTS: dict[str, Callable[..., ProjectProgram]] = {
 # ----------------------------------------------------------------------------- workers
 
 
+def jax_device_peak_mb() -> float | None:
+    """Peak bytes in use on JAX's first device (GPU/TPU allocators report it; None where not reported)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
+
+
 def project_worker(model_name: str, variant: str, opts) -> dict:
     """Time the project's jitted step (compile, train, eval) and one epoch of its drive."""
     import jax
@@ -202,11 +259,11 @@ def project_worker(model_name: str, variant: str, opts) -> dict:
     from cnn_jax import tuning  # first: importing cnn_jax sets its XLA flags before JAX starts a backend
 
     shape, batch_size = INPUT_SHAPES[model_name], opts.batch_size
-    images, labels = random_data(batch_size, shape)
+    images, labels = random_data(batch_size, shape, classes=num_classes(model_name))
     mean, std = channel_stats(images)
     batch = jax.device_put({"image": images, "label": labels, "mask": np.ones(batch_size, bool)})
     baseline = peak_rss_mb()
-    program = PROJECT_VARIANTS[variant](project_config(model_name, batch_size), shape, mean, std)
+    program = PROJECT_VARIANTS[variant](project_config(model_name, batch_size, opts.dtype), shape, mean, std)
     state = program.init_state()
 
     def step(state, batch):
@@ -237,6 +294,7 @@ def project_worker(model_name: str, variant: str, opts) -> dict:
     peak = peak_rss_mb()
     params = {"trainable": tree_size(state.params), "non_trainable": tree_size(state.batch_stats)}
     overhead = epoch_overhead(program, model_name, opts, statistics.median(rates)) if opts.epoch_images else None
+    device = jax.devices()[0]
     return {
         "params": params,
         "compile_s": compile_s,
@@ -245,9 +303,12 @@ def project_worker(model_name: str, variant: str, opts) -> dict:
         "eval_rates": eval_rates,
         "peak_mb": peak - baseline,
         "baseline_mb": baseline,
+        "device_peak_mb": jax_device_peak_mb(),
+        "device": f"{jax.default_backend()}: {device.device_kind}",
         "overhead": overhead,
         "tuning": tuning.describe(),
-        "method": f"jit(make_train_step) with the state donated, variant '{variant}', one fixed batch on device",
+        "method": f"jit(make_train_step) with the state donated, variant '{variant}', train.compute_dtype "
+        f"{opts.dtype}, one fixed batch on device",
     }
 
 
@@ -265,7 +326,7 @@ def epoch_overhead(program: ProjectProgram, model_name: str, opts, step_rate: fl
     from cnn_jax.data.pipeline import epoch_permutation, to_device
     from cnn_jax.train.steps import empty_totals
 
-    images, labels = random_data(opts.epoch_images, INPUT_SHAPES[model_name], seed=1)
+    images, labels = random_data(opts.epoch_images, INPUT_SHAPES[model_name], seed=1, classes=num_classes(model_name))
     split = to_device(Split(images, labels))
     steps = split.num_batches(opts.batch_size)
     state, totals = program.init_state(), empty_totals()
@@ -291,26 +352,54 @@ def epoch_overhead(program: ProjectProgram, model_name: str, opts, step_rate: fl
     }
 
 
-def torch_worker(model_name: str, opts) -> dict:
-    """Time PyTorch eager: first step, train steps, eval forward passes."""
+def torch_device(torch, name: str):
+    """The torch.device for --torch-device (resolved by the driver to cpu or cuda), set up for timing."""
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                "--torch-device cuda, but torch.cuda.is_available() is False (a CPU build of torch, or no driver)"
+            )
+        torch.backends.cudnn.benchmark = True  # autotuned convolution algorithms, as XLA autotunes
+        torch.backends.cuda.matmul.allow_tf32 = True  # JAX's GPU default for float32 matmuls (TF32)
+        torch.backends.cudnn.allow_tf32 = True  # torch's default for convolutions
+    return torch.device(name)
+
+
+def torch_worker(model_name: str, opts, compiled: bool = False) -> dict:
+    """Time PyTorch eager (or `torch.compile`d): first step, train steps, eval forward passes."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
     import torch_models
 
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
+    device = torch_device(torch, opts.torch_device)
+    cuda = device.type == "cuda"
     shape, batch_size = INPUT_SHAPES[model_name], opts.batch_size
-    images, labels = random_data(batch_size, shape)
-    mean, std = (torch.from_numpy(a).view(1, -1, 1, 1) for a in channel_stats(images))
-    x_u8 = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(labels).long()
+    images, labels = random_data(batch_size, shape, classes=num_classes(model_name))
+    mean, std = (torch.from_numpy(a).view(1, -1, 1, 1).to(device) for a in channel_stats(images))
+    x_u8 = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+    y = torch.from_numpy(labels).long().to(device)
     baseline = peak_rss_mb()
-    model = torch_models.build(model_name, shape[-1], NUM_CLASSES).train()
+    model = torch_models.build(model_name, shape[-1], num_classes(model_name)).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+    run_model = torch.compile(model) if compiled else model
+    bf16 = opts.dtype == "bfloat16"
+
+    def precision():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
 
     def forward():
         """(loss, correct): standardize the uint8 batch, logits, cross-entropy, and the accuracy the others compute."""
-        logits = model((x_u8.float() / 255.0 - mean) / std)
+        with precision():
+            logits = run_model((x_u8.float() / 255.0 - mean) / std)
+        logits = logits.float()
         return F.cross_entropy(logits, y), (logits.detach().argmax(1) == y).sum()
 
     def run_train(n):
@@ -319,12 +408,16 @@ def torch_worker(model_name: str, opts) -> dict:
             loss, _ = forward()
             loss.backward()
             optimizer.step()
+        sync()
 
     def run_eval(n):
         with torch.no_grad():
             for _ in range(n):
                 forward()
+        sync()
 
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     run_train(1)
     first_step_s = time.perf_counter() - t0
@@ -334,6 +427,7 @@ def torch_worker(model_name: str, opts) -> dict:
     run_eval(1)
     eval_rates = window_rates(run_eval, opts.steps, opts.repeats, batch_size)
     model.train()
+    how = "torch.compile(model) (default mode)" if compiled else "eager"
     return {
         "params": torch_models.parameter_counts(model),
         "first_step_s": first_step_s,
@@ -341,8 +435,12 @@ def torch_worker(model_name: str, opts) -> dict:
         "eval_rates": eval_rates,
         "peak_mb": peak_rss_mb() - baseline,
         "baseline_mb": baseline,
+        "device_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        "device": f"cuda: {torch.cuda.get_device_name()}" if cuda else "cpu",
         "threads": torch.get_num_threads(),
-        "method": "eager, NCHW, model.train(), SGD(momentum=0.9), F.cross_entropy; eval under torch.no_grad()",
+        "method": f"{how}, NCHW, model.train(), SGD(momentum=0.9), F.cross_entropy; eval under torch.no_grad()"
+        + ("; autocast bfloat16" if bf16 else "")
+        + ("; cudnn.benchmark, TF32 matmuls and convolutions" if cuda else ""),
     }
 
 
@@ -353,10 +451,12 @@ def keras_setup(model_name: str, n: int, opts):
     import keras_models
 
     keras.utils.set_random_seed(0)
-    images, labels = random_data(n, INPUT_SHAPES[model_name])
+    if opts.dtype == "bfloat16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    images, labels = random_data(n, INPUT_SHAPES[model_name], classes=num_classes(model_name))
     mean, std = channel_stats(images[: opts.batch_size])
     baseline = peak_rss_mb()
-    model = keras_models.build(model_name, INPUT_SHAPES[model_name], NUM_CLASSES, mean, std)
+    model = keras_models.build(model_name, INPUT_SHAPES[model_name], num_classes(model_name), mean, std)
     model.compile(
         optimizer=keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -444,41 +544,57 @@ def keras_parameter_counts(model) -> dict[str, int]:
 
 
 def matmul_worker(opts) -> dict:
-    """float32 FLOP/s of a jitted n x n jnp.matmul: the median of repeated calls after a warm-up."""
+    """FLOP/s of a jitted n x n jnp.matmul in each --dtype (median of repeated calls after a warm-up), and the
+    JAX backend and device it ran on; `flops_per_s` and `median_s` are float32's."""
     import jax
     import jax.numpy as jnp
 
-    n = opts.matmul_size
-    a, b = (jax.random.normal(jax.random.PRNGKey(i), (n, n), jnp.float32) for i in (0, 1))
-    matmul = jax.jit(jnp.matmul)
-    matmul(a, b).block_until_ready()
-    times = []
-    for _ in range(max(5, opts.repeats)):
-        t0 = time.perf_counter()
+    n, by_dtype, seconds = opts.matmul_size, {}, {}
+    for dtype in dict.fromkeys(["float32", *opts.dtype.split(",")]):
+        a, b = (jax.random.normal(jax.random.PRNGKey(i), (n, n), dtype) for i in (0, 1))
+        matmul = jax.jit(jnp.matmul)
         matmul(a, b).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    seconds = statistics.median(times)
-    return {"n": n, "median_s": seconds, "flops_per_s": 2.0 * n**3 / seconds}
+        times = []
+        for _ in range(max(5, opts.repeats)):
+            t0 = time.perf_counter()
+            matmul(a, b).block_until_ready()
+            times.append(time.perf_counter() - t0)
+        seconds[dtype] = statistics.median(times)
+        by_dtype[dtype] = 2.0 * n**3 / seconds[dtype]
+    return {
+        "n": n,
+        "median_s": seconds["float32"],
+        "flops_per_s": by_dtype["float32"],
+        "flops_per_s_by_dtype": by_dtype,
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
+    }
 
 
 def run_worker(impl: str, model_name: str, opts) -> dict:
-    """Dispatch one --worker measurement; `impl` is project[:VARIANT], torch, keras, keras_train_on_batch or matmul."""
+    """Dispatch one --worker measurement; `impl` is project[:VARIANT], torch, torch_compile, keras,
+    keras_train_on_batch or matmul."""
     if impl == "matmul":
         result = matmul_worker(opts)
     elif impl.startswith("project"):
         result = project_worker(model_name, impl.partition(":")[2] or "default", opts)
+    elif impl == "torch_compile":
+        result = torch_worker(model_name, opts, compiled=True)
     else:
         result = {"torch": torch_worker, "keras": keras_worker, "keras_train_on_batch": keras_train_on_batch_worker}[
             impl
         ](model_name, opts)
-    return {**result, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    return {**result, "dtype": opts.dtype, "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 # ----------------------------------------------------------------------------- driver
 
 
-def spawn(impl: str, model_name: str, opts) -> dict:
-    """Run one measurement in a fresh process; its result, or {'error': ...}."""
+def spawn(
+    impl: str, model_name: str, opts, *, dtype: str = "float32", batch_size: int = 0, timeout: float | None = None
+) -> dict:
+    """Run one measurement in a fresh process (its own process group, all killed at `timeout` seconds); its
+    result, or {'error': ...}."""
     command = [
         sys.executable,
         __file__,
@@ -492,22 +608,47 @@ def spawn(impl: str, model_name: str, opts) -> dict:
         "--warmup",
         str(opts.warmup),
         "--batch-size",
-        str(opts.batch_size),
+        str(batch_size or opts.batch_sizes.get(model_name, opts.default_batch_size)),
         "--epoch-images",
         str(opts.epoch_images),
         "--matmul-size",
         str(opts.matmul_size),
+        "--dtype",
+        dtype,
+        "--torch-device",
+        opts.torch_device,
     ]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", PREALLOCATE)}
     env.update({"KERAS_BACKEND": "jax", **VARIANT_ENV.get(impl.partition(":")[2], {})})
     if USER_XLA_FLAGS is not None:
         env["XLA_FLAGS"] = USER_XLA_FLAGS
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    results = [line[len(RESULT_PREFIX) :] for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if done.returncode != 0 or not results:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"worker failed (exit {done.returncode}): {tail}"}
+    if USER_PREALLOCATE is not None:
+        env[PREALLOCATE] = USER_PREALLOCATE
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(process)
+        return {"error": f"timed out after {timeout:.0f} s (--budget / --worker-timeout)"}
+    except BaseException:  # Ctrl-C included: the worker's group must not outlive the driver
+        kill_group(process)
+        raise
+    results = [line[len(RESULT_PREFIX) :] for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if process.returncode != 0 or not results:
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"worker failed (exit {process.returncode}): {tail}"}
     return json.loads(results[-1])
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """Kill a worker and the processes it started (torch.compile's compile workers), then reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.communicate()
 
 
 def impl_rows(impls: list[str], variants: list[str]) -> list[str]:
@@ -518,37 +659,70 @@ def impl_rows(impls: list[str], variants: list[str]) -> list[str]:
     return rows
 
 
+def row_key(impl: str, dtype: str) -> str:
+    """A row's key: the worker name, with '@dtype' for any dtype but float32 (so float32 keys stay as before)."""
+    return impl if dtype == "float32" else f"{impl}@{dtype}"
+
+
 def label(impl: str) -> str:
-    return "project" if impl == "project:default" else impl
+    return "project" + impl[len("project:default") :] if impl.startswith("project:default") else impl
 
 
-def measure_model(model_name: str, impls: list[str], opts, peak_flops: float | None) -> dict:
-    """All implementations of one model; checks that their parameter counts equal the project's."""
+def model_info(model_name: str, batch_size: int) -> dict:
+    """Input shape, classes, batch size, FLOPs and parameter counts of the cnn_jax model (its abstract trace)."""
     from cnn_jax.models import build_model
     from cnn_jax.models.summary import summarize
 
     shape = INPUT_SHAPES[model_name]
-    summary = summarize(build_model(model_name, num_classes=NUM_CLASSES), shape)
-    expected = {"trainable": summary.trainable_params, "non_trainable": summary.non_trainable_params}
-    rows = {}
-    for impl in impls:
-        if importlib.util.find_spec(IMPL_PACKAGES[impl.partition(":")[0]]) is None:
-            rows[impl] = {"error": NOT_INSTALLED}
-            continue
-        result = spawn(impl, model_name, opts)
-        rows[impl] = finish_row(result, summary.flops, peak_flops)
-        if "params" in result:
-            assert result["params"] == expected, (
-                f"{model_name} {impl}: parameters {result['params']} != cnn_jax's {expected}"
-            )
-        print(f"  {model_name} {label(impl)}: {describe(rows[impl])}", flush=True)
+    summary = summarize(build_model(model_name, num_classes=num_classes(model_name)), shape)
     return {
         "input_shape": list(shape),
+        "num_classes": num_classes(model_name),
+        "batch_size": batch_size,
         "forward_flops_per_image": summary.flops,
         "train_flops_per_image": TRAIN_FLOPS_FACTOR * summary.flops,
-        "params": expected,
-        "rows": rows,
+        "params": {"trainable": summary.trainable_params, "non_trainable": summary.non_trainable_params},
+        "rows": {},
     }
+
+
+def run_plan(model_names: list[str], impls: list[str], opts, peaks: dict, deadline: float | None) -> dict:
+    """Every (model, implementation, dtype) row, run in --order, each in its own process; rows not started before
+    `deadline` (time.monotonic) are recorded as skipped. Returns {model: model_info with its rows in table order}."""
+    dtypes = opts.dtype.split(",")
+    models = {name: model_info(name, opts.batch_sizes.get(name, opts.default_batch_size)) for name in model_names}
+    if opts.order == "impl":
+        jobs = [(m, i, d) for i in impls for m in model_names for d in dtypes]
+    else:
+        jobs = [(m, i, d) for m in model_names for d in dtypes for i in impls]
+    done = {}
+    for name, impl, dtype in jobs:
+        key, info = row_key(impl, dtype), models[name]
+        left = None if deadline is None else deadline - time.monotonic()
+        timeout = min(x for x in (left, opts.worker_timeout or None, math.inf) if x is not None)
+        if importlib.util.find_spec(IMPL_PACKAGES[impl.partition(":")[0]]) is None:
+            result = {"error": NOT_INSTALLED}
+        elif left is not None and left <= 0:
+            result = {"error": f"skipped: the --budget of {opts.budget:.0f} s was spent"}
+        else:
+            result = spawn(
+                impl,
+                name,
+                opts,
+                dtype=dtype,
+                batch_size=info["batch_size"],
+                timeout=None if timeout == math.inf else timeout,
+            )
+        row = finish_row(result, info["forward_flops_per_image"], peaks.get(dtype))
+        if "params" in result:
+            assert result["params"] == info["params"], (
+                f"{name} {impl}: parameters {result['params']} != cnn_jax's {info['params']}"
+            )
+        done[name, key] = row
+        print(f"  {name} {label(key)}: {describe(row)}", flush=True)
+    for name, info in models.items():
+        info["rows"] = {row_key(i, d): done[name, row_key(i, d)] for d in dtypes for i in impls}
+    return models
 
 
 def finish_row(result: dict, forward_flops: int, peak_flops: float | None) -> dict:
@@ -576,29 +750,35 @@ def describe(row: dict) -> str:
 
 
 def markdown_table(model_name: str, result: dict) -> str:
-    """The model's Markdown table (a row per implementation) and its input-pipeline line."""
-    torch_rate = result["rows"].get("torch", {}).get("train_img_s")
+    """The model's Markdown table (a row per implementation and dtype) and its input-pipeline line."""
+    rows = result["rows"]
+    gpu = any(row.get("device_peak_mb") is not None for row in rows.values())
     lines = [
         "| implementation | params (trainable + BN stats) | compile / first step s | train img/s | "
-        "ratio to PyTorch | eval img/s | peak MB | % of matmul peak |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "ratio to PyTorch | eval img/s | peak MB | % of matmul peak |" + (" GPU peak MB |" if gpu else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
     ]
-    for impl, row in result["rows"].items():
+    for key, row in rows.items():
         if "error" in row:
-            lines.append(f"| {label(impl)} | {row['error']} | | | | | | |")
+            lines.append(f"| {label(key)} | {row['error']} | | | | | | |" + (" |" if gpu else ""))
             continue
+        torch_rate = rows.get(row_key("torch", row.get("dtype", "float32")), {}).get("train_img_s")
         ratio = f"{row['train_img_s'] / torch_rate:.2f}x" if torch_rate else "-"
         pct = f"{row['pct_of_matmul_peak']:.1f}%" if row["pct_of_matmul_peak"] is not None else "-"
         params = f"{row['params']['trainable']:,} + {row['params']['non_trainable']:,}"
+        device_peak = row.get("device_peak_mb")
         lines.append(
-            f"| {label(impl)} | {params} | {row['first_step_s']:.2f} | {row['train_img_s']:.0f} | {ratio} | "
+            f"| {label(key)} | {params} | {row['first_step_s']:.2f} | {row['train_img_s']:.0f} | {ratio} | "
             f"{row['eval_img_s']:.0f} | {row['peak_mb']:.0f} | {pct} |"
+            + ((f" {device_peak:,.0f} |" if device_peak is not None else " - |") if gpu else "")
         )
     shape = "x".join(map(str, result["input_shape"]))
     head = (
         f"### {model_name} on {shape} ({result['forward_flops_per_image'] / 1e6:.1f} MFLOPs forward per image, "
         f"x{TRAIN_FLOPS_FACTOR} for a training step)"
     )
+    if result.get("num_classes", NUM_CLASSES) != NUM_CLASSES or result.get("batch_size") not in (None, 128):
+        head += f", {result['num_classes']} classes, batch {result['batch_size']}"
     return "\n".join([head, "", *lines, "", overhead_line(result)])
 
 
@@ -626,10 +806,26 @@ def provenance_info() -> dict:
     }
 
 
+def parse_batch_sizes(text: str) -> tuple[int, dict[str, int]]:
+    """'128' or '256,resnet50=128': (the default batch size, {model: its own size})."""
+    default, sizes = 128, {}
+    for item in text.split(","):
+        name, _, value = item.rpartition("=")
+        if name and name not in INPUT_SHAPES:
+            raise ValueError(f"unknown model {name!r} in '{item}'; models: {', '.join(INPUT_SHAPES)}")
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"'{item}' is not a positive batch size (give N or MODEL=N)")
+        if name:
+            sizes[name] = int(value)
+        else:
+            default = int(value)
+    return default, sizes
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--models", default=",".join(INPUT_SHAPES), help=f"comma-separated, of {', '.join(INPUT_SHAPES)}"
+        "--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated, of {', '.join(INPUT_SHAPES)}"
     )
     parser.add_argument(
         "--impls", default="project,torch,keras", help=f"comma-separated, of {', '.join(IMPL_PACKAGES)}"
@@ -639,14 +835,33 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="default,plain",
         help=f"project variants, comma-separated, of {', '.join(PROJECT_VARIANTS)}",
     )
+    parser.add_argument("--dtype", default="float32", help=f"compute dtypes, comma-separated, of {', '.join(DTYPES)}")
+    parser.add_argument(
+        "--torch-device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where PyTorch runs; auto: cuda when JAX's default backend is a GPU, else cpu",
+    )
     parser.add_argument("--steps", type=int, default=10, help="steps per timed window")
     parser.add_argument("--repeats", type=int, default=5, help="timed windows; the median is reported")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first one")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--batch-size", default="128", help="N for every model, or a default and per-model sizes: 256,resnet50=128"
+    )
     parser.add_argument(
         "--epoch-images", type=int, default=12_800, help="images in the project's input-pipeline epoch; 0 skips it"
     )
     parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument(
+        "--order",
+        default="model",
+        choices=("model", "impl"),
+        help="run every row of a model before the next (model), or of an implementation before the next (impl)",
+    )
+    parser.add_argument(
+        "--budget", type=float, default=0, help="seconds for the whole run; rows not started in time are skipped"
+    )
+    parser.add_argument("--worker-timeout", type=float, default=0, help="seconds one row may take; 0: no limit")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_step_speed.json"))
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "MODEL"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -654,15 +869,28 @@ def parse_args(argv=None) -> argparse.Namespace:
         ("--models", args.models, INPUT_SHAPES),
         ("--impls", args.impls, IMPL_PACKAGES),
         ("--variant", args.variant, PROJECT_VARIANTS),
+        ("--dtype", args.dtype, DTYPES),
     ):
         unknown = [x for x in value.split(",") if x not in allowed]
         if unknown:
             parser.error(f"{flag}: unknown {unknown[0]!r}; allowed: {', '.join(allowed)}")
-    if min(args.steps, args.repeats, args.batch_size) < 1 or args.warmup < 0 or args.epoch_images < 0:
-        parser.error("--steps, --repeats and --batch-size must be >= 1; --warmup and --epoch-images >= 0")
-    if 0 < args.epoch_images < args.batch_size:
-        parser.error("--epoch-images must be 0 or at least --batch-size")
+    try:
+        args.default_batch_size, args.batch_sizes = parse_batch_sizes(args.batch_size)
+    except ValueError as error:
+        parser.error(f"--batch-size: {error}")
+    if args.batch_size.isdigit():
+        args.batch_size = int(args.batch_size)  # as before per-model sizes existed: the JSON's settings keep an int
+    if min(args.steps, args.repeats) < 1 or args.warmup < 0 or args.epoch_images < 0:
+        parser.error("--steps and --repeats must be >= 1; --warmup and --epoch-images >= 0")
+    if min(args.budget, args.worker_timeout) < 0:
+        parser.error("--budget and --worker-timeout must be >= 0 (0: no limit)")
+    if 0 < args.epoch_images < max([args.default_batch_size, *args.batch_sizes.values()]):
+        parser.error("--epoch-images must be 0 or at least every model's --batch-size")
     return args
+
+
+def format_flops(flops: float) -> str:
+    return f"{flops / 1e12:.1f} TFLOP/s" if flops >= 1e12 else f"{flops / 1e9:.1f} GFLOP/s"
 
 
 def main(argv=None) -> None:
@@ -671,20 +899,30 @@ def main(argv=None) -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))  # torch_models, keras_models
         print(RESULT_PREFIX + json.dumps(run_worker(*opts.worker, opts)), flush=True)
         return
+    os.environ.setdefault(PREALLOCATE, "false")  # this process: model summaries and provenance only
+    started = time.monotonic()
+    deadline = started + opts.budget if opts.budget else None
     print(
         f"{os.cpu_count()} CPU cores ({cpu_model()}), batch {opts.batch_size}, {opts.repeats} windows of "
         f"{opts.steps} steps after {opts.warmup} warm-up steps; random uint8 data (speed only)",
         flush=True,
     )
-    matmul = spawn("matmul", "-", opts)
-    peak = matmul.get("flops_per_s")
+    matmul = spawn("matmul", "-", opts, dtype=opts.dtype, batch_size=1, timeout=opts.worker_timeout or None)
+    peaks = matmul.get("flops_per_s_by_dtype", {})
+    if opts.torch_device == "auto":
+        opts.torch_device = "cuda" if matmul.get("backend") == "gpu" else "cpu"
     print(
-        f"float32 matmul peak ({opts.matmul_size}^2, jitted jnp.matmul): "
-        + (f"{peak / 1e9:.1f} GFLOP/s" if peak else matmul["error"]),
+        f"matmul peak ({opts.matmul_size}^2, jitted jnp.matmul): "
+        + (
+            ", ".join(f"{d} {format_flops(f)}" for d, f in peaks.items())
+            + f" on {matmul['backend']} ({matmul['device_kind']}); PyTorch on {opts.torch_device}"
+            if peaks
+            else matmul["error"]
+        ),
         flush=True,
     )
     impls = impl_rows(opts.impls.split(","), opts.variant.split(","))
-    models = {name: measure_model(name, impls, opts, peak) for name in opts.models.split(",")}
+    models = run_plan(opts.models.split(","), impls, opts, peaks, deadline)
     print()
     for name, result in models.items():
         print(markdown_table(name, result) + "\n")
@@ -698,6 +936,8 @@ def main(argv=None) -> None:
                 "train_flops_factor": TRAIN_FLOPS_FACTOR,
                 "flops_convention": "cnn_jax.models.summary: a multiply-add counts 2 FLOPs; convs and dense layers",
                 "matmul": matmul,
+                "torch_device": opts.torch_device,
+                "total_s": time.monotonic() - started,
                 "models": models,
                 "provenance": provenance_info(),
             },

@@ -68,6 +68,7 @@ def test_unknown_compute_dtype_fails_validation():
     validation.validate(_config(**{"train.compute_dtype": "bfloat16"}))
 
 
+@pytest.mark.device
 @pytest.mark.slow
 def test_bfloat16_step_keeps_parameters_optimizer_state_and_batch_statistics_float32(steps):
     before, after, sums = steps["bfloat16"]
@@ -136,6 +137,7 @@ def test_cast_floating_leaves_integer_leaves_alone():
     assert {k: v.dtype for k, v in tree.items()} == {"w": jnp.bfloat16, "step": jnp.int32, "ok": jnp.bool_}
 
 
+@pytest.mark.device
 @pytest.mark.slow
 def test_bfloat16_loss_is_close_to_but_not_the_float32_loss(steps):
     f32, bf16 = steps["float32"][2]["loss_sum"], steps["bfloat16"][2]["loss_sum"]

@@ -67,6 +67,7 @@ def group(tmp_path_factory, fashion_paths):
     )
 
 
+@pytest.mark.device
 @pytest.mark.slow
 def test_each_seed_of_a_group_trains_like_that_seed_alone(alone, group):
     alone_root, alone_results = alone
@@ -93,6 +94,7 @@ def test_each_seed_of_a_group_trains_like_that_seed_alone(alone, group):
     assert any(not np.allclose(a[k], b[k]) for k in a)
 
 
+@pytest.mark.device
 @pytest.mark.slow
 def test_an_interrupted_group_resumes_to_the_unbroken_numbers(group, tmp_path, fashion_paths):
     _, unbroken = group

@@ -114,6 +114,7 @@ def test_checkpoints_keep_the_latest_k_and_the_best(unbroken):
     assert set(manager.all_steps()) == {200, 300} | {best}
 
 
+@pytest.mark.device
 def test_resume_after_a_crash_is_bitwise_equal_to_the_unbroken_run(unbroken, tmp_path, fashion_paths):
     run_dir, config, _ = unbroken
     crashed = tmp_path / "crashed"
