@@ -591,13 +591,20 @@ def run_worker(impl: str, model_name: str, opts) -> dict:
 
 
 def spawn(
-    impl: str, model_name: str, opts, *, dtype: str = "float32", batch_size: int = 0, timeout: float | None = None
+    impl: str,
+    model_name: str,
+    opts,
+    *,
+    dtype: str = "float32",
+    batch_size: int = 0,
+    timeout: float | None = None,
+    script: str = __file__,
 ) -> dict:
     """Run one measurement in a fresh process (its own process group, all killed at `timeout` seconds); its
-    result, or {'error': ...}."""
+    result, or {'error': ...}. `script` is the worker's file (another benchmark reusing these workers)."""
     command = [
         sys.executable,
-        __file__,
+        script,
         "--worker",
         impl,
         model_name,

@@ -399,12 +399,7 @@ WORKERS = {"check": check_worker, "shapes": shapes_worker}
 
 def spawn(impl: str, model_name: str, opts) -> dict:
     """train_step_speed.spawn, with this file as the worker (it knows the probe's variants and workers)."""
-    original = tss.__file__
-    tss.__file__ = str(Path(__file__).resolve())
-    try:
-        return tss.spawn(impl, model_name, opts)
-    finally:
-        tss.__file__ = original
+    return tss.spawn(impl, model_name, opts, script=str(Path(__file__).resolve()))
 
 
 def median_rate(row: dict) -> float | None:
