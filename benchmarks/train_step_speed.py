@@ -256,7 +256,11 @@ def project_worker(model_name: str, variant: str, opts) -> dict:
     """Time the project's jitted step (compile, train, eval) and one epoch of its drive."""
     import jax
 
-    from cnn_jax import tuning  # first: importing cnn_jax sets its XLA flags before JAX starts a backend
+    # Importing cnn_jax sets its XLA flags before JAX starts a backend; the library's modules (flax, optax,
+    # orbax) load before the memory baseline, as torch and keras load theirs.
+    import cnn_jax.models
+    import cnn_jax.train.loop  # noqa: F401
+    from cnn_jax import tuning
 
     shape, batch_size = INPUT_SHAPES[model_name], opts.batch_size
     images, labels = random_data(batch_size, shape, classes=num_classes(model_name))
