@@ -59,7 +59,13 @@ def main(argv=None) -> None:
     parser.add_argument("--epoch-images", type=int, default=3200)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "xla_levers.json")
     opts = parser.parse_args(argv)
-    levers = {name: LEVERS[name] for name in opts.levers.split(",") if name}
+    names = [name for name in opts.levers.split(",") if name]
+    unknown = sorted(set(names) - set(LEVERS))
+    if unknown:
+        parser.error(f"unknown lever(s) {', '.join(unknown)}; known: {', '.join(LEVERS)}")
+    if any("=" not in item for item in opts.extra):
+        parser.error("--extra takes NAME=FLAGS, e.g. --extra 'both=--xla_cpu_prefer_vector_width=512 ...'")
+    levers = {name: LEVERS[name] for name in names}
     levers.update(dict(item.split("=", 1) for item in opts.extra))
     results = {}
     for name, flags in levers.items():
