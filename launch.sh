@@ -27,7 +27,8 @@ lock_key() {
 }
 
 # Installs the lock's exact versions (hash-checked), then cnn_jax itself without dependencies; where no lock fits
-# the interpreter, pyproject.toml's ranges, with a warning. Installs again when pyproject.toml or the lock changes.
+# the interpreter, pyproject.toml's ranges, with a warning. Installs again when pyproject.toml, the lock or the
+# sources of cnn_jax/kernels change.
 ensure_env() {
   if [ ! -x "$VENV/bin/python" ]; then
     echo "Creating the virtual environment $VENV" >&2
@@ -37,7 +38,8 @@ ensure_env() {
   local pip=("$VENV/bin/pip" install --quiet --disable-pip-version-check)
   key="$(lock_key)"
   if [ -f "$ROOT/locks/$key.txt" ]; then lock="$ROOT/locks/$key.txt" source="locks/$key.txt"; fi
-  want="$(cat "$ROOT/pyproject.toml" ${lock:+"$lock"} | sha256sum | cut -d' ' -f1) $source"
+  # the compiled part (cnn_jax/kernels) is rebuilt when its sources change
+  want="$(cat "$ROOT/pyproject.toml" ${lock:+"$lock"} "$ROOT"/cnn_jax/kernels/{CMakeLists.txt,*.cc} | sha256sum | cut -d' ' -f1) $source"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     return
   fi
@@ -48,7 +50,8 @@ ensure_env() {
         "it at PyTorch's CPU wheels: PIP_FIND_LINKS=https://download.pytorch.org/whl/cpu/torch/ $0 ..." >&2
       exit 1
     }
-    "${pip[@]}" --no-deps -e "$ROOT"
+    # the build tools and oneDNN headers come from the lock too (pyproject.toml's "build" extra)
+    "${pip[@]}" --no-deps --no-build-isolation -e "$ROOT"
   else
     local covered
     covered="$(cd "$ROOT/locks" 2>/dev/null && ls -- *.txt 2>/dev/null | sed 's/\.txt$//' | paste -sd' ' || true)"

@@ -100,7 +100,9 @@ USER_XLA_FLAGS = os.environ.get("XLA_FLAGS")
 # measure; the workers get the allocator setting the benchmark was started with.
 PREALLOCATE = "XLA_PYTHON_CLIENT_PREALLOCATE"
 USER_PREALLOCATE = os.environ.get(PREALLOCATE)
-VARIANT_ENV = {"plain": {"CNN_JAX_PLAIN": "1"}}  # XLA's own CPU defaults and nn.max_pool (cnn_jax/tuning.py)
+# plain: XLA's own CPU defaults, nn.max_pool and XLA's convolutions (cnn_jax/tuning.py); xla_convs: the library with
+# XLA's convolutions instead of oneDNN's (cnn_jax/kernels)
+VARIANT_ENV = {"plain": {"CNN_JAX_PLAIN": "1"}, "xla_convs": {"CNN_JAX_NO_ONEDNN": "1"}}
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -235,6 +237,7 @@ def conv_variant(formulation: str, min_channels: int) -> Callable[..., ProjectPr
 PROJECT_VARIANTS: dict[str, Callable[..., ProjectProgram]] = {
     "default": library_variant,
     "plain": library_variant,  # with VARIANT_ENV["plain"]: the formulation before cnn_jax/tuning.py
+    "xla_convs": library_variant,  # with VARIANT_ENV["xla_convs"]: convolutions on XLA, not oneDNN
     "im2col": conv_variant("im2col_conv", 1),  # every conv as shifted slices + one matmul
     "im2col64": conv_variant("im2col_conv", 64),  # only convs with >= 64 input channels
     "wgrad_matmul": conv_variant("wgrad_matmul_conv", 1),  # only the kernel gradient as that matmul

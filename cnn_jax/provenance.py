@@ -13,6 +13,7 @@ from pathlib import Path
 import jax
 
 from cnn_jax import tuning
+from cnn_jax.kernels import onednn
 
 PACKAGES = (
     "cnn_jax",
@@ -145,5 +146,5 @@ def manifest(command: list[str] | None = None) -> dict[str, object]:
         "git": git_state(),
         "device": device_info(),
         "command": list(sys.argv if command is None else command),
-        "tuning": tuning.describe(),
+        "tuning": {**tuning.describe(), **onednn.describe()},
     }

@@ -1,15 +1,18 @@
 """The library's speed defaults, and the switch back to the plain formulation.
 
-Two choices speed up the float32 training step on CPU (measured: the README's speed section and
+Three choices speed up the float32 training step on CPU (measured: the README's speed section and
 benchmarks/results/train_step_speed.json):
 
+* Convolutions run on oneDNN (forward, input and kernel gradients) where the install built
+  cnn_jax/kernels (a C++ compiler and PyPI's oneDNN; otherwise XLA's, and the manifest says why).
+  `CNN_JAX_NO_ONEDNN=1` keeps XLA's convolutions and the other two choices.
 * XLA's CPU compiler (jaxlib 0.10) hands convolutions to YNNPACK, which runs them on one thread; the
   flag below keeps YNNPACK for reductions, dots and elementwise work but sends convolutions to
   XLA's multi-threaded Eigen kernels. It is a CPU-compiler flag: GPU and TPU programs are untouched.
 * Non-overlapping max pooling has a hand-written gradient (`cnn_jax.models.layers.max_pool`) equal to
   `nn.max_pool`'s, ties included, without the reduce-window scatter.
 
-`CNN_JAX_PLAIN=1` in the environment turns both off (XLA's own defaults, `nn.max_pool`). The XLA flag
+`CNN_JAX_PLAIN=1` in the environment turns all three off (XLA's own defaults, `nn.max_pool`). The XLA flag
 is read once, when JAX starts its CPU backend, so it is added to XLA_FLAGS when `cnn_jax` is imported;
 a flag of the same name already in XLA_FLAGS wins. Every run's manifest records the result.
 """

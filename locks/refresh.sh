@@ -21,6 +21,6 @@ else
   echo "locks/refresh.sh needs uv: pip install uv" >&2
   exit 1
 fi
-exec "${uv[@]}" pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 \
+exec "${uv[@]}" pip compile pyproject.toml --extra test --extra build --generate-hashes --python-version 3.11 \
   --python-platform x86_64-manylinux_2_28 --find-links "$wheels" --custom-compile-command "locks/refresh.sh [--upgrade]" \
   -o locks/py3.11-linux-x86_64.txt "$@"

@@ -14,6 +14,7 @@ PACKAGE = ROOT / "cnn_jax"
 # Bottom to top; a module may import its own part and the parts of lower levels only.
 LEVELS = (
     ("errors", "files", "tuning"),
+    ("kernels",),
     ("config", "data", "models", "provenance"),
     ("validation", "rundir"),
     ("checkpoints",),

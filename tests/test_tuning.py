@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cnn_jax import tuning
+from cnn_jax.kernels import onednn
 
 from conftest import shared
 
@@ -54,11 +55,11 @@ def test_importing_cnn_jax_after_jax_started_warns_and_the_manifest_says_so():
     assert json.loads(done.stdout.strip().splitlines()[-1])["xla_flags_not_in_effect"] == [FLAG]
 
 
-def _probe(fashion: Path, plain: bool) -> dict:
-    """tests/tuning_probe.py in a fresh process, tuned or with CNN_JAX_PLAIN=1 (XLA_FLAGS as the user's)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", tuning.PLAIN_ENV)}
-    if plain:
-        env[tuning.PLAIN_ENV] = "1"
+def _probe(fashion: Path, **switches: str) -> dict:
+    """tests/tuning_probe.py in a fresh process with the environment variables `switches` (tuned without any;
+    XLA_FLAGS as the user's)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", tuning.PLAIN_ENV, onednn.DISABLE_ENV)}
+    env.update(switches)
     done = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("tuning_probe.py")), str(fashion)],
         capture_output=True,
@@ -73,22 +74,40 @@ def _probe(fashion: Path, plain: bool) -> dict:
 @pytest.fixture(scope="module")
 def probes() -> dict:
     fashion = shared("fashion-mnist")
-    return {"tuned": _probe(fashion, plain=False), "plain": _probe(fashion, plain=True)}
+    return {
+        "tuned": _probe(fashion),
+        "xla_convs": _probe(fashion, **{onednn.DISABLE_ENV: "1"}),
+        "plain": _probe(fashion, **{tuning.PLAIN_ENV: "1"}),
+    }
 
 
 @pytest.mark.slow
 def test_tuned_step_keeps_convolutions_out_of_ynnpack_and_plain_does_not(probes):
-    tuned, plain = probes["tuned"]["convolutions"], probes["plain"]["convolutions"]
+    tuned, plain = probes["xla_convs"]["convolutions"], probes["plain"]["convolutions"]
     assert tuned["total"] == plain["total"] >= 5  # 3 forward, 3 kernel gradients, 2 input gradients
     assert tuned["in_ynn_fusions"] == 0
     assert plain["in_ynn_fusions"] > 0  # jaxlib 0.10's default, which the flag exists to change
+    assert tuned["onednn"] == plain["onednn"] == 0
+
+
+@pytest.mark.slow
+def test_tuned_step_sends_every_convolution_to_onednn_where_it_is_built(probes):
+    if not onednn.available():
+        pytest.skip(f"the oneDNN convolutions are not in use here: {onednn.status().detail}")
+    tuned, xla = probes["tuned"]["convolutions"], probes["xla_convs"]["convolutions"]
+    assert tuned["total"] == 0 and tuned["onednn"] == xla["total"] == 8  # 3 forward, 3 kernel and 2 input grads
 
 
 @pytest.mark.slow
 def test_tuned_and_plain_training_agree_to_float_rounding(probes):
     """8 SGD steps of seed_cnn on real Fashion-MNIST: the same falling loss curve, and weights whose
     difference is float32 rounding (measured: 7e-4 of how far the steps moved them; bound 1e-2)."""
-    tuned, plain = probes["tuned"], probes["plain"]
+    plain = probes["plain"]
+    for tuned in (probes["tuned"], probes["xla_convs"]):
+        _assert_agree(tuned, plain)
+
+
+def _assert_agree(tuned: dict, plain: dict) -> None:
     assert tuned["losses"][-1] < tuned["losses"][0] - 0.3  # it learns
     np.testing.assert_allclose(tuned["losses"], plain["losses"], rtol=1e-5)
     final, initial = np.array(tuned["conv2_kernel"]), np.array(tuned["conv2_kernel_initial"])

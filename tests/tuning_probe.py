@@ -1,6 +1,6 @@
 """Run by tests/test_tuning.py in a fresh process (XLA flags are fixed when JAX starts its backend):
 8 SGD steps of seed_cnn on the first 512 real Fashion-MNIST images, printed as one JSON line with
-where the compiled step's convolutions went (inside YNNPACK fusions or not)."""
+where the compiled step's convolutions went (inside YNNPACK fusions or not, or to oneDNN)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def convolutions(hlo: str) -> dict[str, int]:
     }
     count = {name: sum(" convolution(" in line for line in lines) for name, lines in bodies.items()}
     inside = sum(count[name] for name in called if name in count)
-    return {"in_ynn_fusions": inside, "total": sum(count.values())}
+    onednn = len(re.findall(r'custom_call_target="cnn_jax_conv_', hlo))
+    return {"in_ynn_fusions": inside, "total": sum(count.values()), "onednn": onednn}
 
 
 def main(fashion_dir: str) -> None:

@@ -18,8 +18,11 @@ from flax import linen as nn
 from flax.linen import pooling
 
 from cnn_jax import tuning
+from cnn_jax.kernels.conv import conv_general_dilated
 
 ModuleDef = Any  # a flax Module class, or a functools.partial of one with some fields bound
+# flax's convolution, on oneDNN where the CPU library is built (cnn_jax/kernels/conv.py), else on XLA's own
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 
 def identity(x: jax.Array) -> jax.Array:
@@ -171,7 +174,7 @@ class ConvUnit(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         use_bias = (self.norm is None) if self.use_bias is None else self.use_bias
         x, padding = padded_if_smaller_than_kernel(x, self.kernel, self.stride, flax_padding(self.padding))
-        x = nn.Conv(
+        x = Conv(
             self.features,
             (self.kernel, self.kernel),
             strides=(self.stride, self.stride),

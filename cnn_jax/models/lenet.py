@@ -27,6 +27,7 @@ from flax import linen as nn
 
 from cnn_jax.models.layers import (
     STRIDED_CONV,
+    Conv,
     ConvUnit,
     Downsample,
     Flatten,
@@ -103,7 +104,7 @@ class Subsampling(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         maps = x.shape[-1]
         x = Pool("avg", window=2, stride=2)(x)
-        return nn.Conv(maps, (1, 1), feature_group_count=maps, kernel_init=nn.initializers.ones)(x)
+        return Conv(maps, (1, 1), feature_group_count=maps, kernel_init=nn.initializers.ones)(x)
 
 
 class SelectMaps(nn.Module):
@@ -132,7 +133,7 @@ class PartialConv(nn.Module):
         for fan_in, same_fan_in in itertools.groupby(self.inputs, key=len):
             group = tuple(same_fan_in)
             gathered = SelectMaps(tuple(channel for maps in group for channel in maps), name=f"select{fan_in}")(x)
-            conv = nn.Conv(
+            conv = Conv(
                 len(group),
                 (self.kernel, self.kernel),
                 padding="VALID",
@@ -173,11 +174,11 @@ class LeNet5_1998(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = ScaledTanh()(nn.Conv(6, (5, 5), padding=flax_padding(padding_to_32(x)), name="c1")(x))
+        x = ScaledTanh()(Conv(6, (5, 5), padding=flax_padding(padding_to_32(x)), name="c1")(x))
         x = ScaledTanh()(Subsampling(name="s2")(x))
         x = ScaledTanh()(PartialConv(C3_INPUTS, kernel=5, name="c3")(x))
         x = ScaledTanh()(Subsampling(name="s4")(x))
-        x = ScaledTanh()(nn.Conv(120, (5, 5), padding="VALID", name="c5")(x))
+        x = ScaledTanh()(Conv(120, (5, 5), padding="VALID", name="c5")(x))
         x = ScaledTanh()(nn.Dense(84, name="f6")(Flatten(name="flatten")(x)))
         return RBFOutput(self.num_classes, name="output")(x)
 
