@@ -6,13 +6,19 @@
 //   cnn_jax_conv_kernel_grad   (x, dy) -> dw   dL/dw for dL/dy = dy
 //
 // Shapes come from the buffers (x: N,H,W,C; w: KH,KW,C,O; y: N,Ho,Wo,O); attributes `strides`, `pad_low`,
-// `pad_high` (two int64 each, height then width). Primitive descriptors are built once per shape and kept; the
-// scratchpad is the caller's (user mode), so concurrent calls from XLA's threads share nothing mutable.
+// `pad_high` (two int64 each, height then width). The work runs on XLA's own CPU thread pool, the batch cut into
+// one chunk per pool thread and each chunk on one oneDNN thread (see `run`). Primitives are built once per shape
+// and kept; the scratchpad is the caller's (user mode), so concurrent calls share nothing mutable.
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -116,65 +122,126 @@ ffi::Error geometry(ffi::Span<const int64_t> nhwc, ffi::Span<const int64_t> hwio
   return ffi::Error::Success();
 }
 
-// Runs `direction`'s primitive on the caller's buffers (weights in HWIO), reordering the weights if needed.
-ffi::Error run(const Geometry& g, Direction direction, float* src, float* weights, float* dst) {
-  try {
-    auto& engine = cpu_engine();
-    auto p = cached(g, direction);
-    dnnl::stream stream(engine);
-    memory src_mem(p->src, engine, src), dst_mem(p->dst, engine, dst);
-    memory user_weights(p->user_weights, engine, weights);
-    const bool reorder = p->weights != p->user_weights;
-    memory weights_mem = reorder ? memory(p->weights, engine) : user_weights;
-    if (reorder && direction != Direction::kKernelGrad) dnnl::reorder(user_weights, weights_mem).execute(stream, user_weights, weights_mem);
-    std::vector<uint8_t> scratch(p->scratchpad.get_size());
-    memory scratch_mem(p->scratchpad, engine, scratch.data());
-    const int src_arg = direction == Direction::kInputGrad ? DNNL_ARG_DIFF_SRC : DNNL_ARG_SRC;
-    const int dst_arg = direction == Direction::kForward ? DNNL_ARG_DST : DNNL_ARG_DIFF_DST;
-    const int weights_arg = direction == Direction::kKernelGrad ? DNNL_ARG_DIFF_WEIGHTS : DNNL_ARG_WEIGHTS;
-    p->primitive.execute(stream, {{src_arg, src_mem},
-                                  {dst_arg, dst_mem},
-                                  {weights_arg, weights_mem},
-                                  {DNNL_ARG_SCRATCHPAD, scratch_mem}});
-    if (reorder && direction == Direction::kKernelGrad) dnnl::reorder(weights_mem, user_weights).execute(stream, weights_mem, user_weights);
-    stream.wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("cnn_jax oneDNN conv: ") + e.what());
+// Runs `direction`'s primitive on one thread over the caller's buffers (weights in HWIO), reordering the weights
+// to the primitive's layout where it wants another.
+void run_chunk(const Geometry& g, Direction direction, float* src, float* weights, float* dst) {
+  auto& engine = cpu_engine();
+  auto p = cached(g, direction);
+  dnnl::stream stream(engine);
+  memory src_mem(p->src, engine, src), dst_mem(p->dst, engine, dst);
+  memory user_weights(p->user_weights, engine, weights);
+  const bool reorder = p->weights != p->user_weights;
+  memory weights_mem = reorder ? memory(p->weights, engine) : user_weights;
+  if (reorder && direction != Direction::kKernelGrad)
+    dnnl::reorder(user_weights, weights_mem).execute(stream, user_weights, weights_mem);
+  std::vector<uint8_t> scratch(p->scratchpad.get_size());
+  memory scratch_mem(p->scratchpad, engine, scratch.data());
+  const int src_arg = direction == Direction::kInputGrad ? DNNL_ARG_DIFF_SRC : DNNL_ARG_SRC;
+  const int dst_arg = direction == Direction::kForward ? DNNL_ARG_DST : DNNL_ARG_DIFF_DST;
+  const int weights_arg = direction == Direction::kKernelGrad ? DNNL_ARG_DIFF_WEIGHTS : DNNL_ARG_WEIGHTS;
+  p->primitive.execute(stream, {{src_arg, src_mem}, {dst_arg, dst_mem}, {weights_arg, weights_mem},
+                                {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+  if (reorder && direction == Direction::kKernelGrad)
+    dnnl::reorder(weights_mem, user_weights).execute(stream, weights_mem, user_weights);
+  stream.wait();
+}
+
+// The batch is cut into one contiguous chunk per thread of XLA's CPU pool, and each chunk runs on oneDNN with
+// one thread: the work stays on XLA's threads (no second thread team competing for the cores). The calling
+// thread takes chunks too, so the call finishes even if no pool thread is free; chunks are fixed by the pool
+// size, and kernel gradients are summed chunk by chunk in order, so results repeat bitwise on a machine.
+struct Work {
+  Geometry g;
+  Direction direction;
+  float *src, *weights, *dst;
+  int64_t chunks;
+  std::vector<std::vector<float>> partial;  // kernel gradients of chunks 1.. (chunk 0 writes the result)
+  std::atomic<int64_t> next{0}, done{0};
+  std::mutex mutex;
+  std::string error;
+
+  void take_chunks() {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    for (int64_t i; (i = next.fetch_add(1)) < chunks;) {
+      try {
+        run_one(i);
+      } catch (const dnnl::error& e) {
+        std::lock_guard<std::mutex> lock(mutex);
+        error = e.what();
+      }
+      done.fetch_add(1);
+    }
+    omp_set_num_threads(saved);
+  }
+
+  void run_one(int64_t i) {
+    const int64_t n = g.src[0], begin = n * i / chunks, end = n * (i + 1) / chunks;
+    Geometry c = g;
+    c.src[0] = c.dst[0] = end - begin;
+    const int64_t src_row = g.src[1] * g.src[2] * g.src[3], dst_row = g.dst[1] * g.dst[2] * g.dst[3];
+    float* w = direction == Direction::kKernelGrad && i > 0 ? partial[i - 1].data() : weights;
+    run_chunk(c, direction, src + begin * src_row, w, dst + begin * dst_row);
+  }
+};
+
+ffi::Error run(ffi::ThreadPool pool, const Geometry& g, Direction direction, float* src, float* weights,
+               float* dst) {
+  auto work = std::make_shared<Work>();
+  work->g = g;
+  work->direction = direction;
+  work->src = src;
+  work->weights = weights;
+  work->dst = dst;
+  work->chunks = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), g.src[0]));
+  if (direction == Direction::kKernelGrad) {
+    const int64_t size = g.weights[0] * g.weights[1] * g.weights[2] * g.weights[3];
+    work->partial.assign(work->chunks - 1, std::vector<float>(size));
+  }
+  for (int64_t t = 1; t < work->chunks; ++t) pool.Schedule([work] { work->take_chunks(); });
+  work->take_chunks();
+  while (work->done.load() < work->chunks) std::this_thread::yield();
+  if (!work->error.empty()) return ffi::Error::Internal("cnn_jax oneDNN conv: " + work->error);
+  if (direction == Direction::kKernelGrad) {
+    const int64_t size = g.weights[0] * g.weights[1] * g.weights[2] * g.weights[3];
+    for (const auto& part : work->partial)
+      for (int64_t k = 0; k < size; ++k) weights[k] += part[k];
   }
   return ffi::Error::Success();
 }
 
-ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
-                   ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_low,
-                   ffi::Span<const int64_t> pad_high) {
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                   ffi::ResultBuffer<ffi::F32> y, ffi::Span<const int64_t> strides,
+                   ffi::Span<const int64_t> pad_low, ffi::Span<const int64_t> pad_high) {
   Geometry g;
   if (auto e = geometry(x.dimensions(), w.dimensions(), y->dimensions(), strides, pad_low, pad_high, &g); e.failure())
     return e;
-  return run(g, Direction::kForward, x.typed_data(), w.typed_data(), y->typed_data());
+  return run(pool, g, Direction::kForward, x.typed_data(), w.typed_data(), y->typed_data());
 }
 
-ffi::Error InputGrad(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> dx,
-                     ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_low,
-                     ffi::Span<const int64_t> pad_high) {
+ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
+                     ffi::ResultBuffer<ffi::F32> dx, ffi::Span<const int64_t> strides,
+                     ffi::Span<const int64_t> pad_low, ffi::Span<const int64_t> pad_high) {
   Geometry g;
   if (auto e = geometry(dx->dimensions(), w.dimensions(), dy.dimensions(), strides, pad_low, pad_high, &g); e.failure())
     return e;
-  return run(g, Direction::kInputGrad, dx->typed_data(), w.typed_data(), dy.typed_data());
+  return run(pool, g, Direction::kInputGrad, dx->typed_data(), w.typed_data(), dy.typed_data());
 }
 
-ffi::Error KernelGrad(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dw,
-                      ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_low,
-                      ffi::Span<const int64_t> pad_high) {
+ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                      ffi::ResultBuffer<ffi::F32> dw, ffi::Span<const int64_t> strides,
+                      ffi::Span<const int64_t> pad_low, ffi::Span<const int64_t> pad_high) {
   Geometry g;
   if (auto e = geometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, pad_low, pad_high, &g); e.failure())
     return e;
-  return run(g, Direction::kKernelGrad, x.typed_data(), dw->typed_data(), dy.typed_data());
+  return run(pool, g, Direction::kKernelGrad, x.typed_data(), dw->typed_data(), dy.typed_data());
 }
 
 }  // namespace
 
 #define CNN_JAX_CONV_BINDING                                \
   ffi::Ffi::Bind()                                          \
+      .Ctx<ffi::ThreadPool>()                               \
       .Arg<ffi::Buffer<ffi::F32>>()                         \
       .Arg<ffi::Buffer<ffi::F32>>()                         \
       .Ret<ffi::Buffer<ffi::F32>>()                         \
