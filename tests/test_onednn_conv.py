@@ -185,8 +185,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from cnn_jax.kernels import conv
 keys = jax.random.split(jax.random.key(3), 2)
 x, w = jax.random.normal(keys[0], (8, 12, 12, 4)), jax.random.normal(keys[1], (3, 3, 4, 8))
-def grads(x, w):
-    return jax.grad(lambda x, w: jnp.sum(jnp.sin(conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=conv.NHWC))), (0, 1))(x, w)
+def loss(x, w):
+    return jnp.sum(jnp.sin(conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=conv.NHWC)))
+grads = jax.grad(loss, (0, 1))
 mesh = Mesh(np.array(jax.devices()), ("data",))
 sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
 many = jax.jit(grads)(sharded, jax.device_put(w, NamedSharding(mesh, PartitionSpec())))
