@@ -97,7 +97,9 @@ def assert_same_training(reference, other) -> None:
     assert [r["step"] for r in many_log] == [5, 10, 15, 20]  # each record once
     assert one.keys() == many.keys() and any(k.startswith("batch_stats") or "mean" in k for k in one)
     for key in one:
-        np.testing.assert_allclose(many[key], one[key], atol=1e-5, rtol=0, err_msg=key)
+        # float32 rounding, grown over 20 steps: the devices sum kernel gradients in another order than one device
+        # (with oneDNN's convolutions, each device its own rows; measured up to 4.7e-5 relative, 3.6e-5 absolute)
+        np.testing.assert_allclose(many[key], one[key], atol=1e-4, rtol=2e-4, err_msg=key)
     for a, b in zip(one_log, many_log):
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-5
     assert abs(one_log[-1]["test_accuracy"] - many_log[-1]["test_accuracy"]) <= 1e-4  # one image in 10,000

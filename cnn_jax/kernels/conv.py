@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec
 
 from cnn_jax.kernels import onednn
 
@@ -40,6 +42,54 @@ def _ffi(target: str, shape, a, b, strides, pads):
     )
 
 
+# Each call as a Shardy sharding rule over its operands (a, b) -> result: b is the batch; i, o the channels.
+RULES = {
+    "forward": "b h w i, k l i o -> b p q o",
+    "input_grad": "b p q o, k l i o -> b h w i",
+    "kernel_grad": "b h w i, b p q o -> k l i o",
+}
+
+
+@functools.cache
+def _onednn(target: str, strides, pads, tail: tuple[int, ...]):
+    """The oneDNN call `target` as a function of its operands (a, b), for a result of shape (batch, *tail) or, for
+    the kernel gradient, `tail`. On a batch sharded over devices each device runs its own rows (the kernel
+    gradient then sums over devices) instead of XLA gathering the whole batch; under vmap, one call per item."""
+    reduces = target == "kernel_grad"
+
+    def call(a, b):
+        return _ffi(target, tail if reduces else (a.shape[0], *tail), a, b, strides, pads)
+
+    def shardings(mesh, arg_shapes):
+        spec = getattr(arg_shapes[0].sharding, "spec", ())
+        axes = spec[0] if len(spec) else None  # the mesh axes the batch is split over
+        rows, whole = NamedSharding(mesh, PartitionSpec(axes)), NamedSharding(mesh, PartitionSpec())
+        return axes, (rows, rows if reduces else whole), whole if reduces else rows
+
+    def partition(mesh, arg_shapes, result_shape):
+        axes, args, result = shardings(mesh, arg_shapes)
+
+        def local(a, b):
+            return lax.psum(call(a, b), axes) if reduces and axes is not None else call(a, b)
+
+        return mesh, local, result, args
+
+    partitioned = custom_partitioning(call)
+    partitioned.def_partition(
+        partition,
+        infer_sharding_from_operands=lambda mesh, arg_shapes, result_shape: shardings(mesh, arg_shapes)[2],
+        sharding_rule=RULES[target],
+    )
+    batchable = jax.custom_batching.custom_vmap(partitioned)  # custom_partitioning has no batching rule
+
+    @batchable.def_vmap
+    def _(axis_size, in_batched, a, b):
+        a, b = (x if batched else jnp.broadcast_to(x, (axis_size, *x.shape)) for x, batched in zip((a, b), in_batched))
+        return jax.vmap(call)(a, b), True
+
+    return batchable
+
+
 def _output_shape(x, w, strides, pads):
     return jax.eval_shape(lambda x, w: _xla(x, w, strides, pads), x, w).shape
 
@@ -49,7 +99,7 @@ def _conv(x, w, strides, pads):
     return lax.platform_dependent(
         x,
         w,
-        cpu=lambda x, w: _ffi("forward", _output_shape(x, w, strides, pads), x, w, strides, pads),
+        cpu=lambda x, w: _onednn("forward", strides, pads, _output_shape(x, w, strides, pads)[1:])(x, w),
         default=lambda x, w: _xla(x, w, strides, pads),
     )
 
@@ -62,7 +112,8 @@ def _backward(strides, pads, saved, dy):
     x, w = saved
 
     def on_cpu(x, w, dy):
-        return _ffi("input_grad", x.shape, dy, w, strides, pads), _ffi("kernel_grad", w.shape, x, dy, strides, pads)
+        dx = _onednn("input_grad", strides, pads, x.shape[1:])(dy, w)
+        return dx, _onednn("kernel_grad", strides, pads, w.shape)(x, dy)
 
     def elsewhere(x, w, dy):
         return jax.vjp(lambda x, w: _xla(x, w, strides, pads), x, w)[1](dy)
