@@ -227,6 +227,21 @@ def test_without_the_library_status_gives_the_builds_reason(monkeypatch, tmp_pat
 CMAKE = shutil.which("cmake", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
+def test_a_library_that_does_not_load_warns_and_leaves_xla_convolutions(monkeypatch, tmp_path):
+    broken = tmp_path / onednn.LIBRARY
+    broken.write_bytes(b"not a shared library")
+    monkeypatch.setattr(onednn, "_installed_file", lambda name: broken if name == onednn.LIBRARY else None)
+    onednn.status.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="could not be loaded.*XLA's own kernels"):
+            status = onednn.status()
+        assert not status.available and str(broken) in status.detail
+    finally:
+        monkeypatch.undo()
+        onednn.status.cache_clear()
+    assert onednn.status().available
+
+
 @pytest.mark.skipif(CMAKE is None, reason="cmake is not installed")
 def test_the_build_installs_its_reason_instead_of_the_library_when_there_is_no_compiler(tmp_path):
     source, build = Path(conv.__file__).parent, tmp_path / "build"

@@ -168,15 +168,6 @@ def conv_general_dilated(
         if min(min(pair) for pair in pads) >= 0:
             return _conv(lhs, rhs, strides, pads)
     return lax.conv_general_dilated(
-        lhs,
-        rhs,
-        window_strides,
-        padding,
-        lhs_dilation,
-        rhs_dilation,
-        dimension_numbers,
-        feature_group_count,
-        batch_group_count,
-        precision,
-        preferred_element_type,
-    )
+        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+        feature_group_count, batch_group_count, precision, preferred_element_type,
+    )  # fmt: skip

@@ -12,6 +12,7 @@ import functools
 import importlib.metadata
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,10 @@ def status() -> Status:
         handle.cnn_jax_onednn_version.restype = ctypes.c_char_p
         version = handle.cnn_jax_onednn_version().decode()
     except (OSError, AttributeError) as error:
-        return Status(False, f"{library} could not be loaded: {error}")
+        detail = f"{library} could not be loaded: {error}"
+        advice = "convolutions run on XLA's own kernels (reinstall cnn_jax to rebuild it)"
+        warnings.warn(f"cnn_jax: {detail}; {advice}", stacklevel=2)
+        return Status(False, detail)
     return Status(True, f"{library} (oneDNN {version}, {sys.platform})")
 
 
