@@ -401,6 +401,21 @@ def test_formulation_of_each_run_is_in_the_provenance(tmp_path):
     assert "**runs differ:** " in report.render_markdown(data).split("- Formulation:")[1].splitlines()[0]
 
 
+def test_the_provenance_says_whether_convolutions_ran_on_onednn(tmp_path):
+    exp = tmp_path / "e"
+    write_sweep(exp, {("max", 0): 0.9, ("avg", 0): 0.92})
+    for path, on in zip(sorted(exp.rglob("manifest.json")), (True, False)):
+        info = json.loads(path.read_text())
+        detail = "/x/libcnn_jax_onednn.so (oneDNN 3.2.0, linux)" if on else "switched off by CNN_JAX_NO_ONEDNN"
+        flags = {"formulation": "tuned", "xla_flags": "", "xla_flags_not_in_effect": []}
+        info["tuning"] = {**flags, "onednn_convolutions": on, "onednn_detail": detail}
+        path.write_text(json.dumps(info))
+    assert sorted(build(exp)["provenance"]["formulation"]) == [
+        "tuned, XLA_FLAGS ''; CPU convolutions: XLA",
+        "tuned, XLA_FLAGS ''; CPU convolutions: oneDNN (oneDNN 3.2.0)",
+    ]
+
+
 def test_paired_rows_carry_holm_and_power(tmp_path):
     exp = tmp_path / "e"
     levels = {"max": (0.90, 0.91, 0.92), "avg": (0.91, 0.93, 0.92), "stride": (0.88, 0.895, 0.87)}

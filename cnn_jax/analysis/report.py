@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -333,12 +334,18 @@ def _device(manifest: dict[str, Any]) -> str:
 
 
 def _formulation(manifest: dict[str, Any]) -> str:
-    """cnn_jax/tuning.py's record: tuned or plain, and the XLA flags the process started with."""
+    """cnn_jax/tuning.py's record: tuned or plain, the XLA flags the process started with, and whether its CPU
+    convolutions ran on oneDNN (cnn_jax/kernels; not recorded by runs before them)."""
     t = manifest.get("tuning")
     if t is None:
         return "not recorded (runs before cnn_jax/tuning.py: XLA defaults, reshape max pooling)"
     late = f"; not in effect: {' '.join(t['xla_flags_not_in_effect'])}" if t.get("xla_flags_not_in_effect") else ""
-    return f"{t['formulation']}, XLA_FLAGS '{t.get('xla_flags', '')}'{late}"
+    convolutions = ""
+    if "onednn_convolutions" in t:
+        version = re.search(r"oneDNN [\d.]+", t.get("onednn_detail", ""))
+        on = f"oneDNN ({version.group(0) if version else 'version not recorded'})"
+        convolutions = f"; CPU convolutions: {on if t['onednn_convolutions'] else 'XLA'}"
+    return f"{t['formulation']}, XLA_FLAGS '{t.get('xla_flags', '')}'{late}{convolutions}"
 
 
 def _data(manifest: dict[str, Any]) -> str:
