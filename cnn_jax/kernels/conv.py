@@ -10,6 +10,7 @@ rounding (another summation order), and repeat bitwise from run to run.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -146,28 +147,25 @@ def supported(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_g
     )
 
 
-def conv_general_dilated(
-    lhs,
-    rhs,
-    window_strides,
-    padding,
-    lhs_dilation=None,
-    rhs_dilation=None,
-    dimension_numbers=None,
-    feature_group_count=1,
-    batch_group_count=1,
-    precision=None,
-    preferred_element_type=None,
-):
-    """`lax.conv_general_dilated`, on oneDNN where `supported` (and the padding crops nothing)."""
-    if preferred_element_type in (None, jnp.float32) and supported(
-        lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, batch_group_count
+_LAX_SIGNATURE = inspect.signature(lax.conv_general_dilated)
+
+
+def conv_general_dilated(*args, **kwargs):
+    """`lax.conv_general_dilated` (same arguments), on oneDNN where `supported` and the padding crops nothing."""
+    call = _LAX_SIGNATURE.bind(*args, **kwargs)
+    call.apply_defaults()
+    a = call.arguments
+    if a["preferred_element_type"] in (None, jnp.float32) and supported(
+        a["lhs"],
+        a["rhs"],
+        a["lhs_dilation"],
+        a["rhs_dilation"],
+        a["dimension_numbers"],
+        a["feature_group_count"],
+        a["batch_group_count"],
     ):
-        strides = tuple(int(s) for s in window_strides)
-        pads = _explicit_pads(padding, lhs.shape[1:3], rhs.shape[:2], strides)
+        strides = tuple(int(s) for s in a["window_strides"])
+        pads = _explicit_pads(a["padding"], a["lhs"].shape[1:3], a["rhs"].shape[:2], strides)
         if min(min(pair) for pair in pads) >= 0:
-            return _conv(lhs, rhs, strides, pads)
-    return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-        feature_group_count, batch_group_count, precision, preferred_element_type,
-    )  # fmt: skip
+            return _conv(a["lhs"], a["rhs"], strides, pads)
+    return lax.conv_general_dilated(*args, **kwargs)

@@ -134,8 +134,8 @@ void run_chunk(const Geometry& g, Direction direction, float* src, float* weight
   memory weights_mem = reorder ? memory(p->weights, engine) : user_weights;
   if (reorder && direction != Direction::kKernelGrad)
     dnnl::reorder(user_weights, weights_mem).execute(stream, user_weights, weights_mem);
-  std::vector<uint8_t> scratch(p->scratchpad.get_size());
-  memory scratch_mem(p->scratchpad, engine, scratch.data());
+  std::unique_ptr<uint8_t[]> scratch(new uint8_t[p->scratchpad.get_size()]);  // left uninitialized: oneDNN's own
+  memory scratch_mem(p->scratchpad, engine, scratch.get());
   const int src_arg = direction == Direction::kInputGrad ? DNNL_ARG_DIFF_SRC : DNNL_ARG_SRC;
   const int dst_arg = direction == Direction::kForward ? DNNL_ARG_DST : DNNL_ARG_DIFF_DST;
   const int weights_arg = direction == Direction::kKernelGrad ? DNNL_ARG_DIFF_WEIGHTS : DNNL_ARG_WEIGHTS;
